@@ -1,0 +1,32 @@
+# The README's two commands: `make demo` (the main job on the embedded default) and `make test`.
+# Both build the virtual environment `.venv` from nothing the first time.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+# CPU TensorFlow by default; on a CUDA machine: make EXTRAS=gpu,test venv
+EXTRAS ?= cpu,test
+DEMO_DIR ?= demo-output
+
+.PHONY: venv test lint demo clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+venv: $(STAMP)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
+	$(BIN)/pytest
+
+demo: $(STAMP)
+	$(BIN)/python -m pipeline.demo --out $(DEMO_DIR)
+
+clean:
+	rm -rf $(VENV) $(DEMO_DIR)

@@ -1,0 +1,1 @@
+"""Everything about the CNN (architectures, preprocessing, training, evaluation, bundles); nothing about archives."""

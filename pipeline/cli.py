@@ -1,0 +1,35 @@
+"""The `ifcbflow` command: one Typer app; each area of the tool registers its own commands here."""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+
+from pipeline import cli_archive, cli_classify, cli_cluster, cli_model
+
+app = typer.Typer(
+    name="ifcbflow",
+    help="Classify IFCB archives in object storage with a CNN, distributed with Dask.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_show_locals=False,  # locals may hold credentials from --storage-options
+)
+
+
+@app.callback()
+def _main(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+for _area in (cli_archive, cli_model, cli_classify, cli_cluster):
+    _area.register(app)
+
+
+def main() -> None:
+    app()
