@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import uuid
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 def _shared_dir(name: str) -> Path:
     path = SHARED_DATA / name
     if not path.is_dir():
-        pytest.skip(f"real fixtures not found at {path} (they live in ../shared/data beside the repo, absent in a fresh clone)")
+        pytest.skip(f"real fixtures not found at {path} (../shared/data beside the repo; absent in a fresh clone)")
     return path
 
 
@@ -49,7 +50,8 @@ class S3Server:
         return {
             "key": "testing",
             "secret": "testing",
-            "client_kwargs": {"endpoint_url": self.endpoint_url, "region_name": "us-east-1"},
+            # No region_name: s3fs would send it as a LocationConstraint, which S3 refuses for us-east-1.
+            "client_kwargs": {"endpoint_url": self.endpoint_url},
             "skip_instance_cache": True,
         }
 
@@ -70,6 +72,7 @@ def s3_server() -> Iterator[S3Server]:
     """A real S3 server (moto's server mode) on a free loopback port for the whole session."""
     from moto.server import ThreadedMotoServer
 
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
