@@ -12,9 +12,8 @@ from typing import Any
 
 import pytest
 
-# Keep TensorFlow quiet and on the CPU in tests, in this process and in every worker process it starts.
+# Keep TensorFlow's C++ logging quiet in this process and in every worker process it starts.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
