@@ -1,9 +1,149 @@
-"""CLI commands of this area (placeholder until implemented)."""
+"""CLI commands on raw archives: `ls` (what is there), `extract` (a bin's ROIs as PNG), `synth` (a test archive)."""
 
 from __future__ import annotations
 
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
 import typer
+from PIL import Image
+from rich.progress import Progress
+
+from pipeline.archive import bin_files_at, scan_archive
+from pipeline.bins import BinMeta, read_bin_images, read_bin_meta
+from pipeline.errors import BinFailure, IfcbFormatError
+from pipeline.identifiers import roi_id
+from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
+from pipeline.synth import SYNTH_CLASSES, write_synthetic_archive
+
+log = logging.getLogger(__name__)
+
+LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason")
+
+
+def listing_records(results: Iterable[BinMeta | BinFailure]) -> Iterator[dict[str, Any]]:
+    """One flat record per bin (the `ls --json` objects): ok bins with counts, failed bins with their reason."""
+    for result in results:
+        if isinstance(result, BinFailure):
+            yield {
+                "bin": result.bin, "instrument": None, "time": None, "rois": None, "ml_analyzed": None,
+                "status": "failed", "reason": f"{result.stage}: {result.reason}",
+            }  # fmt: skip
+        else:
+            yield {
+                "bin": result.bin.id, "instrument": result.bin.instrument, "time": result.bin.time.isoformat(),
+                "rois": result.n_rois, "ml_analyzed": result.ml_analyzed, "status": "ok", "reason": None,
+            }  # fmt: skip
+
+
+def format_listing_header() -> str:
+    return f"{'bin':<26} {'instrument':<10} {'time (UTC)':<20} {'rois':>6} {'ml_analyzed':>12}  status"
+
+
+def format_listing_line(record: dict[str, Any]) -> str:
+    """A fixed-width line of the `ls` table."""
+    if record["status"] != "ok":
+        return f"{record['bin']:<26} {'':<10} {'':<20} {'':>6} {'':>12}  failed: {record['reason']}"
+    ml = "-" if record["ml_analyzed"] is None else f"{record['ml_analyzed']:.6f}"
+    time = record["time"][:19].replace("T", " ")
+    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok"
+
+
+def _parse_time(text: str | None, flag: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(
+            f"{flag} must be an ISO 8601 date or time, e.g. 2024-01-31 or 2024-01-31T12:00"
+        ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def ls(
+    archive_url: str = typer.Argument(..., help="Archive folder: a local path, file://, s3://bucket/prefix, gs://..."),
+    as_json: bool = typer.Option(
+        False, "--json", help="One JSON object per line: bin, instrument, time, rois, ml_analyzed, status, reason."
+    ),
+    start: str | None = typer.Option(None, "--start", help="Only bins sampled at or after this ISO time (UTC)."),
+    end: str | None = typer.Option(None, "--end", help="Only bins sampled before this ISO time (UTC)."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """List the bins of an archive: one line per bin with its ROI count and volume analysed (mL).
+
+    Bins are found in flat folders or day folders (D2024/D20240101/). A bin with a missing or unreadable file is
+    listed as failed with the reason; unrelated files are ignored.
+    """
+    options = parse_storage_options(storage_options)
+    start_time, end_time = _parse_time(start, "--start"), _parse_time(end, "--end")
+    counts = {"ok": 0, "failed": 0, "rois": 0}
+    try:
+        results = scan_archive(archive_url, options, start=start_time, end=end_time)
+        if not as_json:
+            typer.echo(format_listing_header())
+        for record in listing_records(results):
+            counts[record["status"]] += 1
+            counts["rois"] += record["rois"] or 0
+            typer.echo(json.dumps(record) if as_json else format_listing_line(record))
+    except (FileNotFoundError, IfcbFormatError, ValueError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"{counts['ok']} bins ok, {counts['failed']} failed, {counts['rois']} ROIs", err=True)
+
+
+def extract(
+    bin_url: str = typer.Argument(
+        ..., help="A bin: its path or URL without extension, or the path of its .hdr, .adc or .roi."
+    ),
+    out_dir: Path = typer.Argument(..., help="Local folder for the PNG files (created if needed)."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Write every ROI image of one bin as a lossless 8-bit grayscale PNG named <roi id>.png (the raw pixels)."""
+    options = parse_storage_options(storage_options)
+    try:
+        fs, files = bin_files_at(bin_url, options)
+        if files.missing:
+            raise IfcbFormatError(f"bin {files.bin.id} is incomplete: missing {' and '.join(files.missing)}")
+        meta = read_bin_meta(fs, files)
+        images = read_bin_images(fs, meta)
+    except (FileNotFoundError, IfcbFormatError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with Progress(transient=True) as progress:
+        task = progress.add_task(f"extracting {files.bin.id}", total=len(images))
+        for number, image in images:
+            Image.fromarray(image).save(out_dir / f"{roi_id(files.bin.id, number)}.png")
+            progress.advance(task)
+    typer.echo(f"wrote {len(images)} PNG files to {out_dir}")
+
+
+def synth(
+    out_url: str = typer.Argument(..., help="Folder (local path or URL) to write the synthetic archive into."),
+    bins: int = typer.Option(10, "--bins", min=0, help="Number of bins (20 minutes apart)."),
+    rois: int = typer.Option(100, "--rois", min=0, help="ROIs with an image per bin."),
+    classes: int = typer.Option(
+        4, "--classes", min=1, max=len(SYNTH_CLASSES), help=f"Shape kinds used, first K of: {', '.join(SYNTH_CLASSES)}."
+    ),
+    seed: int = typer.Option(0, "--seed", help="Random seed: the same seed writes the same bytes."),
+    flat: bool = typer.Option(False, "--flat", help="All bins in one folder instead of DYYYY/DYYYYMMDD/ folders."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Write a synthetic archive of valid bins of plankton-like shapes, with the true classes in labels.csv."""
+    options = parse_storage_options(storage_options)
+    ids = write_synthetic_archive(
+        out_url, bins=bins, rois=rois, classes=classes, seed=seed, storage_options=options, flat=flat
+    )
+    typer.echo(f"wrote {len(ids)} bins x {rois} ROIs ({classes} classes) and labels.csv to {out_url}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("ls")(ls)
+    app.command("extract")(extract)
+    app.command("synth")(synth)

@@ -1,0 +1,92 @@
+"""CNN architectures by name, so the trainer and the CLI take `--arch NAME` and a new one is one decorated function.
+
+Every builder returns a Keras 3 functional model taking (input_size, input_size, 1) float32 images (0..255, see
+`model.preprocess`) and giving class probabilities; the last layer is float32 so mixed precision stays stable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+from keras import layers
+
+Builder = Callable[[int, int], keras.Model]
+_REGISTRY: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Decorator: make `builder(n_classes, input_size)` available as `build(name, ...)`."""
+
+    def add(builder: Builder) -> Builder:
+        if name in _REGISTRY:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _REGISTRY[name] = builder
+        return builder
+
+    return add
+
+
+def names() -> list[str]:
+    """The registered architecture names, sorted."""
+    return sorted(_REGISTRY)
+
+
+def build(name: str, n_classes: int, input_size: int = 128) -> keras.Model:
+    """A fresh, untrained model of the named architecture."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(names())}")
+    if n_classes < 2:
+        raise ValueError(f"a classifier needs at least 2 classes, got {n_classes}")
+    return _REGISTRY[name](n_classes, input_size)
+
+
+def _conv_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
+    """Conv 3x3 'same' -> ReLU -> BatchNorm: ifcbUTOPIA normalises after the activation."""
+    x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return layers.BatchNormalization(axis=-1, momentum=0.99, epsilon=1e-3, name=f"{name}_bn")(x)
+
+
+@register("utopia-b3")
+def utopia_b3(n_classes: int, input_size: int) -> keras.Model:
+    """The ifcbUTOPIA CNN deployed as "model-cnn-v1-b3" (../shared/data/utopia/model-cnn-v1-b3.json), layer for layer.
+
+    The input size must survive four 3x3/stride-3 'valid' poolings (128 -> 42 -> 14 -> 4 -> 1).
+    """
+    if input_size < 81:
+        raise ValueError(f"utopia-b3 needs input_size >= 81 (four 3x3/3 poolings), got {input_size}")
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = inputs
+    block = 0
+    for stage_filters in ((32, 16), (64, 32), (128, 128, 64), (256, 256, 128)):
+        for filters in stage_filters:
+            block += 1
+            x = _conv_block(x, filters, f"block{block}")
+        x = layers.MaxPooling2D(pool_size=3, strides=3, padding="valid", name=f"pool{block}")(x)
+    x = layers.Flatten(name="flatten")(x)
+    x = layers.Dense(512, name="fc1")(x)
+    x = layers.Activation("relu", name="fc1_relu")(x)
+    x = layers.BatchNormalization(momentum=0.99, epsilon=1e-3, name="fc1_bn")(x)
+    x = layers.Dropout(0.2, name="fc1_dropout")(x)
+    x = layers.Dense(1000, name="fc2")(x)
+    x = layers.Activation("relu", name="fc2_relu")(x)
+    x = layers.Dense(1000, activation="relu", name="fc3")(x)
+    x = layers.Dropout(0.1, name="fc3_dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="utopia_b3")
+
+
+@register("small-cnn")
+def small_cnn(n_classes: int, input_size: int) -> keras.Model:
+    """A small fast CNN (a few thousand parameters) for demos and tests on a couple of CPU cores."""
+    inputs = keras.Input((input_size, input_size, 1), name="image")
+    x = layers.Rescaling(1 / 255, name="scale")(inputs)
+    for i, filters in enumerate((16, 32, 32), start=1):
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
+        x = layers.BatchNormalization(name=f"bn{i}")(x)
+        x = layers.MaxPooling2D(2, name=f"pool{i}")(x)
+    x = layers.GlobalAveragePooling2D(name="gap")(x)
+    x = layers.Dropout(0.1, name="dropout")(x)
+    outputs = layers.Dense(n_classes, activation="softmax", dtype="float32", name="probabilities")(x)
+    return keras.Model(inputs, outputs, name="small_cnn")

@@ -1,0 +1,89 @@
+"""THE one bin reader: metadata (`.hdr` + `.adc`, small) and images (`.roi`, one ranged read), over fsspec.
+
+Everything that reads bins - `ls`, planning, the workers, training from an archive - goes through these functions,
+so that one reader decides ROI numbers, pixels and volume analysed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from pipeline.adc import AdcTable, parse_adc
+from pipeline.errors import IfcbFormatError
+from pipeline.hdr import Header, parse_header
+from pipeline.identifiers import BinId
+from pipeline.roi import read_images
+from pipeline.volume import ml_analyzed
+
+
+@dataclass(frozen=True)
+class BinFiles:
+    """Where the three files of a bin are (fsspec paths as the filesystem returns them; None = missing)."""
+
+    bin: BinId
+    hdr: str | None
+    adc: str | None
+    roi: str | None
+
+    @property
+    def missing(self) -> list[str]:
+        """Extensions of the files the bin lacks, e.g. `[".roi"]`."""
+        return [f".{ext}" for ext in ("hdr", "adc", "roi") if getattr(self, ext) is None]
+
+
+@dataclass
+class BinMeta:
+    """What a bin's `.hdr` and `.adc` say: enough to plan work and compute concentrations, without any pixels."""
+
+    bin: BinId
+    files: BinFiles
+    header: Header
+    adc: AdcTable
+    roi_numbers: np.ndarray
+    ml_analyzed: float | None
+
+    @property
+    def n_rois(self) -> int:
+        """Number of ROIs with an image."""
+        return int(self.roi_numbers.size)
+
+    @property
+    def roi_bytes(self) -> int:
+        """Pixel bytes of all images: what reading the bin's images costs."""
+        rows = self.roi_numbers - 1
+        return int((self.adc.width[rows] * self.adc.height[rows]).sum())
+
+
+def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
+    """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
+    header = parse_header(hdr)
+    table = parse_adc(adc, files.bin.schema)
+    return BinMeta(
+        bin=files.bin,
+        files=files,
+        header=header,
+        adc=table,
+        roi_numbers=table.roi_numbers,
+        ml_analyzed=ml_analyzed(files.bin, header, table),
+    )
+
+
+def read_bin_meta(fs, files: BinFiles) -> BinMeta:
+    """Read and parse a bin's `.hdr` and `.adc` (one GET each on object storage); raise `IfcbFormatError`."""
+    return bin_meta_from_bytes(files, _read_whole(fs, files.hdr, "hdr"), _read_whole(fs, files.adc, "adc"))
+
+
+def read_bin_images(fs, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
+    """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`."""
+    return read_images(fs, meta.files.roi, meta.adc)
+
+
+def _read_whole(fs, path: str | None, ext: str) -> bytes:
+    if path is None:
+        raise IfcbFormatError(f"missing .{ext}", stage="files")
+    try:
+        return fs.cat_file(path)
+    except FileNotFoundError:
+        raise IfcbFormatError(f"missing .{ext}: {path} not found", stage="files") from None

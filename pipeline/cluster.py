@@ -1,0 +1,146 @@
+"""The cluster factory: one call gives a connected `distributed.Client`, whatever runs the workers.
+
+- `"local"`: an embedded cluster on this machine. With GPUs: one worker process per GPU, pinned to it with
+  `CUDA_VISIBLE_DEVICES` and advertising the resource `GPU=1` (dask-cuda's LocalCUDACluster when installed). Without:
+  CPU worker processes, one task thread each, TensorFlow's threads split between them so they share the cores
+  instead of oversubscribing them.
+- `"slurm"` / `"pbs"`: a dask-jobqueue cluster (`pipeline.jobqueue`), TLS-secured.
+- anything else: an existing scheduler, by address (`tcp://host:8786`, `tls://...`) or scheduler JSON file.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from typing import Any
+
+from distributed import Client
+
+from pipeline.worker import TF_THREADS_ENV
+
+log = logging.getLogger(__name__)
+
+GPU_RESOURCE = "GPU"
+
+
+def gpu_count() -> int:
+    """GPUs visible to this process, without importing TensorFlow (respects CUDA_VISIBLE_DEVICES)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return 0
+    try:
+        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+
+
+def cores() -> int:
+    """CPU cores this process may use."""
+    return len(os.sched_getaffinity(0))
+
+
+def _local_gpu_cluster(n_gpus: int, workers: int | None, dashboard_address: str | None) -> Any:
+    n = min(workers or n_gpus, n_gpus)
+    threads = str(max(1, cores() // n))
+    if importlib.util.find_spec("dask_cuda") is not None:
+        from dask_cuda import LocalCUDACluster
+
+        return LocalCUDACluster(
+            CUDA_VISIBLE_DEVICES=list(range(n)),
+            threads_per_worker=1,
+            resources={GPU_RESOURCE: 1},
+            dashboard_address=dashboard_address,
+            env={TF_THREADS_ENV: threads},
+        )
+    from distributed import Nanny, Scheduler, SpecCluster
+
+    workers_spec = {
+        f"gpu-{i}": {
+            "cls": Nanny,
+            "options": {
+                "nthreads": 1,
+                "resources": {GPU_RESOURCE: 1},
+                "env": {"CUDA_VISIBLE_DEVICES": str(i), TF_THREADS_ENV: threads},
+            },
+        }
+        for i in range(n)
+    }
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
+    return SpecCluster(workers=workers_spec, scheduler=scheduler, name="ifcbflow-gpu")
+
+
+def local_cluster(workers: int | None = None, *, dashboard_address: str | None = ":0") -> Any:
+    """The embedded default: GPU workers when GPUs exist, CPU worker processes otherwise."""
+    n_gpus = gpu_count()
+    if n_gpus:
+        log.info("local cluster: %d GPU(s)", n_gpus)
+        return _local_gpu_cluster(n_gpus, workers, dashboard_address)
+    from distributed import LocalCluster
+
+    n = workers or max(1, cores() // 2)
+    tf_threads = max(1, cores() // n)
+    log.info("local cluster: %d CPU worker process(es), %d TensorFlow thread(s) each", n, tf_threads)
+    return LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        dashboard_address=dashboard_address,
+        env={TF_THREADS_ENV: str(tf_threads)},
+    )
+
+
+@contextmanager
+def open_client(
+    cluster: str = "local",
+    *,
+    workers: int | None = None,
+    jobqueue: Any = None,
+    security: Any = None,
+    dashboard_address: str | None = ":0",
+) -> Iterator[Client]:
+    """A client of the named cluster; a cluster started here is closed on exit, an external one is left running."""
+    with ExitStack() as stack:
+        if cluster == "local":
+            started = stack.enter_context(local_cluster(workers, dashboard_address=dashboard_address))
+            client = stack.enter_context(Client(started))
+        elif cluster in ("slurm", "pbs"):
+            from pipeline.jobqueue import start_jobqueue_cluster
+
+            if jobqueue is None:
+                raise ValueError(f"--cluster {cluster} needs jobqueue settings")
+            started, jobqueue_security = start_jobqueue_cluster(cluster, jobqueue)
+            stack.enter_context(started)
+            client = stack.enter_context(Client(started, security=jobqueue_security))
+        elif Path(cluster).is_file():
+            client = stack.enter_context(Client(scheduler_file=cluster, security=security))
+        elif "://" in cluster or ":" in cluster:
+            client = stack.enter_context(Client(cluster, security=security))
+        else:
+            raise ValueError(
+                f"unknown cluster {cluster!r}: use local, slurm, pbs, a scheduler address (tcp://host:8786) "
+                "or a scheduler JSON file"
+            )
+        yield client
+
+
+def workers_have_gpus(client: Client) -> bool:
+    """Whether any connected worker advertises the GPU resource (then partition tasks ask for one)."""
+    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    return any(info.get("resources", {}).get(GPU_RESOURCE, 0) > 0 for info in workers)
+
+
+def dashboard_link(client: Client) -> str | None:
+    """The Dask dashboard URL, or None when the dashboard cannot run here (bokeh not installed)."""
+    if importlib.util.find_spec("bokeh") is None:
+        return None
+    return client.dashboard_link

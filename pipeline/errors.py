@@ -1,0 +1,47 @@
+"""Errors and failure records of the IFCB reader.
+
+Bad input raises `IfcbFormatError` (a `ValueError`, so callers that only know "bad value" still catch it); a bin that
+cannot be processed becomes a `BinFailure` record, because failures are data: one bad bin must never stop an archive.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+#: The stages a bin goes through; a failure names the one where it stopped.
+STAGES = ("files", "hdr", "adc", "roi", "preprocess", "predict", "write")
+
+
+class IfcbFormatError(ValueError):
+    """Input that does not follow the IFCB format; the message says what and why.
+
+    `stage` names the file kind at fault ("hdr", "adc", "roi", "files") when the reader knows it, so that the
+    failure record can say where a bin stopped.
+    """
+
+    def __init__(self, message: str, *, stage: str | None = None) -> None:
+        super().__init__(message)
+        self.stage = stage
+
+
+@dataclass(frozen=True)
+class BinFailure:
+    """A bin that could not be processed: which bin, at which stage, and why."""
+
+    bin: str
+    stage: str
+    reason: str
+
+    def __post_init__(self) -> None:
+        if self.stage not in STAGES:
+            raise ValueError(f"unknown failure stage {self.stage!r}; expected one of {', '.join(STAGES)}")
+
+    def to_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+    @classmethod
+    def from_error(cls, bin_id: str, error: Exception, default_stage: str) -> BinFailure:
+        """The record for `error` raised while processing `bin_id` (stage from the error when it carries one)."""
+        stage = getattr(error, "stage", None) or default_stage
+        reason = str(error) if isinstance(error, IfcbFormatError) else f"{type(error).__name__}: {error}"
+        return cls(bin=bin_id, stage=stage, reason=reason)

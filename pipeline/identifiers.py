@@ -1,0 +1,78 @@
+"""IFCB bin and ROI identifiers.
+
+Two naming schemes exist; the scheme decides the `.adc` schema (newer `DYYYYMMDDTHHMMSS_IFCBnnn` -> "v2", older
+`IFCBn_YYYY_DDD_HHMMSS` -> "v1"), never sniffing the file. Timestamps in identifiers are UTC.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+from pipeline.errors import IfcbFormatError
+
+Schema = Literal["v1", "v2"]
+
+_NEWER = re.compile(r"D(?P<date>\d{8})T(?P<time>\d{6})_(?P<instrument>IFCB\d{3})", re.ASCII)
+_OLDER = re.compile(r"(?P<instrument>IFCB\d+)_(?P<year>\d{4})_(?P<doy>\d{3})_(?P<time>\d{6})", re.ASCII)
+_ROI_DIGITS = 5
+_SCHEMES = (
+    "DYYYYMMDDTHHMMSS_IFCBnnn (e.g. D20130526T095207_IFCB013) or IFCBn_YYYY_DDD_HHMMSS (e.g. IFCB5_2012_028_081515)"
+)
+
+
+@dataclass(frozen=True)
+class BinId:
+    """A parsed bin identifier: the id text, the instrument (as named in the id), the UTC sample time, the schema."""
+
+    id: str
+    instrument: str
+    time: datetime
+    schema: Schema
+
+    def __str__(self) -> str:
+        return self.id
+
+    @property
+    def instrument_number(self) -> int:
+        """The instrument's serial number (`IFCB013` -> 13, `IFCB5` -> 5)."""
+        return int(self.instrument[4:])
+
+
+def parse_bin_id(text: str) -> BinId:
+    """Parse a bin identifier (the whole text, no extension or folder); raise `IfcbFormatError` otherwise."""
+    if (match := _NEWER.fullmatch(text)) is not None:
+        try:
+            time = datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+        except ValueError as err:
+            raise IfcbFormatError(f"bin id {text!r} has an impossible date or time: {err}") from None
+        return BinId(id=text, instrument=match["instrument"], time=time, schema="v2")
+    if (match := _OLDER.fullmatch(text)) is not None:
+        year, doy = int(match["year"]), int(match["doy"])
+        try:
+            clock = datetime.strptime(match["time"], "%H%M%S")
+            first = datetime(year, 1, 1, tzinfo=UTC)
+        except ValueError as err:
+            raise IfcbFormatError(f"bin id {text!r} has an impossible time: {err}") from None
+        time = first + timedelta(days=doy - 1, hours=clock.hour, minutes=clock.minute, seconds=clock.second)
+        if doy < 1 or time.year != year:
+            raise IfcbFormatError(f"bin id {text!r} has day of year {doy:03d}, outside year {year}")
+        return BinId(id=text, instrument=match["instrument"], time=time, schema="v1")
+    raise IfcbFormatError(f"not an IFCB bin id: {text!r}; expected {_SCHEMES}")
+
+
+def roi_id(bin_id: str, roi_number: int) -> str:
+    """The ROI id `<bin>_<5-digit ROI number>`; the ROI number is the 1-based `.adc` row."""
+    if not 1 <= roi_number < 10**_ROI_DIGITS:
+        raise IfcbFormatError(f"ROI number {roi_number} out of range 1..{10**_ROI_DIGITS - 1}")
+    return f"{bin_id}_{roi_number:0{_ROI_DIGITS}d}"
+
+
+def parse_roi_id(text: str) -> tuple[BinId, int]:
+    """Split a ROI id into its bin id and ROI number; raise `IfcbFormatError` for anything else."""
+    bin_part, sep, number = text.rpartition("_")
+    if not sep or len(number) != _ROI_DIGITS or not number.isdigit() or int(number) == 0:
+        raise IfcbFormatError(f"not an IFCB ROI id: {text!r}; expected <bin id>_<5-digit ROI number, from 00001>")
+    return parse_bin_id(bin_part), int(number)

@@ -1,0 +1,230 @@
+"""Dask workers as SLURM or PBS batch jobs (dask-jobqueue), configured from a YAML file and CLI flags.
+
+Settings resolve in this order, later wins: dask-jobqueue's defaults and the user's own dask config
+(`~/.config/dask/jobqueue.yaml`), the `--jobqueue-config` file (same shape: `jobqueue: {slurm: {...}, pbs: {...}}`),
+then the command-line flags. ifcbflow adds four keys to that shape: `gpus-per-job`, `min-jobs`, `max-jobs`,
+`tls-dir` (see deploy/jobqueue.yaml).
+
+A GPU worker job asks the batch system for N GPUs and runs N worker processes, one per GPU, each advertising the
+Dask resource `GPU=1` (the classify tasks ask for it) and pinned to its own device by `pipeline.gpu_pin`.
+"""
+
+from __future__ import annotations
+
+import logging
+import weakref
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import dask.config
+import yaml
+from dask.utils import parse_bytes
+from dask_jobqueue import PBSCluster, SLURMCluster
+from dask_jobqueue.pbs import pbs_format_bytes_ceil
+from distributed.security import Security
+
+from pipeline.security import RunCertificates, create_run_certificates, default_parent
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["slurm", "pbs"]
+KINDS: tuple[Kind, ...] = ("slurm", "pbs")
+
+# ifcbflow's own keys in a `jobqueue.<kind>` section, with their defaults.
+DEFAULT_GPUS_PER_JOB = 1
+DEFAULT_MIN_JOBS = 1
+DEFAULT_MAX_JOBS = 4
+# Per-GPU fallbacks when neither the config nor a flag says how big a job is (dask-jobqueue insists on both).
+DEFAULT_MEMORY_PER_WORKER_GIB = 8
+# Keys of a dask-jobqueue section that configure the cluster object, not each job.
+_CLUSTER_ONLY = {"scheduler-options", "shared-temp-directory"}
+# dask-jobqueue's config calls the job name `name`; its Job class calls it `job_name` (`name` is the worker's).
+_RENAMED = {"name": "job_name"}
+
+
+@dataclass
+class JobqueueSettings:
+    """What the CLI flags say about the batch jobs; None means "from the config file, else the default"."""
+
+    queue: str | None = None
+    account: str | None = None
+    walltime: str | None = None
+    cores: int | None = None
+    memory: str | None = None
+    gpus_per_job: int | None = None
+    job_directives: list[str] = field(default_factory=list)  # appended to the file's `job-extra-directives`
+    prologue: list[str] = field(default_factory=list)  # appended to the file's `job-script-prologue`
+    min_jobs: int | None = None
+    max_jobs: int | None = None
+    tls: bool = True
+    config_file: str | None = None
+    python: str | None = None
+    interface: str | None = None
+    log_directory: str | None = None
+    tls_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class ResolvedJobqueue:
+    """Everything needed to build the dask-jobqueue cluster, after config file and flags are merged."""
+
+    kind: Kind
+    job_kwargs: dict[str, Any]  # accepted by both the Job and the Cluster classes
+    cluster_kwargs: dict[str, Any]  # accepted by the Cluster class only
+    gpus_per_job: int
+    min_jobs: int
+    max_jobs: int
+    tls_dir: Path
+
+
+def load_config_file(path: str | Path, kind: Kind) -> dict[str, Any]:
+    """The `jobqueue.<kind>` section of a YAML file in dask-jobqueue's shape (empty when the kind is absent)."""
+    with open(path) as f:
+        document = yaml.safe_load(f) or {}
+    if not isinstance(document, dict) or not isinstance(document.get("jobqueue", {}), dict):
+        raise ValueError(f"{path}: expected a mapping `jobqueue: {{slurm: {{...}}, pbs: {{...}}}}`")
+    section = document.get("jobqueue", {}).get(kind) or {}
+    if not isinstance(section, dict):
+        raise ValueError(f"{path}: `jobqueue.{kind}` must be a mapping of settings")
+    return section
+
+
+def resolve(kind: Kind, settings: JobqueueSettings) -> ResolvedJobqueue:
+    """Merge dask's config, the config file and the flags into keyword arguments for dask-jobqueue."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown batch system {kind!r}: expected one of {', '.join(KINDS)}")
+    section: dict[str, Any] = {k: v for k, v in dask.config.get(f"jobqueue.{kind}", {}).items() if v is not None}
+    if settings.config_file:
+        section.update({k: v for k, v in load_config_file(settings.config_file, kind).items() if v is not None})
+    flags = {
+        "queue": settings.queue,
+        "account": settings.account,
+        "walltime": settings.walltime,
+        "cores": settings.cores,
+        "memory": settings.memory,
+        "gpus-per-job": settings.gpus_per_job,
+        "min-jobs": settings.min_jobs,
+        "max-jobs": settings.max_jobs,
+        "python": settings.python,
+        "interface": settings.interface,
+        "log-directory": settings.log_directory,
+        "tls-dir": settings.tls_dir,
+    }
+    section.update({k: v for k, v in flags.items() if v is not None})
+    section["job-extra-directives"] = [*section.get("job-extra-directives", []), *settings.job_directives]
+    section["job-script-prologue"] = [*section.get("job-script-prologue", []), *settings.prologue]
+
+    gpus = int(section.pop("gpus-per-job", DEFAULT_GPUS_PER_JOB))
+    min_jobs = int(section.pop("min-jobs", DEFAULT_MIN_JOBS))
+    max_jobs = int(section.pop("max-jobs", DEFAULT_MAX_JOBS))
+    tls_dir = Path(section.pop("tls-dir", None) or default_parent()).expanduser()
+    if gpus < 0 or min_jobs < 0 or max_jobs < max(min_jobs, 1):
+        raise ValueError(
+            f"need gpus-per-job >= 0 and 0 <= min-jobs <= max-jobs >= 1 (got {gpus}, {min_jobs}, {max_jobs})"
+        )
+
+    workers = max(gpus, 1)
+    section.setdefault("processes", workers)
+    section.setdefault("cores", workers)
+    section.setdefault("memory", f"{DEFAULT_MEMORY_PER_WORKER_GIB * workers}GiB")
+    if gpus:
+        _request_gpus(kind, section, gpus)
+    cluster_kwargs = {_kwarg(k): section.pop(k) for k in _CLUSTER_ONLY if k in section}
+    # dask-jobqueue's default dashboard port 8787 collides with other users' on a shared login node.
+    cluster_kwargs["scheduler_options"] = {"dashboard_address": ":0", **cluster_kwargs.get("scheduler_options", {})}
+    job_kwargs = {_kwarg(k): v for k, v in section.items()}
+    return ResolvedJobqueue(kind, job_kwargs, cluster_kwargs, gpus, min_jobs, max_jobs, tls_dir)
+
+
+def _request_gpus(kind: Kind, section: dict[str, Any], gpus: int) -> None:
+    """Ask the batch system for the GPUs and make each worker process advertise and use exactly one."""
+    if section["processes"] != gpus:
+        raise ValueError(f"processes ({section['processes']}) must equal gpus-per-job ({gpus}): one worker per GPU")
+    if kind == "slurm":
+        section["job-extra-directives"] = [*section["job-extra-directives"], f"--gres=gpu:{gpus}"]
+    elif "resource-spec" not in section:
+        memory = pbs_format_bytes_ceil(parse_bytes(section["memory"]))
+        section["resource-spec"] = f"select=1:ncpus={section['cores']}:ngpus={gpus}:mem={memory}"
+    elif "ngpus=" not in section["resource-spec"]:
+        logger.warning("PBS resource-spec %r asks for no GPUs (ngpus=): workers may see none", section["resource-spec"])
+    section["worker-extra-args"] = [
+        *section.get("worker-extra-args", []),
+        *("--resources", "GPU=1", "--preload", "pipeline.gpu_pin"),
+    ]
+
+
+def _kwarg(key: str) -> str:
+    return _RENAMED.get(key, key.replace("-", "_"))
+
+
+def _cluster_class(kind: Kind) -> type:
+    return {"slurm": SLURMCluster, "pbs": PBSCluster}[kind]
+
+
+def _tls_placeholder(parent: Path) -> RunCertificates:
+    """The paths a run's certificates will have, for showing a job script without creating any."""
+    directory = parent / "run-XXXXXXXX"
+    return RunCertificates(directory, directory / "ca.pem", directory / "tls.pem", directory / "tls.key")
+
+
+def job_script(kind: Kind, settings: JobqueueSettings) -> str:
+    """The batch script one worker job would run, without starting a scheduler or submitting anything."""
+    resolved = resolve(kind, settings)
+    security = _tls_placeholder(resolved.tls_dir).security() if settings.tls else None
+    job_cls = _cluster_class(kind).job_cls
+    scheme = "tls" if security else "tcp"
+    job = job_cls(
+        f"{scheme}://<scheduler-address>:<port>",
+        name="<worker-name>",
+        config_name=kind,
+        protocol=f"{scheme}://" if security else None,
+        security=security,
+        **resolved.job_kwargs,
+    )
+    return job.job_script()
+
+
+def start_jobqueue_cluster(kind: Kind, settings: JobqueueSettings) -> tuple[Any, Security | None]:
+    """Start a scheduler here and an adaptive pool of worker jobs; returns (cluster, security for the client).
+
+    With `settings.tls` (the default) the scheduler only talks TLS to holders of this run's certificates; they are
+    deleted when the cluster object goes away or the process exits.
+    """
+    resolved = resolve(kind, settings)
+    certs: RunCertificates | None = None
+    if settings.tls:
+        certs = create_run_certificates(resolved.tls_dir)
+        security = certs.security()
+    else:
+        security = None
+        logger.warning(
+            "TLS is off (--no-tls): anyone who can reach the scheduler's port can connect to it and run code as you"
+        )
+    cluster_cls = _cluster_class(kind)
+    try:
+        cluster = cluster_cls(
+            security=security,
+            protocol="tls://" if security else None,
+            config_name=kind,
+            **resolved.cluster_kwargs,
+            **resolved.job_kwargs,
+        )
+    except BaseException:
+        if certs:
+            certs.remove()
+        raise
+    if certs:
+        weakref.finalize(cluster, certs.remove)
+    cluster.adapt(minimum_jobs=resolved.min_jobs, maximum_jobs=resolved.max_jobs)
+    logger.info(
+        "%s scheduler at %s: %d to %d worker jobs, %d GPU(s) each, TLS %s",
+        kind.upper(),
+        cluster.scheduler_address,
+        resolved.min_jobs,
+        resolved.max_jobs,
+        resolved.gpus_per_job,
+        "on" if security else "off",
+    )
+    logger.debug("worker job script:\n%s", cluster.job_script())
+    return cluster, security

@@ -1,0 +1,110 @@
+"""What a store holds, for people (a rich table, a PNG of concentrations over time) and scripts (JSON).
+
+Built from the store's ledger (complete bins and failure records) at the time of asking, so it is right even after an
+interrupted run whose `summary` group was never rewritten.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from rich.table import Table
+
+from pipeline.store import ResultStore
+
+
+def store_report(store: ResultStore) -> dict[str, Any]:
+    """Totals of a store: bins complete/failed, ROIs, per-class counts, failures, model and archive."""
+    info = store.info()
+    if info is None:
+        raise FileNotFoundError(f"no ifcbflow store at {store.url}")
+    summary = store.summary_dataset()
+    failures = [f.to_dict() for f in store.failures()]
+    classes = [str(c) for c in summary["class"].values]
+    totals = summary.counts.sum("bin").values if summary.sizes["bin"] else np.zeros(len(classes), dtype=np.int64)
+    times = summary.time.values
+    return {
+        "store": store.url,
+        "bundle_hash": info.get("bundle_hash"),
+        "bundle_arch": info.get("bundle_arch"),
+        "archive_urls": info.get("archive_urls", []),
+        "bins_complete": int(summary.sizes["bin"]),
+        "bins_failed": len(failures),
+        "rois": int(summary.n_rois.sum()),
+        "classes": classes,
+        "counts": {c: int(n) for c, n in zip(classes, totals, strict=True)},
+        "mean_concentration_per_ml": {
+            c: _finite_or_none(np.nanmean(summary.concentration.values[:, i]) if summary.sizes["bin"] else np.nan)
+            for i, c in enumerate(classes)
+        },
+        "bins_without_volume": int(np.isnan(summary.ml_analyzed.values).sum()),
+        "first_bin_time": _iso(times.min()) if times.size else None,
+        "last_bin_time": _iso(times.max()) if times.size else None,
+        "failures": failures,
+    }
+
+
+def _finite_or_none(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def _iso(moment: np.datetime64) -> str:
+    return np.datetime_as_string(moment, unit="s") + "Z"
+
+
+def report_tables(report: dict[str, Any]) -> list[Table]:
+    """The report as rich tables: overview, per-class totals, failures (when any)."""
+    overview = Table(title=f"ifcbflow store {report['store']}", show_header=False)
+    overview.add_column("what")
+    overview.add_column("value", justify="right")
+    for label, value in (
+        ("model bundle", f"{report['bundle_arch']} {str(report['bundle_hash'])[:12]}"),
+        ("bins complete", report["bins_complete"]),
+        ("bins failed", report["bins_failed"]),
+        ("ROIs", f"{report['rois']:,}"),
+        ("bins without volume analysed", report["bins_without_volume"]),
+        ("time range (UTC)", f"{report['first_bin_time']} .. {report['last_bin_time']}"),
+    ):
+        overview.add_row(label, str(value))
+    per_class = Table(title="classes")
+    per_class.add_column("class")
+    per_class.add_column("ROIs", justify="right")
+    per_class.add_column("mean per mL", justify="right")
+    for name in report["classes"]:
+        mean = report["mean_concentration_per_ml"][name]
+        per_class.add_row(name, f"{report['counts'][name]:,}", "-" if mean is None else f"{mean:,.2f}")
+    tables = [overview, per_class]
+    if report["failures"]:
+        failed = Table(title="failed bins")
+        for column in ("bin", "stage", "reason"):
+            failed.add_column(column)
+        for failure in report["failures"]:
+            failed.add_row(failure["bin"], failure["stage"], failure["reason"])
+        tables.append(failed)
+    return tables
+
+
+def plot_concentrations(store: ResultStore, png_path: str) -> None:
+    """A PNG of each class's concentration (per mL) over time: one line per class, legend, UTC dates."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.dates as mdates
+    import matplotlib.pyplot as plt
+
+    summary = store.summary_dataset()
+    figure, axes = plt.subplots(figsize=(10, 5), layout="constrained")
+    for i, name in enumerate(summary["class"].values):
+        axes.plot(summary.time.values, summary.concentration.values[:, i], marker=".", label=str(name))
+    axes.set_xlabel("bin time (UTC)")
+    axes.set_ylabel("concentration (ROIs per mL)")
+    axes.set_title(f"Class concentrations, {summary.sizes['bin']} bins")
+    locator = mdates.AutoDateLocator()
+    axes.xaxis.set_major_locator(locator)
+    axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
+    if summary.sizes["class"]:
+        axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title="class")
+    axes.grid(alpha=0.3)
+    figure.savefig(png_path, dpi=120)
+    plt.close(figure)
