@@ -55,7 +55,8 @@ def _layer(class_name: str, cfg: dict[str, Any], input_rank: int) -> Any:
             use_bias=cfg["use_bias"], name=name,
         )  # fmt: skip
     if class_name == "Dense":
-        return layers.Dense(cfg["units"], activation=_activation(cfg["activation"]), use_bias=cfg["use_bias"], name=name)
+        activation = _activation(cfg["activation"])
+        return layers.Dense(cfg["units"], activation=activation, use_bias=cfg["use_bias"], name=name)
     if class_name == "Activation":
         return layers.Activation(_activation(cfg["activation"]), name=name)
     if class_name == "BatchNormalization":
@@ -144,7 +145,7 @@ def read_keras2_weights(data: bytes) -> dict[str, list[tuple[str, np.ndarray]]]:
     except OSError as err:
         raise Keras2ImportError(f"not an HDF5 weights file: {err}") from None
     with f:
-        root = f["model_weights"] if "model_weights" in f else f
+        root = f.get("model_weights", f)  # a full `model.save` file nests the weights
         if "layer_names" not in root.attrs:
             raise Keras2ImportError("not a Keras 2 weights file: no `layer_names` attribute")
         weights = {}
@@ -172,10 +173,9 @@ def set_keras2_weights(model: Any, weights: dict[str, list[tuple[str, np.ndarray
         if sorted(stored) != sorted(wanted):
             raise Keras2ImportError(f"layer {layer.name!r}: file has weights {sorted(stored)}, model needs {wanted}")
         for variable, name in zip(layer.weights, wanted, strict=True):
-            if tuple(variable.shape) != stored[name].shape:
-                raise Keras2ImportError(
-                    f"layer {layer.name!r} weight {name!r}: file shape {stored[name].shape}, model {tuple(variable.shape)}"
-                )
+            shape, found = tuple(variable.shape), stored[name].shape
+            if shape != found:
+                raise Keras2ImportError(f"layer {layer.name!r} weight {name!r}: file shape {found}, model {shape}")
         layer.set_weights([stored[name] for name in wanted])
     extra = {name for name, arrays in weights.items() if arrays} - {layer.name for layer in model.layers}
     if extra:

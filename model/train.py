@@ -306,6 +306,7 @@ def train(
         validation_data=val_ds,
         epochs=epochs,
         callbacks=[ledger, backup],
+        shuffle=False,  # the dataset shuffles itself
         verbose=verbose,
     )
     if ledger.best_path.exists():

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from fsspec import AbstractFileSystem
 
 from pipeline.adc import AdcTable, parse_adc
 from pipeline.errors import IfcbFormatError
@@ -70,17 +71,17 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     )
 
 
-def read_bin_meta(fs, files: BinFiles) -> BinMeta:
+def read_bin_meta(fs: AbstractFileSystem, files: BinFiles) -> BinMeta:
     """Read and parse a bin's `.hdr` and `.adc` (one GET each on object storage); raise `IfcbFormatError`."""
     return bin_meta_from_bytes(files, _read_whole(fs, files.hdr, "hdr"), _read_whole(fs, files.adc, "adc"))
 
 
-def read_bin_images(fs, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
+def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
     """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`."""
     return read_images(fs, meta.files.roi, meta.adc)
 
 
-def _read_whole(fs, path: str | None, ext: str) -> bytes:
+def _read_whole(fs: AbstractFileSystem, path: str | None, ext: str) -> bytes:
     if path is None:
         raise IfcbFormatError(f"missing .{ext}", stage="files")
     try:

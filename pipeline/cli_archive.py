@@ -76,8 +76,9 @@ def ls(
 ) -> None:
     """List the bins of an archive: one line per bin with its ROI count and volume analysed (mL).
 
-    Bins are found in flat folders or day folders (D2024/D20240101/). A bin with a missing or unreadable file is
-    listed as failed with the reason; unrelated files are ignored.
+    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/).
+
+    A bin with a missing or unreadable file is listed as failed, with the reason; other files are ignored.
     """
     options = parse_storage_options(storage_options)
     start_time, end_time = _parse_time(start, "--start"), _parse_time(end, "--end")

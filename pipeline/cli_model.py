@@ -1,9 +1,226 @@
-"""CLI commands of this area (placeholder until implemented)."""
+"""CLI of the model area: `train` and `evaluate` at the root, `model import|info|archs` as a group.
+
+Model code lives in `model/`; this module only turns flags into calls and results into text or JSON.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
+
+log = logging.getLogger(__name__)
+console = Console()
+
+model_app = typer.Typer(help="Model bundles: import a Keras 2 model, show a bundle, list architectures.")
+
+LABELS_HELP = "Labels CSV (roi_id,class) for an IFCB archive DATA; without it DATA is a folder of class subfolders."
+
+
+def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any]) -> Any:
+    """Labelled images from class folders, or from an archive's bins plus a labels CSV."""
+    if labels:
+        from pipeline.labelled import labelled_images_from_archive
+
+        return labelled_images_from_archive(data, labels, storage_options)
+    from model.data import load_image_folder
+
+    return load_image_folder(data, storage_options)
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}", highlight=False)
+    return typer.Exit(code=1)
+
+
+def train_command(
+    data: str = typer.Argument(..., help="Folder of class subfolders of images, or an archive URL (with --labels)."),
+    labels: str | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    out: str = typer.Option(..., "--out", help="Where to write the model bundle (path or fsspec URL)."),
+    arch: str = typer.Option("utopia-b3", "--arch", help="Architecture name (see `ifcbflow model archs`)."),
+    epochs: int = typer.Option(30, "--epochs", min=1, help="Most epochs to train (early stopping may end sooner)."),
+    replicas: int | None = typer.Option(
+        None, "--replicas", min=1, help="Data-parallel replicas: GPUs to use (default all), or logical CPU devices."
+    ),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Batch size per replica."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, initial weights and shuffling."),
+    image_size: int = typer.Option(128, "--image-size", min=8, help="Model input size (preprocessing long side)."),
+    patience: int = typer.Option(5, "--patience", min=1, help="Epochs without validation improvement before stopping."),
+    val: float = typer.Option(0.15, "--val", min=0.0, max=0.9, help="Fraction of bins held out for validation."),
+    test: float = typer.Option(0.15, "--test", min=0.0, max=0.9, help="Fraction of bins held out for the final test."),
+    learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam learning rate."),
+    augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and quarter turns."),
+    checkpoint_dir: str | None = typer.Option(
+        None, "--checkpoint-dir", help="Local folder for per-epoch checkpoints (default: beside --out, or a cache)."
+    ),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Train a CNN on labelled ROIs and write a model bundle; rerun the same command to resume after a kill."""
+    from model.preprocess import PreprocessConfig
+    from model.train import train
+
+    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per all-reduce otherwise
+    options = parse_storage_options(storage_options)
+    dataset = _load_labelled(data, labels, options)
+    bundle = train(
+        dataset,
+        arch=arch,
+        epochs=epochs,
+        replicas=replicas,
+        out_url=out,
+        storage_options=options,
+        batch_size=batch_size,
+        seed=seed,
+        preprocess_config=PreprocessConfig(size=image_size),
+        val=val,
+        test=test,
+        patience=patience,
+        learning_rate=learning_rate,
+        augment=augment,
+        checkpoint_dir=checkpoint_dir,
+        data_source=f"{data} (labels {labels})" if labels else data,
+    )
+    test_metrics = bundle.provenance["metrics"]["test"]
+    summary = f"wrote {out} (hash {bundle.content_hash[:12]})"
+    if test_metrics:
+        summary += f"; held-out test accuracy {test_metrics['accuracy']:.3f}, macro F1 {test_metrics['macro_f1']:.3f}"
+    console.print(summary, highlight=False)
+
+
+def evaluate_command(
+    bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="Model bundle path or URL."),
+    data: str = typer.Argument(..., help="Folder of class subfolders of images, or an archive URL (with --labels)."),
+    labels: str | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the full report as JSON."),
+    out: Path | None = typer.Option(None, "--out", help="Folder for report.json, confusion_matrix.csv and .png."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per model call."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Evaluate a bundle on labelled ROIs: accuracy, per-class precision/recall/F1, confusion matrix, top-k."""
+    from model.bundle import BundleError, load_bundle
+    from model.evaluate import evaluate, write_confusion
+
+    options = parse_storage_options(storage_options)
+    try:
+        bundle = load_bundle(bundle_url, options)
+    except BundleError as err:
+        raise _fail(str(err)) from None
+    dataset = _load_labelled(data, labels, options)
+    try:
+        report = evaluate(bundle.predict(dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
+    except ValueError as err:
+        raise _fail(str(err)) from None
+    report["bundle"] = {"url": bundle_url, "content_hash": bundle.content_hash, "arch": bundle.arch}
+    if out is not None:
+        write_confusion(report, out)
+        (out / "report.json").write_text(json.dumps(report, indent=2))
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    table = Table(title=f"{bundle_url}: {report['n']} images")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in report["per_class"].items():
+        table.add_row(name, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(table)
+    top_k = ", ".join(f"top-{k} {value:.3f}" for k, value in report["top_k"].items())
+    console.print(
+        f"accuracy {report['accuracy']:.3f}, macro F1 {report['macro_f1']:.3f}, "
+        f"weighted F1 {report['weighted_f1']:.3f}; {top_k}",
+        highlight=False,
+    )
+
+
+@model_app.command("import")
+def import_command(
+    architecture: str = typer.Argument(..., metavar="ARCH.json", help="Keras 2 `model.to_json()` file."),
+    weights: str = typer.Argument(..., metavar="WEIGHTS.h5", help="Keras 2 `model.save_weights()` HDF5 file."),
+    out: str = typer.Option(..., "--out", help="Where to write the model bundle (path or fsspec URL)."),
+    classes: str | None = typer.Option(None, "--classes", help="Class names in output order, comma-separated."),
+    classes_file: str | None = typer.Option(None, "--classes-file", help="File with one class name per line."),
+    pad_value: int = typer.Option(0, "--pad-value", min=0, max=255, help="Grey level of the padding."),
+    normalisation: str = typer.Option("minmax", "--normalisation", help="minmax (ifcbUTOPIA) or none."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Turn a Keras 2 model (JSON architecture + HDF5 weights, e.g. ifcbUTOPIA's) into an ifcbflow bundle."""
+    import fsspec
+
+    from model.bundle import save_bundle
+    from model.keras2_import import Keras2ImportError, import_keras2
+    from model.preprocess import PreprocessConfig
+
+    options = parse_storage_options(storage_options)
+    if (classes is None) == (classes_file is None):
+        raise typer.BadParameter("give exactly one of --classes and --classes-file")
+    if classes_file is not None:
+        with fsspec.open(classes_file, "rt", **options) as f:
+            names = [line.strip() for line in f if line.strip()]
+    else:
+        names = [name.strip() for name in (classes or "").split(",") if name.strip()]
+    try:
+        bundle = import_keras2(architecture, weights, names, storage_options=options)
+        # the input size comes from the architecture; the rest of preprocessing from the flags
+        bundle.preprocess = PreprocessConfig(
+            size=bundle.preprocess.size, pad_value=pad_value, normalisation=normalisation  # type: ignore[arg-type]
+        )
+    except (Keras2ImportError, ValueError) as err:
+        raise _fail(str(err)) from None
+    digest = save_bundle(bundle, out, options)
+    console.print(f"wrote {out}: {bundle.arch}, {len(names)} classes, hash {digest[:12]}", highlight=False)
+
+
+@model_app.command("info")
+def info_command(
+    bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="Model bundle path or URL."),
+    as_json: bool = typer.Option(False, "--json", help="Print the bundle's metadata as JSON."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Show a bundle's classes, architecture, preprocessing, provenance and hash (without loading the model)."""
+    from model.bundle import BundleError, read_bundle_info
+
+    try:
+        info = read_bundle_info(bundle_url, parse_storage_options(storage_options))
+    except BundleError as err:
+        raise _fail(str(err)) from None
+    if as_json:
+        print(json.dumps(info, indent=2))
+        return
+    provenance = info["provenance"]
+    console.print(f"[bold]{bundle_url}[/bold]", highlight=False)
+    console.print(f"  hash:        {info['content_hash']}", highlight=False)
+    console.print(f"  arch:        {info['arch']}", highlight=False)
+    console.print(f"  classes:     {', '.join(info['classes'])}", highlight=False)
+    console.print(f"  preprocess:  {info['preprocess']}", highlight=False)
+    console.print(f"  created:     {provenance.get('created', '?')}", highlight=False)
+    test_metrics = (provenance.get("metrics") or {}).get("test")
+    if test_metrics:
+        console.print(
+            f"  test:        accuracy {test_metrics['accuracy']:.3f}, macro F1 {test_metrics['macro_f1']:.3f} "
+            f"(n={test_metrics['n']})",
+            highlight=False,
+        )
+    if "imported_from" in provenance:
+        console.print(f"  imported:    {provenance['imported_from']}", highlight=False)
+
+
+@model_app.command("archs")
+def archs_command() -> None:
+    """List the architectures `train --arch` accepts."""
+    from model.architectures import names
+
+    for name in names():
+        print(name)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's commands to the root app."""
+    app.command("train")(train_command)
+    app.command("evaluate")(evaluate_command)
+    app.add_typer(model_app, name="model")

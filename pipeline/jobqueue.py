@@ -128,6 +128,12 @@ def resolve(kind: Kind, settings: JobqueueSettings) -> ResolvedJobqueue:
     section.setdefault("processes", workers)
     section.setdefault("cores", workers)
     section.setdefault("memory", f"{DEFAULT_MEMORY_PER_WORKER_GIB * workers}GiB")
+    if section["cores"] < section["processes"]:
+        raise ValueError(
+            f"cores ({section['cores']}) < processes ({section['processes']}): workers would get 0 threads"
+        )
+    if kind == "pbs":
+        _pbs_resources(section, gpus)
     if gpus:
         _request_gpus(kind, section, gpus)
     cluster_kwargs = {_kwarg(k): section.pop(k) for k in _CLUSTER_ONLY if k in section}
@@ -143,15 +149,21 @@ def _request_gpus(kind: Kind, section: dict[str, Any], gpus: int) -> None:
         raise ValueError(f"processes ({section['processes']}) must equal gpus-per-job ({gpus}): one worker per GPU")
     if kind == "slurm":
         section["job-extra-directives"] = [*section["job-extra-directives"], f"--gres=gpu:{gpus}"]
-    elif "resource-spec" not in section:
-        memory = pbs_format_bytes_ceil(parse_bytes(section["memory"]))
-        section["resource-spec"] = f"select=1:ncpus={section['cores']}:ngpus={gpus}:mem={memory}"
-    elif "ngpus=" not in section["resource-spec"]:
-        logger.warning("PBS resource-spec %r asks for no GPUs (ngpus=): workers may see none", section["resource-spec"])
+    elif f"ngpus={gpus}" not in section["resource-spec"]:
+        logger.warning("PBS resource-spec %r does not ask for ngpus=%d", section["resource-spec"], gpus)
     section["worker-extra-args"] = [
         *section.get("worker-extra-args", []),
         *("--resources", "GPU=1", "--preload", "pipeline.gpu_pin"),
     ]
+
+
+def _pbs_resources(section: dict[str, Any], gpus: int) -> None:
+    """PBS's `-l select=` line, unless the config gives one: CPUs from `job-cpu` as on SLURM (dask-jobqueue's
+    PBS jobs know no such key), else `cores`."""
+    ncpus = section.pop("job-cpu", None) or section["cores"]
+    if "resource-spec" not in section:
+        memory = pbs_format_bytes_ceil(parse_bytes(section["memory"]))
+        section["resource-spec"] = f"select=1:ncpus={ncpus}{f':ngpus={gpus}' if gpus else ''}:mem={memory}"
 
 
 def _kwarg(key: str) -> str:

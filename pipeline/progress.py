@@ -35,13 +35,9 @@ class Reporter(Protocol):
 class _Rate(ProgressColumn):
     """Items per second over the recent past (rich's own speed estimate)."""
 
-    def __init__(self, unit: str) -> None:
-        super().__init__()
-        self.unit = unit
-
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.1f} {self.unit}/s", style="progress.data.speed")
+        return Text("" if speed is None else f"{speed:,.1f} {task.description}/s", style="progress.data.speed")
 
 
 class JobProgress:
@@ -61,7 +57,7 @@ class JobProgress:
             TextColumn("{task.description:<5}"),
             BarColumn(),
             MofNCompleteColumn(),
-            _Rate(""),
+            _Rate(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),

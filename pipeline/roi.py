@@ -7,6 +7,7 @@ them all: one request per bin on object storage, whatever the number of ROIs.
 from __future__ import annotations
 
 import numpy as np
+from fsspec import AbstractFileSystem
 
 from pipeline.adc import AdcTable
 from pipeline.errors import IfcbFormatError
@@ -48,7 +49,7 @@ def slice_images(block: bytes, block_start: int, adc: AdcTable) -> list[tuple[in
     ]
 
 
-def read_images(fs, path: str | None, adc: AdcTable) -> list[tuple[int, np.ndarray]]:
+def read_images(fs: AbstractFileSystem, path: str | None, adc: AdcTable) -> list[tuple[int, np.ndarray]]:
     """Read every image of a bin from its `.roi` at `path` on the fsspec filesystem `fs`, in one ranged read."""
     start, end = image_span(adc)
     if end == start:
@@ -59,4 +60,11 @@ def read_images(fs, path: str | None, adc: AdcTable) -> list[tuple[int, np.ndarr
         block = fs.cat_file(path, start=start, end=end)
     except FileNotFoundError:
         raise IfcbFormatError(f"missing .roi: {path} not found", stage="roi") from None
+    except OSError:  # object stores refuse a range that starts past the end of the object
+        size = fs.size(path)
+        if size is not None and size < end:
+            raise IfcbFormatError(
+                f".roi is truncated: images need bytes up to {end}, the file ends at {size}", stage="roi"
+            ) from None
+        raise
     return slice_images(block, start, adc)

@@ -153,7 +153,8 @@ def draw_roi(kind: str, rng: np.random.Generator) -> np.ndarray:
         for polygon in group:
             draw.polygon((polygon - low).ravel().tolist(), fill=fill)
     image = image.filter(ImageFilter.GaussianBlur(rng.uniform(0.5, 1.2)))
-    noisy = np.asarray(image, dtype=np.float32) + rng.normal(0, rng.uniform(1.5, 5.0), (int(height), int(width)))
+    noise = rng.standard_normal((int(height), int(width)), dtype=np.float32) * np.float32(rng.uniform(1.5, 5.0))
+    noisy = np.asarray(image, dtype=np.float32) + noise
     return np.clip(noisy, 0, 255).astype(np.uint8)
 
 

@@ -46,7 +46,7 @@ def test_split_bin_filename() -> None:
 
 def test_nested_layouts_sorted_with_missing_file_failure(ifcb_data: Path, tmp_path: Path) -> None:
     root = _nested_archive(ifcb_data, tmp_path / "archive")
-    fs, bins, failures = list_bins(str(root))
+    _, bins, failures = list_bins(str(root))
     assert [b.bin.id for b in bins] == [OLD, NEW, EMPTY_NEW, EMPTY_OLD]  # by time
     assert all(b.hdr and b.adc and b.roi for b in bins)
     assert bins[1].roi.endswith(f"D2013/D20130526/{NEW}.roi")
@@ -139,7 +139,7 @@ def test_mixed_good_and_bad_bins_lose_no_good_bin(ifcb_data: Path, tmp_path: Pat
 
 @pytest.mark.parametrize("suffix", ["", ".hdr", ".adc", ".roi"])
 def test_bin_files_at(ifcb_data: Path, suffix: str) -> None:
-    fs, files = bin_files_at(str(ifcb_data / "bins" / NEW) + suffix)
+    _, files = bin_files_at(str(ifcb_data / "bins" / NEW) + suffix)
     assert files.bin.id == NEW and files.missing == []
     assert files.roi.endswith(f"bins/{NEW}.roi")
 

@@ -75,7 +75,7 @@ def test_partial_bin_missing_roi(ifcb_data: Path) -> None:
     assert files.roi is None and files.missing == [".roi"]
     meta = read_bin_meta(fs, files)  # metadata alone needs no .roi
     assert meta.n_rois == 6
-    with pytest.raises(IfcbFormatError, match="missing .roi"):
+    with pytest.raises(IfcbFormatError, match=r"missing \.roi"):
         read_bin_images(fs, meta)
 
 
@@ -83,11 +83,11 @@ def test_missing_hdr_or_adc(ifcb_data: Path, tmp_path: Path) -> None:
     fs = fsspec.filesystem("file")
     name = "D20130526T095207_IFCB013"
     shutil.copy(ifcb_data / "bins" / f"{name}.adc", tmp_path)
-    with pytest.raises(IfcbFormatError, match="missing .hdr") as info:
+    with pytest.raises(IfcbFormatError, match=r"missing \.hdr") as info:
         read_bin_meta(fs, _files(tmp_path, name))
     assert info.value.stage == "files"
     files = BinFiles(parse_bin_id(name), str(ifcb_data / "bins" / f"{name}.hdr"), str(tmp_path / "gone.adc"), None)
-    with pytest.raises(IfcbFormatError, match="missing .adc"):
+    with pytest.raises(IfcbFormatError, match=r"missing \.adc"):
         read_bin_meta(fs, files)
 
 

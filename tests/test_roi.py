@@ -47,9 +47,9 @@ def test_no_images_reads_nothing() -> None:
 def test_missing_roi_file(tmp_path: Path) -> None:
     adc = _adc([(2, 2, 0)])
     fs = fsspec.filesystem("file")
-    with pytest.raises(IfcbFormatError, match="missing .roi"):
+    with pytest.raises(IfcbFormatError, match=r"missing \.roi"):
         read_images(fs, None, adc)
-    with pytest.raises(IfcbFormatError, match="missing .roi"):
+    with pytest.raises(IfcbFormatError, match=r"missing \.roi"):
         read_images(fs, str(tmp_path / "nope.roi"), adc)
 
 

@@ -1,0 +1,63 @@
+"""Helpers for the classify-job tests: a quick deterministic bundle, a single-process reference, store snapshots."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.archive import list_bins
+from pipeline.bins import read_bin_images, read_bin_meta
+from pipeline.synth import SYNTH_CLASSES
+
+CLASSES = SYNTH_CLASSES[:3]
+IMAGE_SIZE = 32
+
+
+def make_bundle(url: str, storage_options: dict[str, Any] | None = None, *, seed: int = 0) -> str:
+    """An untrained small CNN saved as a bundle (no training: equality tests need only a fixed model)."""
+    import keras
+
+    from model.architectures import build
+    from model.bundle import Bundle, save_bundle
+    from model.preprocess import PreprocessConfig
+
+    keras.utils.set_random_seed(seed)
+    model = build("small-cnn", len(CLASSES), IMAGE_SIZE)
+    bundle = Bundle(model=model, classes=list(CLASSES), preprocess=PreprocessConfig(size=IMAGE_SIZE), arch="small-cnn")
+    return save_bundle(bundle, url, storage_options)
+
+
+def reference_scores(
+    archive_url: str, bundle_url: str, storage_options: dict[str, Any] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """What the job must produce, computed in this process: (ROI numbers, scores) per readable bin."""
+    from model.bundle import load_bundle
+
+    bundle = load_bundle(bundle_url, storage_options)
+    fs, bins, _ = list_bins(archive_url, storage_options)
+    out = {}
+    for files in bins:
+        try:
+            images = read_bin_images(fs, read_bin_meta(fs, files))
+        except ValueError:
+            continue
+        numbers = np.array([n for n, _ in images], dtype=np.int64)
+        out[files.bin.id] = (numbers, bundle.predict([image for _, image in images]))
+    return out
+
+
+def tree_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under `root`, by relative path: byte-level equality of two stores' bins."""
+    return {
+        str(path.relative_to(root)): hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+        if path.is_file()
+    }
+
+
+def tree_mtimes(root: Path) -> dict[str, int]:
+    """Modification times (ns) of every file under `root`: a rewritten file shows a new time."""
+    return {str(path.relative_to(root)): path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
