@@ -12,7 +12,6 @@ from typing import Any
 import fsspec
 import typer
 import yaml
-from click.core import ParameterSource
 from rich.console import Console
 
 from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
@@ -43,7 +42,8 @@ def merge_config(ctx: typer.Context, values: dict[str, Any], config: dict[str, A
     """Flags given on the command line win; the YAML fills the rest; defaults fill what neither sets."""
     merged = dict(values)
     for key, value in config.items():
-        if ctx.get_parameter_source(key) != ParameterSource.COMMANDLINE:
+        source = ctx.get_parameter_source(key)  # compared by name: typer may bundle its own click
+        if source is None or source.name != "COMMANDLINE":
             merged[key] = value
     return merged
 

@@ -76,7 +76,7 @@ def test_softmax_stays_float32_under_mixed_precision() -> None:
 
 def test_registry_names_unknown_and_duplicates() -> None:
     assert {"utopia-b3", "small-cnn"} <= set(architectures.names())
-    with pytest.raises(ValueError, match="unknown architecture 'nope'; known: .*utopia-b3"):
+    with pytest.raises(ValueError, match=r"unknown architecture 'nope'; known: .*utopia-b3"):
         architectures.build("nope", 3)
     with pytest.raises(ValueError, match="already registered"):
         architectures.register("small-cnn")(architectures.small_cnn)

@@ -21,8 +21,8 @@ CLASSES = ["round", "needle", "star"]
 def bundle() -> Bundle:
     model = architectures.build("small-cnn", len(CLASSES), 24)
     config = PreprocessConfig(size=24, pad_value=5)
-    return Bundle(model=model, classes=CLASSES, preprocess=config, arch="small-cnn",
-                  provenance={"data": {"source": "unit test"}, "score": np.float32(0.5), "nan": float("nan")})  # fmt: skip
+    provenance = {"data": {"source": "unit test"}, "score": np.float32(0.5), "nan": float("nan")}
+    return Bundle(model=model, classes=CLASSES, preprocess=config, arch="small-cnn", provenance=provenance)
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_s3_round_trip_and_cheap_info(bundle: Bundle, images, s3_server) -> None
     assert info["preprocess"] == {"size": 24, "pad_value": 5, "normalisation": "minmax"}
     loaded = load_bundle(url, s3_server.storage_options)
     np.testing.assert_allclose(loaded.predict(images), bundle.predict(images), atol=1e-6)
-    with pytest.raises(BundleError, match="no model bundle at s3://.*/absent"):
+    with pytest.raises(BundleError, match=r"no model bundle at s3://.*/absent"):
         load_bundle(url.replace("m.ifcbmodel", "absent"), s3_server.storage_options)
 
 
@@ -79,7 +79,7 @@ def test_tampered_metadata_is_refused(bundle: Bundle, tmp_path: Path) -> None:
         return json.dumps(metadata).encode()
 
     _rezip(good, tmp_path / "swapped.ifcbmodel", swap_classes)
-    with pytest.raises(BundleError, match="content hash mismatch .* modified after it was written"):
+    with pytest.raises(BundleError, match=r"content hash mismatch .* modified after it was written"):
         load_bundle(str(tmp_path / "swapped.ifcbmodel"))
 
 
@@ -110,7 +110,7 @@ def test_wrong_and_incomplete_files_are_refused(bundle: Bundle, tmp_path: Path) 
         load_bundle(str(tmp_path / "weights.h5"))
     with zipfile.ZipFile(tmp_path / "other.zip", "w") as archive:
         archive.writestr("readme.txt", "hello")
-    with pytest.raises(BundleError, match="missing bundle.json, model.keras"):
+    with pytest.raises(BundleError, match=r"missing bundle\.json, model\.keras"):
         read_bundle_info(str(tmp_path / "other.zip"))
     good = tmp_path / "good.ifcbmodel"
     save_bundle(bundle, str(good))
@@ -145,5 +145,5 @@ def test_code_inside_a_bundle_is_not_run(tmp_path: Path) -> None:
     crafted = Bundle(model=keras.Model(inputs, outputs), classes=["a", "b"], preprocess=PreprocessConfig(size=8),
                      arch="crafted")  # fmt: skip
     save_bundle(crafted, str(tmp_path / "crafted.ifcbmodel"))
-    with pytest.raises(BundleError, match="cannot be loaded: .*(unsafe|safe_mode)"):
+    with pytest.raises(BundleError, match=r"cannot be loaded: .*(unsafe|safe_mode)"):
         load_bundle(str(tmp_path / "crafted.ifcbmodel"))

@@ -69,7 +69,7 @@ def keras2_files(utopia_data: Path, tmp_path_factory: pytest.TempPathFactory) ->
     architecture = folder / "model-cnn-v1-b3.json"
     shutil.copy(utopia_data / "model-cnn-v1-b3.json", architecture)
     specs = json.loads(architecture.read_text())["config"]["layers"]
-    arrays = [[]] + _random_arrays(specs[1:], np.random.default_rng(7))  # the InputLayer has no weights
+    arrays = [[], *_random_arrays(specs[1:], np.random.default_rng(7))]  # the InputLayer has no weights
     weights = folder / "model-cnn-v1-b3.h5"
     write_keras2_weights(weights, specs, arrays)
     return architecture, weights, [a for layer in arrays for a in layer]

@@ -1,0 +1,136 @@
+"""Training on real parts: 2-replica MirroredStrategy on logical CPUs, resume after a kill, the real ROIs.
+
+Logical CPU devices can only be set before TensorFlow starts, so multi-replica runs happen in fresh processes
+(the `ifcbflow` CLI, as a user would run it); the single-replica smoke test runs in this process.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from model.bundle import load_bundle
+from model.data import load_image_folder
+from pipeline.synth import write_synthetic_archive
+
+pytestmark = pytest.mark.slow
+
+IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": ""}  # CPU replicas, even on a GPU host
+SMALL = ["--arch", "small-cnn", "--image-size", "32", "--batch-size", "16", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def archives(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A labelled synthetic archive to train on, and a second one of bins the model never sees."""
+    root = tmp_path_factory.mktemp("synth")
+    seen, unseen = str(root / "train"), str(root / "unseen")
+    write_synthetic_archive(seen, bins=10, rois=36, classes=4, seed=11)
+    write_synthetic_archive(unseen, bins=3, rois=30, classes=4, seed=99, start=datetime(2025, 6, 1, tzinfo=UTC))
+    return seen, unseen
+
+
+def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    result = subprocess.run([IFCBFLOW, *args], env=ENV, capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def test_make_strategy_gives_two_cpu_replicas_in_a_fresh_process() -> None:
+    script = (
+        "from model.train import make_strategy\n"
+        "s = make_strategy(2)\n"
+        "assert s.num_replicas_in_sync == 2, s.num_replicas_in_sync\n"
+        "try:\n"
+        "    make_strategy(3)\n"
+        "except RuntimeError as err:\n"
+        "    assert 'already started with 2 logical CPU' in str(err), err\n"
+        "else:\n"
+        "    raise AssertionError('3 replicas after start must fail')\n"
+        "print('ok')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip().endswith("ok"), result.stderr[-3000:]
+
+
+def test_two_replica_training_learns_and_generalises_to_unseen_bins(archives, tmp_path: Path) -> None:
+    seen, unseen = archives
+    out = tmp_path / "synth.ifcbmodel"
+    _run("train", seen, "--labels", f"{seen}/labels.csv", *SMALL, "--replicas", "2", "--epochs", "12",
+         "--patience", "12", "--out", str(out))  # fmt: skip
+    bundle = load_bundle(str(out))
+    training = bundle.provenance["training"]
+    assert training["replicas"] == 2 and training["global_batch_size"] == 32
+    assert [d.rsplit("/", 1)[-1] for d in training["devices"]] == ["device:CPU:0", "device:CPU:1"]
+    split = bundle.provenance["split"]
+    assert split["n_test"] > 0 and not set(split["test_groups"]) & set(split["val_groups"])
+    assert bundle.provenance["metrics"]["test"]["accuracy"] > 0.6  # 4 classes: chance is 0.25
+
+    report_dir = tmp_path / "report"
+    result = _run("evaluate", str(out), unseen, "--labels", f"{unseen}/labels.csv", "--json", "--out", str(report_dir))
+    report = json.loads(result.stdout)
+    assert {"accuracy", "macro_f1", "weighted_f1", "per_class", "confusion_matrix", "top_k"} <= set(report)
+    assert report["n"] == 90 and report["accuracy"] > 0.6, report["confusion_matrix"]
+    assert (report_dir / "confusion_matrix.png").stat().st_size > 1000
+    assert (report_dir / "confusion_matrix.csv").read_text().startswith("true \\ predicted,")
+
+
+def _epochs_started(output: str) -> list[int]:
+    return [int(n) for n in re.findall(r"^Epoch (\d+)/\d+", output, flags=re.MULTILINE)]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(archives, tmp_path: Path) -> None:
+    seen, _ = archives
+    ckpt, out = tmp_path / "ckpt", tmp_path / "resumed.ifcbmodel"
+    args = ["train", seen, "--labels", f"{seen}/labels.csv", *SMALL, "--replicas", "2", "--epochs", "8",
+            "--patience", "8", "--checkpoint-dir", str(ckpt), "--out", str(out)]  # fmt: skip
+    metadata = ckpt / "backup" / "training_metadata.json"
+    first = subprocess.Popen([IFCBFLOW, *args], env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 240
+        while not metadata.exists() and first.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert metadata.exists(), "no epoch checkpoint appeared"
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert first.returncode == -signal.SIGKILL
+    done = json.loads(metadata.read_text())["epoch"]  # epochs finished and checkpointed before the kill
+    assert 1 <= done < 8
+    assert not out.exists()
+
+    second = _run(*args)
+    started = _epochs_started(second.stdout)
+    assert started == list(range(done + 1, 9)), second.stdout[-2000:]  # continues; no epoch before is redone
+    assert f"resuming at epoch {done + 1}" in second.stderr
+    with (ckpt / "history.csv").open() as f:
+        assert [int(row["epoch"]) for row in csv.DictReader(f)] == list(range(8))
+    bundle = load_bundle(str(out))
+    assert [int(row["epoch"]) for row in bundle.provenance["history"]] == list(range(8))
+    assert not (ckpt / "backup").exists()  # a finished run leaves only its history
+
+
+def test_real_labelled_rois_train_one_epoch_of_the_deployed_architecture(utopia_data: Path, tmp_path: Path) -> None:
+    from model.train import train
+
+    data = load_image_folder(str(utopia_data / "labelled"))
+    bundle = train(data, arch="utopia-b3", epochs=1, replicas=1, batch_size=16, out_url=str(tmp_path / "u.ifcbmodel"),
+                   data_source=str(utopia_data / "labelled"), verbose=0)  # fmt: skip
+    assert bundle.classes == data.classes and bundle.model.count_params() == 2_919_409  # 9 classes
+    provenance = bundle.provenance
+    assert len(provenance["history"]) == 1 and provenance["training"]["epochs_run"] == 1
+    assert provenance["split"]["n_train"] + provenance["split"]["n_val"] + provenance["split"]["n_test"] == 93
+    assert provenance["metrics"]["test"]["n"] == provenance["split"]["n_test"] > 0
+    assert set(provenance["versions"]) >= {"tensorflow", "keras", "ifcbflow"}
+    loaded = load_bundle(str(tmp_path / "u.ifcbmodel"))
+    assert loaded.predict(data.images[:5]).shape == (5, 9)

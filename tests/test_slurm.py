@@ -1,0 +1,279 @@
+"""The batch scripts and `--cluster slurm` on a real SLURM (a one-node cluster with 2 fake GPUs in CI).
+
+Start it with `deploy/slurm/local-slurm.sh up`; without a SLURM that answers, the whole module skips and says why.
+Every run classifies the same small synthetic archive with the same untrained model and must give exactly the
+scores of a local run, bin by bin.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SLURM_DIR = REPO / "deploy" / "slurm"
+BINS, ROIS, CLASSES = 8, 30, 3
+PARTITION_ROIS = ROIS  # one bin per task: bins complete one by one, and every run batches the same images together
+
+
+def _slurm_problem() -> str | None:
+    """Why the SLURM tests cannot run here, or None when they can."""
+    if shutil.which("sinfo") is None or shutil.which("sbatch") is None:
+        return "SLURM client commands not installed (CI starts one with deploy/slurm/local-slurm.sh up)"
+    try:
+        answer = subprocess.run(["sinfo", "-h", "-N", "-o", "%T %G"], capture_output=True, text=True, timeout=20)
+    except subprocess.TimeoutExpired:
+        return "sinfo did not answer within 20 s"
+    if answer.returncode != 0:
+        return f"SLURM is not running (sinfo: {answer.stderr.strip()}); start it with deploy/slurm/local-slurm.sh up"
+    states = answer.stdout.split()
+    if not states or not any(s.startswith(("idle", "mixed", "allocated")) for s in states[::2]):
+        return f"no usable SLURM node (sinfo: {answer.stdout.strip()!r})"
+    if "gpu:" not in answer.stdout:
+        return "the SLURM node has no GPU GRES (local-slurm.sh gives it 2 fake GPUs)"
+    return None
+
+
+_PROBLEM = _slurm_problem()
+pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")]
+
+
+@dataclass
+class Workload:
+    archive: Path
+    labels: Path
+    model: Path
+    reference: Path  # the store of a local run
+    env: dict[str, str]
+    root: Path
+
+
+def _run(args: list[str], env: dict[str, str], timeout: float = 300, **kwargs) -> subprocess.CompletedProcess:
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, **kwargs)
+    assert result.returncode == 0, (
+        f"{args[:3]} exit {result.returncode}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+MAKE_MODEL = """
+import sys, keras
+from model.architectures import build
+from model.bundle import Bundle, save_bundle
+from model.preprocess import PreprocessConfig
+from pipeline.synth import SYNTH_CLASSES
+keras.utils.set_random_seed(0)
+classes = SYNTH_CLASSES[: int(sys.argv[2])]
+model = build("small-cnn", len(classes), 32)
+save_bundle(Bundle(model=model, classes=classes, preprocess=PreprocessConfig(size=32), arch="small-cnn"), sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def workload(tmp_path_factory: pytest.TempPathFactory) -> Workload:
+    """Archive, untrained model (in a subprocess: TensorFlow stays out of the test process) and a local run's store."""
+    root = tmp_path_factory.mktemp("slurm")
+    env = {
+        **os.environ,
+        # The jobs run `ifcbflow`, `dask` and `python` from this venv (sbatch exports the environment).
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        "TF_CPP_MIN_LOG_LEVEL": "2",
+        "IFCBFLOW_SHARED_DIR": str(root / "shared"),
+        "IFCBFLOW_TLS_DIR": str(root / "shared" / "tls"),
+        "IFCBFLOW_INTERFACE": "lo",
+    }
+    archive, model, reference = root / "archive", root / "model.zip", root / "local.zarr"
+    _run(["ifcbflow", "synth", str(archive), "--bins", str(BINS), "--rois", str(ROIS), "--classes", str(CLASSES)], env)
+    _run([sys.executable, "-c", MAKE_MODEL, str(model), str(CLASSES)], env)
+    _run([*_classify(archive, model, reference), "--cluster", "local", "--workers", "1"], env)
+    return Workload(archive, archive / "labels.csv", model, reference, env, root)
+
+
+def _classify(archive: Path, model: Path, out: Path) -> list[str]:
+    return [
+        "ifcbflow",
+        "classify",
+        str(archive),
+        "--model",
+        str(model),
+        "--out",
+        str(out),
+        "--json",
+        "--partition-rois",
+        str(PARTITION_ROIS),
+    ]
+
+
+def _complete_bins(store: Path) -> set[str]:
+    """Bins committed in a store (it may be mid-write: a torn read counts as not complete)."""
+    from pipeline.store import ResultStore
+
+    try:
+        return set(ResultStore(str(store)).bin_index())
+    except Exception:
+        return set()
+
+
+def _assert_same_store(store: Path, reference: Path) -> None:
+    from pipeline.store import ResultStore
+
+    got, want = ResultStore(str(store)), ResultStore(str(reference))
+    assert sorted(got.bin_index()) == sorted(want.bin_index()) and len(want.bin_index()) == BINS
+    for bin_id in want.bin_index():
+        (rois, scores), (want_rois, want_scores) = got.read_bin(bin_id), want.read_bin(bin_id)
+        np.testing.assert_array_equal(rois, want_rois, err_msg=bin_id)
+        np.testing.assert_array_equal(scores, want_scores, err_msg=bin_id)
+
+
+def _sbatch(script: Path, args: list[str], env: dict[str, str], log: Path, *, wait: bool) -> str:
+    command = ["sbatch", "--parsable", "--export=ALL", f"--output={log}", *(["--wait"] if wait else []), str(script)]
+    result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"sbatch exit {result.returncode}\n{result.stderr}\n{_tail(log)}"
+    return result.stdout.strip().split(";")[0]
+
+
+def _tail(log: Path) -> str:
+    return log.read_text()[-4000:] if log.exists() else "(no log)"
+
+
+def _job_state(job_id: str) -> str:
+    """JobState from scontrol (no accounting database here, so no sacct); '' once SLURM has forgotten the job."""
+    out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True).stdout
+    fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
+    return fields.get("JobState", "")
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(0.5)
+
+
+def test_classify_sbatch_matches_a_local_run(workload: Workload) -> None:
+    out, log = workload.root / "sbatch.zarr", workload.root / "sbatch.log"
+    _sbatch(
+        SLURM_DIR / "classify.sbatch",
+        _classify(workload.archive, workload.model, out)[2:],
+        workload.env,
+        log,
+        wait=True,
+    )
+    _assert_same_store(out, workload.reference)
+    text = log.read_text()
+    assert "2 worker(s) connected (--resources GPU=1)" in text and "tls://" in text
+    assert not list((workload.root / "shared").glob("scheduler-*.json")), "scheduler file left behind"
+    assert not list((workload.root / "shared" / "tls").glob("run-*")), "certificates left behind"
+
+
+def test_cancelled_classify_job_completes_when_resubmitted(workload: Workload) -> None:
+    out, log = workload.root / "cancelled.zarr", workload.root / "cancelled.log"
+    args = _classify(workload.archive, workload.model, out)[2:]
+    job = _sbatch(SLURM_DIR / "classify.sbatch", args, workload.env, log, wait=False)
+    _wait_for(lambda: len(_complete_bins(out)) >= 1, 240, f"a first complete bin\n{_tail(log)}")
+    subprocess.run(["scancel", job], check=True)
+    _wait_for(lambda: _job_state(job) not in ("RUNNING", "COMPLETING", "PENDING"), 120, "the cancelled job to end")
+    done_before = _complete_bins(out)
+    assert len(done_before) < BINS, "the job finished before it could be cancelled: nothing was tested"
+    _sbatch(SLURM_DIR / "classify.sbatch", args, workload.env, workload.root / "resubmitted.log", wait=True)
+    _assert_same_store(out, workload.reference)
+    resubmitted = (workload.root / "resubmitted.log").read_text()
+    assert f'"bins_already_complete": {len(done_before)}' in resubmitted, "the resubmitted job redid finished bins"
+
+
+def test_classify_with_slurm_worker_jobs_matches_a_local_run(workload: Workload) -> None:
+    out = workload.root / "jobqueue.zarr"
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch_squeue() -> None:
+        while not stop.is_set():
+            listing = subprocess.run(["squeue", "-h", "-o", "%i %j %T"], capture_output=True, text=True).stdout
+            seen.update(line for line in listing.splitlines() if "dask-worker" in line)
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch_squeue, daemon=True)
+    watcher.start()
+    try:
+        _run(
+            [
+                *_classify(workload.archive, workload.model, out),
+                "--cluster",
+                "slurm",
+                "--interface",
+                "lo",
+                "--min-jobs",
+                "1",
+                "--max-jobs",
+                "2",
+                "--memory",
+                "2GiB",
+                "--walltime",
+                "00:10:00",
+                "--log-directory",
+                str(workload.root / "worker-logs"),
+            ],
+            workload.env,
+            timeout=400,
+            cwd=workload.root,
+        )
+    finally:
+        stop.set()
+        watcher.join()
+    _assert_same_store(out, workload.reference)
+    assert any("RUNNING" in line for line in seen), f"no dask-worker job seen running in squeue: {seen}"
+    jobs = {line.split()[0] for line in seen}
+    _wait_for(lambda: all(_job_state(j) not in ("RUNNING", "PENDING") for j in jobs), 60, "worker jobs to end")
+
+
+def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
+    bundle, log = workload.root / "trained.zip", workload.root / "train.log"
+    history = Path(f"{bundle}.ckpt") / "history.csv"
+    args = [
+        str(workload.archive),
+        "--labels",
+        str(workload.labels),
+        "--out",
+        str(bundle),
+        "--arch",
+        "small-cnn",
+        "--epochs",
+        "3",
+        "--patience",
+        "10",
+        "--image-size",
+        "32",
+        "--val",
+        "0.25",
+        "--test",
+        "0.25",
+    ]
+    job = _sbatch(SLURM_DIR / "train.sbatch", args, workload.env, log, wait=False)
+
+    def epochs_done() -> int:
+        return max(0, len(history.read_text().splitlines()) - 1) if history.exists() else 0
+
+    _wait_for(lambda: epochs_done() >= 1, 240, f"the first epoch's checkpoint\n{_tail(log)}")
+    subprocess.run(["scontrol", "requeue", job], check=True)
+    # A requeued job waits ~2 min (BeginTime) before it may start again; no need to wait in a test.
+    _wait_for(lambda: _job_state(job) == "PENDING", 60, "the requeued job to be pending")
+    subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
+    _wait_for(lambda: _job_state(job) == "COMPLETED", 300, f"the requeued job to complete\n{_tail(log)}")
+
+    text = log.read_text()
+    assert "start 1 on" in text and "start 2 on" in text, text[-3000:]  # one log, appended by both runs
+    assert "2 replica(s)" in text and "resuming at epoch" in text, text[-3000:]
+    assert bundle.exists()
+    epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
+    assert epochs == [0, 1, 2], "every epoch recorded exactly once across the requeue"
