@@ -21,7 +21,16 @@ log = logging.getLogger(__name__)
 
 #: `--config` keys: the option names (dashes or underscores).
 CONFIG_KEYS = (
-    "model", "out", "cluster", "workers", "partition_rois", "start", "end", "bins", "storage_options", "batch_size",
+    "model",
+    "out",
+    "cluster",
+    "workers",
+    "partition_rois",
+    "start",
+    "end",
+    "bins",
+    "storage_options",
+    "batch_size",
 )
 
 
@@ -97,8 +106,16 @@ def register(app: typer.Typer) -> None:
         from pipeline.store import StoreMismatchError
 
         values = {
-            "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_rois": partition_rois,
-            "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
+            "model": model,
+            "out": out,
+            "cluster": cluster,
+            "workers": workers,
+            "partition_rois": partition_rois,
+            "start": start,
+            "end": end,
+            "bins": bins,
+            "storage_options": storage_options,
+            "batch_size": batch_size,
         }
         settings = merge_config(ctx, values, load_run_config(config) if config else {})
         for required in ("model", "out"):

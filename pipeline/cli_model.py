@@ -17,7 +17,7 @@ from rich.table import Table
 from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
 
 log = logging.getLogger(__name__)
-console = Console()
+console = Console(soft_wrap=True)  # long result lines stay whole in logs and pipes
 
 model_app = typer.Typer(help="Model bundles: import a Keras 2 model, show a bundle, list architectures.")
 

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", type=Path, required=True, help="Folder for everything the demo writes.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's own start/stop chatter
     archive = synthesize(args.out)
     list_archive(archive)
     bundle_url = train_model(args.out, archive)

@@ -60,8 +60,9 @@ def export_dashboard(store: ResultStore, out_url: str, storage_options: dict[str
         roi_numbers, scores = store.read_bin(bin_id)
         path = posixpath.join(root, dashboard_path(bin_id))
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
-        fs.pipe_file(path, class_file_bytes(roi_numbers, scores, classes, classifier_name=classifier_name,
-                                            model_hash=model_hash))
+        fs.pipe_file(
+            path, class_file_bytes(roi_numbers, scores, classes, classifier_name=classifier_name, model_hash=model_hash)
+        )
         written.append(path)
     log.info("wrote %d dashboard class files to %s", len(written), out_url)
     return written

@@ -65,8 +65,9 @@ def read_metadata(
 ) -> tuple[list[BinPlan], list[BinFailure]]:
     """Read every bin's metadata on the cluster, in chunks of META_CHUNK bins; keep the archive's time order."""
     chunks = [list(bins[i : i + META_CHUNK]) for i in range(0, len(bins), META_CHUNK)]
-    futures = client.map(read_metadata_chunk, [archive_url] * len(chunks), [storage_options] * len(chunks), chunks,
-                         pure=False, retries=2)
+    futures = client.map(
+        read_metadata_chunk, [archive_url] * len(chunks), [storage_options] * len(chunks), chunks, pure=False, retries=2
+    )
     plans: list[BinPlan] = []
     failures: list[BinFailure] = []
     for records in client.gather(futures):

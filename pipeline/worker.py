@@ -3,8 +3,9 @@
 The model bundle is loaded once per worker process and kept (keyed by URL and content hash), so tasks carry only
 URLs and a small plan. TensorFlow is configured once per process before it starts: GPU memory growth (so a worker
 does not grab the whole card) and a fixed thread count (so N CPU workers on one machine do not oversubscribe it).
-The next bin's reads run in a prefetch thread while the current bin is on the model, so object-storage latency hides
-behind inference; at most two bins' images are in memory at once, whatever the partition size.
+The next bin's reads run in a prefetch thread and the previous bin's writes in a write-behind thread while the current
+bin is on the model, so object-storage latency hides behind inference; at most three bins are in memory at once,
+whatever the partition size.
 """
 
 from __future__ import annotations
@@ -66,7 +67,7 @@ class PartitionResult:
     skipped: list[str] = field(default_factory=list)
     failures: list[BinFailure] = field(default_factory=list)
     rois: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0, "write": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0, "write_wait": 0.0})
     peak_rss_bytes: int = 0
 
 
@@ -127,54 +128,87 @@ def _load(fs: Any, store: ResultStore, entry: BinPlan) -> _Loaded | BinFailure |
 
 
 def classify_partition(task: PartitionTask) -> PartitionResult:
-    """Task: classify every bin of the partition; one bad bin is recorded and the rest go on."""
+    """Task: classify every bin of the partition; one bad bin is recorded and the rest go on.
+
+    Three stages overlap: the next bin is read (prefetch thread) and the previous bin is written (write-behind
+    thread) while the current bin is on the model. Each side holds at most one bin, so memory stays bounded.
+    """
     bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash)
     if list(bundle.classes) != list(task.classes):
         raise RuntimeError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
     fs, _ = open_archive(task.archive_url, task.archive_options)
     store = ResultStore(task.store_url, task.store_options)
     result = PartitionResult(index=task.index)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifcbflow-prefetch") as prefetch:
-        pending: Future | None = prefetch.submit(_load, fs, store, task.bins[0]) if task.bins else None
+    with (
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifcbflow-read") as reader,
+        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifcbflow-write") as writer,
+    ):
+        reading: Future | None = reader.submit(_load, fs, store, task.bins[0]) if task.bins else None
+        writing: Future | None = None
         for position, entry in enumerate(task.bins):
-            started = time.perf_counter()
-            loaded = pending.result()
-            result.seconds["read_wait"] += time.perf_counter() - started
+            loaded = _wait(reading, result, "read_wait")
             following = position + 1
-            pending = prefetch.submit(_load, fs, store, task.bins[following]) if following < len(task.bins) else None
+            reading = reader.submit(_load, fs, store, task.bins[following]) if following < len(task.bins) else None
             if loaded is None:
                 result.skipped.append(entry.bin)
-            elif isinstance(loaded, BinFailure):
+                continue
+            if isinstance(loaded, BinFailure):
                 result.failures.append(loaded)
-            else:
-                _classify_bin(bundle, store, loaded, task, result)
+                continue
+            classified = _predict(bundle, loaded, task, result)
+            if isinstance(classified, BinFailure):
+                result.failures.append(classified)
+                continue
+            _collect(_wait(writing, result, "write_wait"), result)
+            writing = writer.submit(_write, store, classified, list(task.classes))
+        _collect(_wait(writing, result, "write_wait"), result)
     for failure in result.failures:
         store.write_failure(failure)
     result.peak_rss_bytes = peak_rss_bytes()
     return result
 
 
-def _classify_bin(bundle: Any, store: ResultStore, loaded: _Loaded, task: PartitionTask, out: PartitionResult) -> None:
+def _wait(future: Future | None, result: PartitionResult, what: str) -> Any:
+    """The future's value (None for no future), adding the time spent waiting for it to `result.seconds[what]`."""
+    if future is None:
+        return None
+    started = time.perf_counter()
+    value = future.result()
+    result.seconds[what] += time.perf_counter() - started
+    return value
+
+
+def _predict(bundle: Any, loaded: _Loaded, task: PartitionTask, out: PartitionResult) -> BinResult | BinFailure:
     bin_id = loaded.meta.bin.id
     started = time.perf_counter()
     try:
         scores = bundle.predict([image for _, image in loaded.images], batch_size=task.batch_size)
     except Exception as err:
-        out.failures.append(BinFailure.from_error(bin_id, err, default_stage="predict"))
-        return
-    predicted = time.perf_counter()
-    out.seconds["predict"] += predicted - started
+        return BinFailure.from_error(bin_id, err, default_stage="predict")
+    finally:
+        out.seconds["predict"] += time.perf_counter() - started
     roi_numbers = np.array([number for number, _ in loaded.images], dtype=np.int64)
+    return BinResult(bin_id, loaded.meta.bin.time, roi_numbers, scores, loaded.meta.ml_analyzed)
+
+
+def _write(store: ResultStore, classified: BinResult, classes: list[str]) -> tuple[BinResult, BinFailure | None]:
+    """Write one bin and mark it complete (in the write-behind thread); a failure becomes a record."""
     try:
-        store.write_bin(
-            BinResult(bin_id, loaded.meta.bin.time, roi_numbers, scores, loaded.meta.ml_analyzed), list(task.classes)
-        )
+        store.write_bin(classified, classes)
     except Exception as err:
-        out.failures.append(BinFailure.from_error(bin_id, err, default_stage="write"))
+        return classified, BinFailure.from_error(classified.bin, err, default_stage="write")
+    return classified, None
+
+
+def _collect(written: tuple[BinResult, BinFailure | None] | None, out: PartitionResult) -> None:
+    if written is None:
         return
-    out.seconds["write"] += time.perf_counter() - predicted
-    out.done.append(bin_id)
-    out.rois += len(roi_numbers)
+    classified, failure = written
+    if failure is not None:
+        out.failures.append(failure)
+    else:
+        out.done.append(classified.bin)
+        out.rois += len(classified.roi_numbers)
 
 
 def peak_rss_bytes() -> int:

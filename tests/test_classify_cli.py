@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from classify_support import CLASSES, make_bundle
 from typer.testing import CliRunner
 
-from classify_support import CLASSES, make_bundle
 from pipeline.cli import app
 from pipeline.synth import write_synthetic_archive
 
@@ -23,10 +23,18 @@ def test_config_file_fills_options_and_flags_win(tmp_path: Path, dask_client) ->
     make_bundle(bundle)
     (tmp_path / "bins.txt").write_text("\n".join(ids[:3]) + "\n")
     config = tmp_path / "run.yaml"
-    config.write_text(yaml.safe_dump({
-        "model": bundle, "out": str(tmp_path / "out.zarr"), "cluster": dask_client.scheduler.address,
-        "partition-rois": 6, "bins": str(tmp_path / "bins.txt"), "batch_size": 4,
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "model": bundle,
+                "out": str(tmp_path / "out.zarr"),
+                "cluster": dask_client.scheduler.address,
+                "partition-rois": 6,
+                "bins": str(tmp_path / "bins.txt"),
+                "batch_size": 4,
+            }
+        )
+    )
     result = CliRunner().invoke(app, ["classify", archive, "--config", str(config), "--json", "--partition-rois", "2"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)

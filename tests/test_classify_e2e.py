@@ -10,9 +10,9 @@ import h5py
 import numpy as np
 import pytest
 import xarray as xr
+from classify_support import CLASSES, make_bundle, reference_scores
 from typer.testing import CliRunner
 
-from classify_support import CLASSES, make_bundle, reference_scores
 from pipeline.cli import app
 from pipeline.export import dashboard_path, export_dashboard
 from pipeline.job import ClassifyRequest, run_classification
@@ -29,10 +29,18 @@ def _archive_with_bad_bins(s3_server, bucket: str) -> tuple[str, list[str], dict
     """Good bins plus one truncated .roi, one malformed .adc and one missing .hdr; returns url, good ids, bad ids."""
     url = f"s3://{bucket}/archive"
     options = s3_server.storage_options
-    good = write_synthetic_archive(url, bins=GOOD_BINS, rois=ROIS, classes=len(CLASSES), seed=1, storage_options=options)
+    good = write_synthetic_archive(
+        url, bins=GOOD_BINS, rois=ROIS, classes=len(CLASSES), seed=1, storage_options=options
+    )
     bad = write_synthetic_archive(
-        f"s3://{bucket}/archive/more", bins=BAD_BINS, rois=ROIS, classes=len(CLASSES), seed=2, storage_options=options,
-        start=datetime(2024, 3, 1, tzinfo=UTC), flat=True,
+        f"s3://{bucket}/archive/more",
+        bins=BAD_BINS,
+        rois=ROIS,
+        classes=len(CLASSES),
+        seed=2,
+        storage_options=options,
+        start=datetime(2024, 3, 1, tzinfo=UTC),
+        flat=True,
     )
     fs = s3_server.filesystem()
     base = f"{bucket}/archive/more"
@@ -54,8 +62,15 @@ def s3_run(s3_server, dask_client):
     request = ClassifyRequest(archive, bundle, f"s3://{bucket}/results.zarr", options, partition_rois=2 * ROIS)
     summary = run_classification(dask_client, request)
     reference = reference_scores(archive, bundle, options)
-    return {"bucket": bucket, "request": request, "summary": summary, "good": good, "bad": bad,
-            "reference": reference, "store": ResultStore(request.store_url, options)}
+    return {
+        "bucket": bucket,
+        "request": request,
+        "summary": summary,
+        "good": good,
+        "bad": bad,
+        "reference": reference,
+        "store": ResultStore(request.store_url, options),
+    }
 
 
 def test_scores_equal_a_single_process_reference(s3_run) -> None:
@@ -81,8 +96,9 @@ def test_bad_bins_are_recorded_and_reported(s3_run) -> None:
 
 
 def test_summary_opens_with_xarray_from_s3(s3_run, s3_server) -> None:
-    summary = xr.open_zarr(s3_run["request"].store_url, group="summary", consolidated=False,
-                           storage_options=s3_server.storage_options)
+    summary = xr.open_zarr(
+        s3_run["request"].store_url, group="summary", consolidated=False, storage_options=s3_server.storage_options
+    )
     assert list(summary.bin.values) == s3_run["good"]
     assert list(summary["class"].values) == CLASSES
     counts = summary.counts.values
@@ -118,8 +134,8 @@ def test_dashboard_files_match_the_store(s3_run, s3_server, ifcb_data: Path) -> 
 
 def test_report_json_on_the_command_line(s3_run, s3_server) -> None:
     result = CliRunner().invoke(
-        app, ["report", s3_run["request"].store_url, "--json", "--storage-options",
-              json.dumps(s3_server.storage_options)],
+        app,
+        ["report", s3_run["request"].store_url, "--json", "--storage-options", json.dumps(s3_server.storage_options)],
     )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
@@ -136,8 +152,19 @@ def test_another_bundle_on_the_store_is_refused(s3_run, s3_server, dask_client) 
     with pytest.raises(StoreMismatchError, match="One store holds one model's results"):
         run_classification(dask_client, ClassifyRequest(request.archive_url, other, request.store_url, options))
     result = CliRunner().invoke(
-        app, ["classify", request.archive_url, "--model", other, "--out", request.store_url,
-              "--cluster", dask_client.scheduler.address, "--storage-options", json.dumps(options)],
+        app,
+        [
+            "classify",
+            request.archive_url,
+            "--model",
+            other,
+            "--out",
+            request.store_url,
+            "--cluster",
+            dask_client.scheduler.address,
+            "--storage-options",
+            json.dumps(options),
+        ],
     )
     assert result.exit_code == 2
     assert "refusing to write" in result.output
@@ -153,8 +180,15 @@ def test_growing_archive_classifies_only_new_bins(s3_server, dask_client) -> Non
     assert run_classification(dask_client, request).bins_done == 3
     fs = s3_server.filesystem()
     stamps = {b: fs.info(f"{bucket}/r.zarr/bins/{b}/scores/c/0/0")["LastModified"] for b in first}
-    new = write_synthetic_archive(archive, bins=2, rois=8, classes=len(CLASSES), seed=5, storage_options=options,
-                                  start=datetime(2024, 1, 2, tzinfo=UTC))
+    new = write_synthetic_archive(
+        archive,
+        bins=2,
+        rois=8,
+        classes=len(CLASSES),
+        seed=5,
+        storage_options=options,
+        start=datetime(2024, 1, 2, tzinfo=UTC),
+    )
     again = run_classification(dask_client, request)
     assert (again.bins_already_complete, again.bins_planned, again.bins_done) == (3, 2, 2)
     assert sorted(ResultStore(store_url, options).bin_index()) == sorted(first + new)

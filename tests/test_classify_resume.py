@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
-
 from classify_support import make_bundle, tree_digests, tree_mtimes
+
 from pipeline.job import ClassifyRequest, RunSummary, run_classification
 from pipeline.store import ResultStore
 from pipeline.synth import write_synthetic_archive
@@ -41,18 +41,36 @@ def workload(tmp_path_factory) -> dict[str, str]:
 
 
 def _classify_command(workload: dict[str, str], out: str) -> list[str]:
-    return [IFCBFLOW, "classify", workload["archive"], "--model", workload["bundle"], "--out", out,
-            "--workers", "1", "--partition-rois", "10", "--json"]
+    return [
+        IFCBFLOW,
+        "classify",
+        workload["archive"],
+        "--model",
+        workload["bundle"],
+        "--out",
+        out,
+        "--workers",
+        "1",
+        "--partition-rois",
+        "10",
+        "--json",
+    ]
 
 
 def test_killed_run_resumes_without_redoing_complete_bins(workload, dask_client) -> None:
     root = Path(workload["root"])
     killed, reference = root / "killed.zarr", root / "reference.zarr"
-    run_classification(dask_client, ClassifyRequest(workload["archive"], workload["bundle"], str(reference),
-                                                    partition_rois=10))
+    run_classification(
+        dask_client, ClassifyRequest(workload["archive"], workload["bundle"], str(reference), partition_rois=10)
+    )
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    job = subprocess.Popen(_classify_command(workload, str(killed)), start_new_session=True, env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    job = subprocess.Popen(
+        _classify_command(workload, str(killed)),
+        start_new_session=True,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     store = ResultStore(str(killed))
     try:
         _wait_for(lambda: killed.exists() and len(store.bin_index()) >= 2, 240, "two complete bins")
@@ -61,11 +79,11 @@ def test_killed_run_resumes_without_redoing_complete_bins(workload, dask_client)
         job.wait()
     done_before = store.bin_index()
     assert 0 < len(done_before) < 16, "the kill must land mid-run"
-    stamps = {path: stamp for path, stamp in tree_mtimes(killed / "bins").items()
-              if path.split("/")[0] in done_before}
+    stamps = {path: stamp for path, stamp in tree_mtimes(killed / "bins").items() if path.split("/")[0] in done_before}
 
-    rerun = subprocess.run(_classify_command(workload, str(killed)), env=env, capture_output=True, text=True,
-                           timeout=300, check=True)
+    rerun = subprocess.run(
+        _classify_command(workload, str(killed)), env=env, capture_output=True, text=True, timeout=300, check=True
+    )
     summary = json.loads(rerun.stdout)
     assert summary["bins_already_complete"] == len(done_before)
     assert summary["bins_done"] == 16 - len(done_before) and summary["errors"] == []
@@ -80,8 +98,12 @@ def test_worker_killed_mid_task_job_completes_identically(workload) -> None:
 
     root = Path(workload["root"])
     crashed, clean = root / "crashed.zarr", root / "clean.zarr"
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
-                      memory_limit="3GiB") as cluster, Client(cluster) as client:
+    with (
+        LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None, memory_limit="3GiB"
+        ) as cluster,
+        Client(cluster) as client,
+    ):
         outcome: dict[str, RunSummary] = {}
         request = ClassifyRequest(workload["archive"], workload["bundle"], str(crashed), partition_rois=10)
         runner = threading.Thread(target=lambda: outcome.setdefault("run", run_classification(client, request)))
@@ -96,6 +118,7 @@ def test_worker_killed_mid_task_job_completes_identically(workload) -> None:
         summary = outcome["run"]
         assert summary.errors == [] and summary.bins_failed == 0
         assert len(store.bin_index()) == 16
-        run_classification(client, ClassifyRequest(workload["archive"], workload["bundle"], str(clean),
-                                                   partition_rois=10))
+        run_classification(
+            client, ClassifyRequest(workload["archive"], workload["bundle"], str(clean), partition_rois=10)
+        )
     assert tree_digests(crashed / "bins") == tree_digests(clean / "bins")

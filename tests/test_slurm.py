@@ -7,6 +7,7 @@ scores of a local run, bin by bin.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -22,7 +23,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 SLURM_DIR = REPO / "deploy" / "slurm"
-BINS, ROIS, CLASSES = 8, 30, 3
+BINS, ROIS, CLASSES = 6, 20, 3
 PARTITION_ROIS = ROIS  # one bin per task: bins complete one by one, and every run batches the same images together
 
 
@@ -261,11 +262,16 @@ def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
     ]
     job = _sbatch(SLURM_DIR / "train.sbatch", args, workload.env, log, wait=False)
 
-    def epochs_done() -> int:
-        return max(0, len(history.read_text().splitlines()) - 1) if history.exists() else 0
+    def first_epoch_checkpointed() -> bool:
+        """Keras' BackupAndRestore writes this last, after the weights: only then is an epoch safe from a kill."""
+        try:
+            return json.loads((Path(f"{bundle}.ckpt") / "backup" / "training_metadata.json").read_text())["epoch"] >= 0
+        except (OSError, ValueError, KeyError):
+            return False
 
-    _wait_for(lambda: epochs_done() >= 1, 240, f"the first epoch's checkpoint\n{_tail(log)}")
-    subprocess.run(["scontrol", "requeue", job], check=True)
+    _wait_for(first_epoch_checkpointed, 240, f"the first epoch's checkpoint\n{_tail(log)}")
+    # What SLURM does 120 s before the time limit (--signal=B:USR1@120): the script's trap runs `scontrol requeue`.
+    subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
     # A requeued job waits ~2 min (BeginTime) before it may start again; no need to wait in a test.
     _wait_for(lambda: _job_state(job) == "PENDING", 60, "the requeued job to be pending")
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
@@ -273,7 +279,37 @@ def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
 
     text = log.read_text()
     assert "start 1 on" in text and "start 2 on" in text, text[-3000:]  # one log, appended by both runs
-    assert "2 replica(s)" in text and "resuming at epoch" in text, text[-3000:]
+    assert "time limit near: requeueing" in text and "2 replica(s)" in text and "resuming at epoch" in text, text[
+        -3000:
+    ]
     assert bundle.exists()
     epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
     assert epochs == [0, 1, 2], "every epoch recorded exactly once across the requeue"
+
+
+def test_a_two_gpu_worker_job_pins_each_worker_to_its_own_gpu(
+    workload: Workload, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from distributed import Client
+
+    from pipeline.jobqueue import JobqueueSettings, start_jobqueue_cluster
+
+    monkeypatch.setenv("PATH", workload.env["PATH"])
+    settings = JobqueueSettings(
+        gpus_per_job=2,
+        min_jobs=1,
+        max_jobs=1,
+        memory="2GiB",
+        interface="lo",
+        tls_dir=str(workload.root / "tls-pin"),
+        log_directory=str(workload.root / "pin-logs"),
+    )
+    cluster, security = start_jobqueue_cluster("slurm", settings)
+    with cluster, Client(cluster, security=security) as client:
+        client.wait_for_workers(2, timeout=120)
+        pinned = client.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("SLURM_JOB_ID")))
+        resources = [w["resources"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]
+    devices = sorted(device for device, _ in pinned.values())
+    assert devices == ["0", "1"], pinned  # the job got GPUs 0,1 (--gres=gpu:2); each worker keeps one
+    assert len({job for _, job in pinned.values()}) == 1, "both workers belong to one job"
+    assert resources == [{"GPU": 1}, {"GPU": 1}]

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import xarray as xr
-
 from classify_support import tree_digests
+
 from pipeline.errors import BinFailure
 from pipeline.store import BinResult, ResultStore, StoreMismatchError, open_summary
 

@@ -45,6 +45,7 @@ install_packages() {
 
 ours() { [[ -f $1 ]] && head -n 1 "$1" | grep -qF "$MARK"; }
 
+# Writes slurm.conf and gres.conf; succeeds only when they changed.
 write_config() {
     local host cpus mem_mb i
     if [[ -f $CONF ]] && ! ours "$CONF"; then
@@ -59,6 +60,8 @@ write_config() {
     for ((i = 0; i < GPUS; i++)); do
         ln -sfn /dev/null "$STATE_DIR/gpu/fake-gpu$i"
     done
+    local before
+    before=$(cat "$CONF" "$GRES_CONF" 2>/dev/null || true)
     cat >"$CONF" <<EOF
 $MARK
 ClusterName=ifcbflow-local
@@ -94,6 +97,7 @@ EOF
             echo "NodeName=$host Name=gpu File=$STATE_DIR/gpu/fake-gpu[0-$((GPUS - 1))]"
         fi
     } >"$GRES_CONF"
+    [[ $(cat "$CONF" "$GRES_CONF") != "$before" ]]
 }
 
 munge_up() { [[ -S /run/munge/munge.socket.2 ]] && munge -n </dev/null | unmunge >/dev/null 2>&1; }
@@ -123,7 +127,11 @@ up() {
     need_root
     install_packages
     mkdir -p "$STATE_DIR"
-    write_config
+    if write_config; then
+        # Daemons started with an older configuration (other GPU count, memory...) would keep it.
+        stop_pidfile "$STATE_DIR/slurmd.pid"
+        stop_pidfile "$STATE_DIR/slurmctld.pid"
+    fi
     start_munge
     running "$STATE_DIR/slurmctld.pid" || slurmctld
     running "$STATE_DIR/slurmd.pid" || slurmd
@@ -166,6 +174,7 @@ down() {
     stop_pidfile "$STATE_DIR/slurmctld.pid"
     if [[ -f $STATE_DIR/munged-started-here ]]; then
         stop_pidfile /run/munge/munged.pid
+        rm -rf /run/munge
     fi
     rm -f "$CONF" "$GRES_CONF"
     rm -rf "$STATE_DIR"
