@@ -1,9 +1,9 @@
 """Model-only throughput: the bound the distributed classify job is measured against, and training speed.
 
 Inference: images/s of the utopia-b3 CNN on already preprocessed tensors (no I/O, no decoding), for several
-batch sizes, through `model.predict`, `model.predict_on_batch` (what `Bundle.predict` uses) and a `tf.function`
-with XLA. Training: images/s of `model.fit` steps under MirroredStrategy with 1 and 2 replicas (each in a fresh
-process, since logical CPU devices must be set before TensorFlow starts). Prints markdown tables.
+batch sizes, through `model.predict`, `model.predict_on_batch` (what `Bundle.predict` uses) and a jit-compiled
+`tf.function` (XLA). Training: images/s of `model.fit` steps under MirroredStrategy with 1 and 2 replicas (each in
+a fresh process, since logical CPU devices must be set before TensorFlow starts). Prints markdown tables.
 
     .venv/bin/python bench/bench_model.py [--arch utopia-b3] [--images 512] [--train-steps 6]
 """
@@ -47,16 +47,12 @@ def bench_inference(arch: str, n_images: int, batch_sizes: list[int], repeats: i
     for batch in batch_sizes:
         chunks = [x[i : i + batch] for i in range(0, n_images, batch)]
         xla = tf.function(lambda t: model(t, training=False), jit_compile=True, reduce_retracing=True)
-        graph = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
-        rows.append(
-            {
-                "batch": batch,
-                "predict": _best_rate(lambda b=batch: model.predict(x, batch_size=b, verbose=0), n_images, repeats),
-                "predict_on_batch": _best_rate(lambda c=chunks: [model.predict_on_batch(t) for t in c], n_images, repeats),
-                "tf.function": _best_rate(lambda c=chunks, f=graph: [f(t).numpy() for t in c], n_images, repeats),
-                "tf.function+XLA": _best_rate(lambda c=chunks, f=xla: [f(t).numpy() for t in c], n_images, repeats),
-            }
-        )
+        runs = {
+            "predict": lambda b=batch: model.predict(x, batch_size=b, verbose=0),
+            "predict_on_batch": lambda c=chunks: [model.predict_on_batch(t) for t in c],
+            "tf.function+XLA": lambda c=chunks, f=xla: [f(t).numpy() for t in c],
+        }
+        rows.append({"batch": batch, **{name: _best_rate(run, n_images, repeats) for name, run in runs.items()}})
     return rows
 
 
@@ -90,9 +86,9 @@ def main() -> None:
     parser.add_argument("--arch", default="utopia-b3")
     parser.add_argument("--images", type=int, default=512, help="Images per inference measurement.")
     parser.add_argument("--batch-sizes", default="64,128,256,512")
-    parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--train-steps", type=int, default=6)
-    parser.add_argument("--train-batch", type=int, default=32, help="Training batch per replica.")
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--train-steps", type=int, default=4)
+    parser.add_argument("--train-batch", type=int, default=16, help="Training batch per replica.")
     parser.add_argument("--train-replicas", type=int, help=argparse.SUPPRESS)  # internal: one training measurement
     args = parser.parse_args()
     if args.train_replicas:
@@ -111,7 +107,7 @@ def main() -> None:
 
     gpus = tf.config.list_physical_devices("GPU")
     where = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores"
-    methods = ["predict", "predict_on_batch", "tf.function", "tf.function+XLA"]
+    methods = ["predict", "predict_on_batch", "tf.function+XLA"]
     print(f"\n### {args.arch} inference, images/s on preprocessed tensors ({args.images} images; {where})\n")
     print("| batch | " + " | ".join(methods) + " |")
     print("|---:|" + "---:|" * len(methods))

@@ -317,7 +317,7 @@ def train(
         final = architectures.build(arch, len(classes), config.size)
     final.set_weights(model.get_weights())
     with (ckpt / HISTORY_CSV).open(newline="") as f:
-        history = [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
+        history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
     bundle = Bundle(model=final, classes=classes, preprocess=config, arch=arch)
     metrics = {

@@ -24,20 +24,23 @@ model_app = typer.Typer(help="Model bundles: import a Keras 2 model, show a bund
 LABELS_HELP = "Labels CSV (roi_id,class) for an IFCB archive DATA; without it DATA is a folder of class subfolders."
 
 
-def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any]) -> Any:
-    """Labelled images from class folders, or from an archive's bins plus a labels CSV."""
-    if labels:
-        from pipeline.labelled import labelled_images_from_archive
-
-        return labelled_images_from_archive(data, labels, storage_options)
-    from model.data import load_image_folder
-
-    return load_image_folder(data, storage_options)
-
-
 def _fail(message: str) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False)
     return typer.Exit(code=1)
+
+
+def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any]) -> Any:
+    """Labelled images from class folders, or from an archive's bins plus a labels CSV; bad input ends the command
+    with its message (IfcbFormatError is a ValueError) rather than a traceback."""
+    from model.data import load_image_folder
+    from pipeline.labelled import labelled_images_from_archive
+
+    try:
+        if labels:
+            return labelled_images_from_archive(data, labels, storage_options)
+        return load_image_folder(data, storage_options)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(str(err)) from None
 
 
 def train_command(

@@ -34,7 +34,6 @@ import json
 import logging
 import posixpath
 import warnings
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import metadata
@@ -318,9 +317,3 @@ def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # ->
 
     return xr.open_zarr(url, group=SUMMARY, consolidated=False, storage_options=storage_options or None)
 
-
-def bin_results(store: ResultStore, bins: Iterable[str]) -> Iterable[tuple[str, np.ndarray, np.ndarray]]:
-    """(bin id, ROI numbers, scores) for each of `bins`, read one at a time (bounded memory for exports)."""
-    for bin_id in bins:
-        roi_numbers, scores = store.read_bin(bin_id)
-        yield bin_id, roi_numbers, scores

@@ -105,7 +105,7 @@ def test_cpu_jobs_ask_for_no_gpu() -> None:
 
 def test_one_worker_per_gpu_is_enforced(tmp_path: Path) -> None:
     config = tmp_path / "jobqueue.yaml"
-    config.write_text("jobqueue:\n  slurm:\n    processes: 3\n    gpus-per-job: 2\n")
+    config.write_text("jobqueue:\n  slurm:\n    processes: 3\n    cores: 6\n    gpus-per-job: 2\n")
     with pytest.raises(ValueError, match="one worker per GPU"):
         resolve("slurm", JobqueueSettings(config_file=str(config)))
 

@@ -59,3 +59,21 @@ def test_confusion_files(tmp_path: Path) -> None:
     assert rows[1:] == [["a", "2", "1", "0"], ["b", "0", "1", "1"], ["c", "0", "0", "1"]]
     with Image.open(png_path) as image:
         assert image.format == "PNG" and image.width > 200 and image.height > 200
+
+
+def test_cli_evaluate_refuses_labels_the_model_does_not_know(utopia_data: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from model.architectures import build
+    from model.bundle import Bundle, save_bundle
+    from model.preprocess import PreprocessConfig
+    from pipeline.cli import app
+
+    bundle = Bundle(model=build("small-cnn", 2, 16), classes=["diatoms", "x"], preprocess=PreprocessConfig(size=16),
+                    arch="small-cnn")  # fmt: skip
+    save_bundle(bundle, str(tmp_path / "m.ifcbmodel"))
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m.ifcbmodel"), str(utopia_data / "labelled")])
+    assert result.exit_code == 1
+    assert "are not classes of the model (diatoms, x)" in result.output and "chloro" in result.output
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m.ifcbmodel"), str(tmp_path / "absent")])
+    assert result.exit_code == 1 and "no folder at" in result.output

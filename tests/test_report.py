@@ -1,0 +1,67 @@
+"""The report of a store: JSON totals, rich tables and the concentration plot, from a store written directly."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from rich.console import Console
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+from pipeline.errors import BinFailure
+from pipeline.report import plot_concentrations, report_tables, store_report
+from pipeline.store import BinResult, ResultStore
+
+CLASSES = ["diatom", "dinoflagellate"]
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> ResultStore:
+    results = ResultStore(str(tmp_path / "out.zarr"))
+    results.prepare(
+        bundle_info={"classes": CLASSES, "content_hash": "abc123", "arch": "small-cnn"},
+        bundle_url="b.zip",
+        archive_url="archive",
+    )
+    scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32)
+    for hour, ml in ((0, 2.0), (1, None)):
+        bin_id = f"D20240101T0{hour}0000_IFCB999"
+        time = datetime(2024, 1, 1, hour, tzinfo=UTC)
+        results.write_bin(BinResult(bin_id, time, np.array([1, 2, 5]), scores, ml), CLASSES)
+    results.write_failure(BinFailure("D20240101T020000_IFCB999", "roi", "truncated .roi"))
+    return results
+
+
+def test_report_totals(store: ResultStore) -> None:
+    report = store_report(store)
+    assert report["bins_complete"] == 2 and report["bins_failed"] == 1 and report["rois"] == 6
+    assert report["counts"] == {"diatom": 4, "dinoflagellate": 2}
+    assert report["mean_concentration_per_ml"] == {"diatom": 1.0, "dinoflagellate": 0.5}  # the bin with a volume
+    assert report["bins_without_volume"] == 1
+    assert report["failures"] == [{"bin": "D20240101T020000_IFCB999", "stage": "roi", "reason": "truncated .roi"}]
+    assert (report["first_bin_time"], report["last_bin_time"]) == ("2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z")
+    console = Console(record=True, width=120)
+    for table in report_tables(report):
+        console.print(table)
+    assert "truncated .roi" in console.export_text()
+
+
+def test_plot_is_a_png(store: ResultStore, tmp_path: Path) -> None:
+    png = tmp_path / "plot.png"
+    plot_concentrations(store, str(png))
+    with Image.open(png) as image:
+        assert image.format == "PNG" and image.size[0] > 600
+
+
+def test_report_command(store: ResultStore, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["report", store.url, "--json", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["classes"] == CLASSES
+    assert (tmp_path / "p.png").stat().st_size > 0
+    missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing.zarr")])
+    assert missing.exit_code != 0 and "no ifcbflow store" in missing.output
