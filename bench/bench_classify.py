@@ -79,13 +79,13 @@ def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str
             store = str(work / f"e2e-{n_workers}-{repeat}.zarr")
             summary = run_classification(client, ClassifyRequest(archive, bundle_url, store))
             e2e.append(summary.rois / summary.seconds)
+            out.setdefault("rss_all", peak_rss_mib(client))  # before the model-only and serial measures run here
             model.append(cluster_model_only(client, archive, bundle_url, bundle_hash))
             serial_store = str(work / f"serial-{n_workers}-{repeat}.zarr")
             serial.append(
                 client.submit(serial_loop, archive, bundle_url, bundle_hash, serial_store, pure=False).result()
             )
         out["e2e"], out["model"], out["serial"] = max(e2e), max(model), max(serial)
-        out["rss_all"] = peak_rss_mib(client)
     return out
 
 

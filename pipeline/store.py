@@ -30,6 +30,7 @@ Reading with xarray::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import posixpath
@@ -42,7 +43,9 @@ from typing import Any
 import numpy as np
 import zarr
 from fsspec.core import url_to_fs
+from zarr.api.asynchronous import open_group as open_group_async
 from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
 
 from pipeline.errors import BinFailure
 
@@ -214,32 +217,44 @@ class ResultStore:
     # --- worker-side writes ------------------------------------------------------------------------------------------
     def write_bin(self, result: BinResult, classes: list[str]) -> None:
         """Write one bin's scores, then mark it complete (last); the same input writes the same bytes."""
-        n_rois, n_classes = result.scores.shape
+        n_classes = result.scores.shape[1]
         if n_classes != len(classes):
             raise ValueError(f"scores have {n_classes} columns but the store has {len(classes)} classes")
-        group = self._group(f"{BINS}/{result.bin}", mode="w", attributes={"bin": result.bin, "complete": False})
+        self.clear_failure(result.bin)  # first: a crash before the commit leaves the bin simply not done
+        sync(self._write_bin(result, classes))
+
+    async def _write_bin(self, result: BinResult, classes: list[str]) -> None:
+        """The bin's documents and chunks written concurrently (one round trip each step on object storage)."""
+        group = await open_group_async(
+            store=self.zarr_store, path=f"{BINS}/{result.bin}", mode="w", zarr_format=3, use_consolidated=False
+        )
+        n_rois, n_classes = result.scores.shape
         rows = max(n_rois, 1)  # zarr chunks cannot be empty; an empty bin is a (0, n_classes) array
-        arrays = (
+        numeric = (
             ("scores", result.scores.astype(np.float32, copy=False), (rows, n_classes), ("roi", "class")),
             ("roi", result.roi_numbers.astype(np.int64, copy=False), (rows,), ("roi",)),
         )
-        for name, data, chunks, dims in arrays:
-            array = group.create_array(
-                name,
-                shape=data.shape,
-                chunks=chunks,
-                dtype=data.dtype,
-                dimension_names=dims,
-                serializer=_SERIALIZER,
-                compressors=_COMPRESSORS,
-                fill_value=0,
-            )
-            if data.size:
-                array[...] = data
-        labels = group.create_array("class", shape=(n_classes,), dtype=str, dimension_names=("class",))
-        labels[...] = np.asarray(classes, dtype=object)
-        self.clear_failure(result.bin)  # before the commit: a crash in between leaves the bin simply not done
-        group.attrs.put(
+        arrays = await asyncio.gather(
+            *(
+                group.create_array(
+                    name,
+                    shape=data.shape,
+                    chunks=chunks,
+                    dtype=data.dtype,
+                    dimension_names=dims,
+                    serializer=_SERIALIZER,
+                    compressors=_COMPRESSORS,
+                    fill_value=0,
+                )
+                for name, data, chunks, dims in numeric
+            ),
+            group.create_array("class", shape=(n_classes,), dtype=str, dimension_names=("class",)),
+        )
+        values = [data for _, data, _, _ in numeric] + [np.asarray(classes, dtype=object)]
+        await asyncio.gather(
+            *(array.setitem(..., data) for array, data in zip(arrays, values, strict=True) if data.size)
+        )
+        await group.update_attributes(
             {
                 "bin": result.bin,
                 "time": iso_utc(result.time),
@@ -316,4 +331,3 @@ def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # ->
     import xarray as xr
 
     return xr.open_zarr(url, group=SUMMARY, consolidated=False, storage_options=storage_options or None)
-

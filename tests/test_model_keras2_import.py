@@ -157,3 +157,13 @@ def test_unsupported_configs_are_refused_not_guessed(utopia_data: Path) -> None:
         model_from_keras2_json(json.dumps(document))
     with pytest.raises(Keras2ImportError, match="not a Keras model JSON"):
         model_from_keras2_json("{}")
+
+
+def test_sequential_form_of_the_same_model(utopia_data: Path) -> None:
+    functional = json.loads((utopia_data / "model-cnn-v1-b3.json").read_text())
+    layers = [{"class_name": spec["class_name"], "config": dict(spec["config"])}
+              for spec in functional["config"]["layers"][1:]]  # fmt: skip
+    layers[0]["config"]["batch_input_shape"] = [None, 128, 128, 1]
+    sequential = {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": layers}}
+    model = model_from_keras2_json(json.dumps(sequential))
+    assert model.count_params() == 2_920_410 and [layer.name for layer in model.layers][1] == "conv2d_10"

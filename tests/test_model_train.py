@@ -139,3 +139,18 @@ def test_real_labelled_rois_train_one_epoch_of_the_deployed_architecture(utopia_
     assert set(provenance["versions"]) >= {"tensorflow", "keras", "ifcbflow"}
     loaded = load_bundle(str(tmp_path / "u.ifcbmodel"))
     assert loaded.predict(data.images[:5]).shape == (5, 9)
+
+
+def test_checkpoint_dir_is_derived_and_never_shared_by_two_different_runs(tmp_path: Path) -> None:
+    from model.train import _claim_checkpoint_dir, default_checkpoint_dir
+
+    assert default_checkpoint_dir("/data/m.ifcbmodel") == Path("/data/m.ifcbmodel.ckpt")
+    assert default_checkpoint_dir("file:///data/m.ifcbmodel") == Path("/data/m.ifcbmodel.ckpt")
+    remote = default_checkpoint_dir("s3://bucket/m.ifcbmodel")
+    assert remote.parent.name == "checkpoints" and remote != default_checkpoint_dir("s3://bucket/other.ifcbmodel")
+    ckpt = tmp_path / "ckpt"
+    _claim_checkpoint_dir(ckpt, {"arch": "small-cnn", "seed": 0})
+    _claim_checkpoint_dir(ckpt, {"arch": "small-cnn", "seed": 0})  # the same run may resume
+    (ckpt / "backup").mkdir()
+    with pytest.raises(ValueError, match="holds an unfinished run with other settings"):
+        _claim_checkpoint_dir(ckpt, {"arch": "small-cnn", "seed": 1})
