@@ -108,7 +108,7 @@ def main() -> None:
     parser.add_argument("--arch", default="utopia-b3")
     parser.add_argument("--images", type=int, default=512, help="Images per inference measurement.")
     parser.add_argument("--batch-sizes", default="64,128,256,512")
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--train-steps", type=int, default=7)
     parser.add_argument("--train-batch", type=int, default=16, help="Training batch per replica.")
     parser.add_argument("--train-replicas", type=int, help=argparse.SUPPRESS)  # internal: one training measurement

@@ -22,7 +22,7 @@ Reading with xarray::
     import xarray as xr
     summary = xr.open_zarr("s3://bucket/results.zarr", group="summary", consolidated=False,
                            storage_options={...})
-    summary.concentration.sel(**{"class": "diatom"}).plot()         # per mL over time (coord `time`)
+    summary.concentration.sel({"class": "diatom"}).plot.line(x="time")  # per mL over time
     one_bin = xr.open_zarr(url, group="bins/D20240101T000000_IFCB999", consolidated=False)
     one_bin.scores.sel(roi=7)                                       # scores of ROI 7, labelled by class
     tree = xr.open_datatree(url, engine="zarr", consolidated=False)  # everything at once
