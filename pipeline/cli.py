@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import logging
-
 import typer
 
 from pipeline import cli_archive, cli_classify, cli_cluster, cli_model
+from pipeline.logs import configure_logging
 
 app = typer.Typer(
     name="ifcbflow",
@@ -21,10 +20,7 @@ app = typer.Typer(
 def _main(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
 ) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(verbose)
 
 
 for _area in (cli_archive, cli_model, cli_classify, cli_cluster):

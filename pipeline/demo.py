@@ -6,14 +6,13 @@ Each step is one call in `main()`, in the order a user would run the commands.
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 from pathlib import Path
 
 import typer
 
 from pipeline.archive import scan_archive
 from pipeline.cli_archive import format_listing_header, format_listing_line, listing_records
+from pipeline.logs import configure_logging
 from pipeline.synth import write_synthetic_archive
 
 DEMO_BINS, DEMO_ROIS, DEMO_CLASSES, DEMO_SEED = 6, 60, 4, 0
@@ -114,11 +113,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, required=True, help="Folder for everything the demo writes.")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    import distributed  # noqa: F401  (configures its loggers on import; quieten them after)
-
-    logging.getLogger("distributed").setLevel(logging.WARNING)  # the cluster's own start/stop chatter
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the worker processes
+    configure_logging()
     archive = synthesize(args.out)
     list_archive(archive)
     bundle_url = train_model(args.out, archive)
