@@ -14,6 +14,7 @@ import typer
 import yaml
 from rich.console import Console
 
+from pipeline import jobqueue_options as jq
 from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
 from pipeline.plan import DEFAULT_PARTITION_ROIS
 
@@ -98,6 +99,22 @@ def register(app: typer.Typer) -> None:
         config: str | None = typer.Option(None, help="YAML file with any of these options; flags win."),
         batch_size: int = typer.Option(256, help="Images per model call."),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
+        jobqueue_config: jq.ConfigOption = None,
+        queue: jq.QueueOption = None,
+        account: jq.AccountOption = None,
+        walltime: jq.WalltimeOption = None,
+        cores: jq.CoresOption = None,
+        memory: jq.MemoryOption = None,
+        gpus_per_job: jq.GpusOption = None,
+        job_directive: jq.DirectiveOption = None,
+        prologue: jq.PrologueOption = None,
+        min_jobs: jq.MinJobsOption = None,
+        max_jobs: jq.MaxJobsOption = None,
+        python: jq.PythonOption = None,
+        interface: jq.InterfaceOption = None,
+        log_directory: jq.LogDirectoryOption = None,
+        tls: jq.TlsOption = True,
+        tls_dir: jq.TlsDirOption = None,
     ) -> None:
         """Classify every bin of ARCHIVE not yet in the store; rerun to resume or to pick up new bins."""
         from pipeline.cluster import open_client
@@ -136,7 +153,25 @@ def register(app: typer.Typer) -> None:
         console = Console(stderr=True)
         reporter = Quiet() if as_json else JobProgress(console)
         try:
-            with open_client(settings["cluster"], workers=settings["workers"]) as client:
+            jobqueue = jq.settings_from_flags(
+                config_file=jobqueue_config,
+                queue=queue,
+                account=account,
+                walltime=walltime,
+                cores=cores,
+                memory=memory,
+                gpus_per_job=gpus_per_job,
+                job_directives=job_directive,
+                prologue=prologue,
+                min_jobs=min_jobs,
+                max_jobs=max_jobs,
+                python=python,
+                interface=interface,
+                log_directory=log_directory,
+                tls=tls,
+                tls_dir=tls_dir,
+            )
+            with open_client(settings["cluster"], workers=settings["workers"], jobqueue=jobqueue) as client:
                 summary = run_classification(client, request, reporter)
         except StoreMismatchError as err:
             console.print(f"[red]error:[/red] {err}")
