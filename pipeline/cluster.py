@@ -29,19 +29,20 @@ log = logging.getLogger(__name__)
 GPU_RESOURCE = "GPU"
 
 
-def gpu_count() -> int:
-    """GPUs visible to this process, without importing TensorFlow (respects CUDA_VISIBLE_DEVICES)."""
+def visible_gpus() -> list[str]:
+    """GPU ids visible to this process, without importing TensorFlow: CUDA_VISIBLE_DEVICES when set (as a batch
+    system or the user restricts them), otherwise every GPU that nvidia-smi lists."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None:
-        return len([device for device in visible.split(",") if device.strip() and device.strip() != "-1"])
+        return [device.strip() for device in visible.split(",") if device.strip() and device.strip() != "-1"]
     smi = shutil.which("nvidia-smi")
     if smi is None:
-        return 0
+        return []
     try:
         listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
     except (OSError, subprocess.SubprocessError):
-        return 0
-    return sum(1 for line in listing.splitlines() if line.startswith("GPU "))
+        return []
+    return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
 
 
 def cores() -> int:
@@ -49,14 +50,16 @@ def cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-def _local_gpu_cluster(n_gpus: int, workers: int | None, dashboard_address: str | None) -> Any:
-    n = min(workers or n_gpus, n_gpus)
+def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_address: str | None) -> Any:
+    """One worker per GPU, worker i pinned to the i-th *visible* device (not to device i)."""
+    devices = devices[: min(workers or len(devices), len(devices))]
+    n = len(devices)
     threads = str(max(1, cores() // n))
     if importlib.util.find_spec("dask_cuda") is not None:
         from dask_cuda import LocalCUDACluster
 
         return LocalCUDACluster(
-            CUDA_VISIBLE_DEVICES=list(range(n)),
+            CUDA_VISIBLE_DEVICES=devices,
             threads_per_worker=1,
             resources={GPU_RESOURCE: 1},
             dashboard_address=dashboard_address,
@@ -70,10 +73,10 @@ def _local_gpu_cluster(n_gpus: int, workers: int | None, dashboard_address: str 
             "options": {
                 "nthreads": 1,
                 "resources": {GPU_RESOURCE: 1},
-                "env": {"CUDA_VISIBLE_DEVICES": str(i), TF_THREADS_ENV: threads},
+                "env": {"CUDA_VISIBLE_DEVICES": device, TF_THREADS_ENV: threads},
             },
         }
-        for i in range(n)
+        for i, device in enumerate(devices)
     }
     scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
     return SpecCluster(workers=workers_spec, scheduler=scheduler, name="ifcbflow-gpu")
@@ -81,10 +84,10 @@ def _local_gpu_cluster(n_gpus: int, workers: int | None, dashboard_address: str 
 
 def local_cluster(workers: int | None = None, *, dashboard_address: str | None = ":0") -> Any:
     """The embedded default: GPU workers when GPUs exist, CPU worker processes otherwise."""
-    n_gpus = gpu_count()
-    if n_gpus:
-        log.info("local cluster: %d GPU(s)", n_gpus)
-        return _local_gpu_cluster(n_gpus, workers, dashboard_address)
+    gpus = visible_gpus()
+    if gpus:
+        log.info("local cluster: GPU(s) %s", ",".join(gpus))
+        return _local_gpu_cluster(gpus, workers, dashboard_address)
     from distributed import LocalCluster
 
     n = workers or max(1, cores() // 2)

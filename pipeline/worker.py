@@ -72,7 +72,7 @@ class PartitionResult:
 
 
 def configure_tensorflow() -> None:
-    """Once per process, before TensorFlow's runtime starts: thread counts and GPU memory growth."""
+    """Once per process, before TensorFlow's runtime starts: thread counts, the one GPU and its memory growth."""
     global _tf_configured
     if _tf_configured:
         return
@@ -82,8 +82,11 @@ def configure_tensorflow() -> None:
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-        for gpu in tf.config.list_physical_devices("GPU"):
-            tf.config.experimental.set_memory_growth(gpu, True)
+        # One GPU per worker: dask-cuda lists all GPUs with the worker's own first, so keep only that one.
+        gpus = tf.config.list_physical_devices("GPU")[:1]
+        if gpus:
+            tf.config.set_visible_devices(gpus, "GPU")
+            tf.config.experimental.set_memory_growth(gpus[0], True)
     except RuntimeError as err:  # the runtime already started in this process (e.g. a threads-only cluster)
         log.debug("TensorFlow already initialised, keeping its settings: %s", err)
     _tf_configured = True

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster import cores, gpu_count, open_client, workers_have_gpus
+from pipeline.cluster import cores, open_client, visible_gpus, workers_have_gpus
 from pipeline.worker import TF_THREADS_ENV
 
 pytestmark = pytest.mark.slow
 
 
 def test_local_cpu_cluster_splits_the_cores() -> None:
-    if gpu_count():
+    if visible_gpus():
         pytest.skip("GPUs visible: the local cluster starts GPU workers (see the gpu-marked tests)")
     with open_client("local", workers=2, dashboard_address=None) as client:
         info = client.scheduler_info(n_workers=-1)["workers"].values()
