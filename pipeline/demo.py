@@ -44,7 +44,7 @@ def train_model(out: Path, archive: str) -> str:
     bundle_url = str(out / "model.zip")
     bundle = train(
         data, arch=DEMO_ARCH, epochs=DEMO_EPOCHS, replicas=DEMO_REPLICAS, out_url=bundle_url, batch_size=16,
-        preprocess_config=PreprocessConfig(size=DEMO_SIZE), data_source=archive, verbose=0,
+        preprocess_config=PreprocessConfig(size=DEMO_SIZE), data_source=archive, verbose=2,
         patience=DEMO_EPOCHS,  # no early stop: BatchNorm makes the first epochs' validation loss noisy
     )  # fmt: skip
     test = (bundle.provenance.get("metrics") or {}).get("test") or {}
