@@ -274,6 +274,9 @@ def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
     subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
     # A requeued job waits ~2 min (BeginTime) before it may start again; no need to wait in a test.
     _wait_for(lambda: _job_state(job) == "PENDING", 60, "the requeued job to be pending")
+    # slurmd compares credential times to the second: a relaunch in the same second as the requeue's revocation is
+    # refused ("Job credential revoked") and the job fails. SLURM's own ~2 min delay avoids it; 2 s do here.
+    time.sleep(2)
     subprocess.run(["scontrol", "update", f"JobId={job}", "StartTime=now"], check=True)
     _wait_for(lambda: _job_state(job) == "COMPLETED", 300, f"the requeued job to complete\n{_tail(log)}")
 
