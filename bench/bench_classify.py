@@ -30,9 +30,9 @@ REPEATS = 2
 
 def model_only_rate(archive: str, bundle_url: str, bundle_hash: str, seconds: float) -> tuple[int, float]:
     """Task on one worker: predict the first bins' images (already decoded) repeatedly for `seconds`."""
-    from pipeline.archive import list_bins
-    from pipeline.bins import read_bin_images, read_bin_meta
-    from pipeline.worker import get_bundle
+    from pipeline.ifcb.archive import list_bins
+    from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+    from pipeline.job.worker import get_bundle
 
     bundle = get_bundle(bundle_url, None, bundle_hash)
     fs, bins, _ = list_bins(archive)
@@ -56,15 +56,15 @@ def cluster_model_only(client, archive: str, bundle_url: str, bundle_hash: str, 
 
 
 def peak_rss_mib(client) -> float:
-    from pipeline.worker import peak_rss_bytes
+    from pipeline.job.worker import peak_rss_bytes
 
     return max(client.run(peak_rss_bytes).values()) / 2**20
 
 
 def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str, work: Path, ids: list[str]) -> dict:
     """On one cluster: warm up, (1 worker: 10 bins for the memory baseline), then timed full runs and model-only."""
-    from pipeline.cluster import open_client
-    from pipeline.job import ClassifyRequest, run_classification
+    from pipeline.cluster.local import open_client
+    from pipeline.job.run import ClassifyRequest, run_classification
 
     out: dict[str, float] = {}
     with open_client("local", workers=n_workers, dashboard_address=None) as client:
@@ -94,10 +94,10 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
     import numpy as np
 
     from model.bundle import read_bundle_info
-    from pipeline.archive import list_bins
-    from pipeline.bins import read_bin_images, read_bin_meta
-    from pipeline.store import BinResult, ResultStore
-    from pipeline.worker import get_bundle
+    from pipeline.ifcb.archive import list_bins
+    from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+    from pipeline.job.worker import get_bundle
+    from pipeline.results.store import BinResult, ResultStore
 
     bundle = get_bundle(bundle_url, None, bundle_hash)
     store = ResultStore(store_url)
@@ -120,7 +120,7 @@ def build_bundle(url: str, arch: str, size: int) -> str:
     from model.architectures import build
     from model.bundle import Bundle, save_bundle
     from model.preprocess import PreprocessConfig
-    from pipeline.synth import SYNTH_CLASSES
+    from pipeline.ifcb.synth import SYNTH_CLASSES
 
     keras.utils.set_random_seed(0)
     classes = SYNTH_CLASSES[:4]
@@ -138,8 +138,8 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
-    from pipeline.cluster import cores
-    from pipeline.synth import write_synthetic_archive
+    from pipeline.cluster.local import cores
+    from pipeline.ifcb.synth import write_synthetic_archive
 
     with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
         work = Path(tmp)

@@ -24,9 +24,9 @@ from typing import Any
 
 import s3fs
 
-from pipeline.archive import open_archive, scan_archive
-from pipeline.bins import BinMeta, read_bin_images
-from pipeline.synth import write_synthetic_archive
+from pipeline.ifcb.archive import open_archive, scan_archive
+from pipeline.ifcb.bins import BinMeta, read_bin_images
+from pipeline.ifcb.synth import write_synthetic_archive
 
 
 @contextmanager

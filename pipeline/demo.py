@@ -10,10 +10,10 @@ from pathlib import Path
 
 import typer
 
-from pipeline.archive import scan_archive
-from pipeline.cli_archive import format_listing_header, format_listing_line, listing_records
-from pipeline.logs import configure_logging
-from pipeline.synth import write_synthetic_archive
+from pipeline.cli.archive import format_listing_header, format_listing_line, listing_records
+from pipeline.cli.logs import configure_logging
+from pipeline.ifcb.archive import scan_archive
+from pipeline.ifcb.synth import write_synthetic_archive
 
 DEMO_BINS, DEMO_ROIS, DEMO_CLASSES, DEMO_SEED = 6, 60, 4, 0
 #: Small enough for a few minutes on 2 CPU cores: the small CNN on 64x64 inputs, 2 replicas, a few epochs.
@@ -38,7 +38,7 @@ def train_model(out: Path, archive: str) -> str:
     """Step 3: train the small CNN on the labelled synthetic ROIs with 2 replicas (`ifcbflow train`)."""
     from model.preprocess import PreprocessConfig
     from model.train import train
-    from pipeline.labelled import labelled_images_from_archive
+    from pipeline.ifcb.labelled import labelled_images_from_archive
 
     data = labelled_images_from_archive(archive, f"{archive}/labels.csv")
     bundle_url = str(out / "model.zip")
@@ -56,9 +56,9 @@ def classify(archive: str, bundle_url: str, store_url: str) -> None:
     """Step 4: the main job on the embedded default, a 2-worker local Dask cluster (`ifcbflow classify`)."""
     from rich.console import Console
 
-    from pipeline.cluster import open_client
-    from pipeline.job import ClassifyRequest, run_classification
-    from pipeline.progress import JobProgress, summary_table
+    from pipeline.cli.progress import JobProgress, summary_table
+    from pipeline.cluster.local import open_client
+    from pipeline.job.run import ClassifyRequest, run_classification
 
     console = Console()
     with open_client("local", workers=DEMO_WORKERS) as client:
@@ -70,9 +70,9 @@ def export_and_report(out: Path, store_url: str) -> None:
     """Step 5: Dashboard class files, the CSV table, the report and its plot (`ifcbflow export`, `report`)."""
     from rich.console import Console
 
-    from pipeline.export import export_csv, export_dashboard
-    from pipeline.report import plot_concentrations, report_tables, store_report
-    from pipeline.store import ResultStore
+    from pipeline.results.export import export_csv, export_dashboard
+    from pipeline.results.report import plot_concentrations, report_tables, store_report
+    from pipeline.results.store import ResultStore
 
     store = ResultStore(store_url)
     written = export_dashboard(store, str(out / "dashboard"))
@@ -87,8 +87,8 @@ def export_and_report(out: Path, store_url: str) -> None:
 def accuracy(archive: str, store_url: str) -> float:
     """Step 6: the classification against the synthetic truth (labels.csv), all bins and the held-out ones."""
     from model.bundle import read_bundle_info
-    from pipeline.labelled import read_labels_csv
-    from pipeline.store import ResultStore
+    from pipeline.ifcb.labelled import read_labels_csv
+    from pipeline.results.store import ResultStore
 
     store = ResultStore(store_url)
     info = store.info() or {}

@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.archive import list_bins
-from pipeline.bins import read_bin_images, read_bin_meta
-from pipeline.synth import SYNTH_CLASSES
+from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+from pipeline.ifcb.synth import SYNTH_CLASSES
 
 CLASSES = SYNTH_CLASSES[:3]
 IMAGE_SIZE = 32

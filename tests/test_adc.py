@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.adc import AdcSchemaV1, AdcSchemaV2, parse_adc
-from pipeline.errors import IfcbFormatError
+from pipeline.ifcb.adc import AdcSchemaV1, AdcSchemaV2, parse_adc
+from pipeline.ifcb.errors import IfcbFormatError
 
 V2_ROW = "1,0.047,0.8,0.02,0.001,0.01,3.5,0.26,0.01,0.01,-999.0,0.047,0.094,1060,161,88,34,0,-999.0,0,0,0,0.0967,0.0008"
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import bin_files_at, list_bins, scan_archive, split_bin_filename
-from pipeline.bins import BinMeta, read_bin_images
-from pipeline.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.archive import bin_files_at, list_bins, scan_archive, split_bin_filename
+from pipeline.ifcb.bins import BinMeta, read_bin_images
+from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
 EMPTY_NEW, EMPTY_OLD = "D20150411T205456_IFCB012", "IFCB5_2017_001_033645"

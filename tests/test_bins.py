@@ -10,9 +10,9 @@ import fsspec
 import numpy as np
 import pytest
 
-from pipeline.bins import BinFiles, read_bin_images, read_bin_meta
-from pipeline.errors import IfcbFormatError
-from pipeline.identifiers import parse_bin_id
+from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.identifiers import parse_bin_id
 
 REAL = {
     # bin id: (width column, height column, start byte column, first image (height, width))

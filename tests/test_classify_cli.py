@@ -11,8 +11,8 @@ import yaml
 from classify_support import CLASSES, make_bundle
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.synth import write_synthetic_archive
+from pipeline.cli.app import app
+from pipeline.ifcb.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.slow
 

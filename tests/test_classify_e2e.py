@@ -13,12 +13,12 @@ import xarray as xr
 from classify_support import CLASSES, make_bundle, reference_scores
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.export import dashboard_path, export_dashboard
-from pipeline.job import ClassifyRequest, run_classification
-from pipeline.report import store_report
-from pipeline.store import ResultStore, StoreMismatchError
-from pipeline.synth import write_synthetic_archive
+from pipeline.cli.app import app
+from pipeline.ifcb.synth import write_synthetic_archive
+from pipeline.job.run import ClassifyRequest, run_classification
+from pipeline.results.export import dashboard_path, export_dashboard
+from pipeline.results.report import store_report
+from pipeline.results.store import ResultStore, StoreMismatchError
 
 pytestmark = pytest.mark.slow
 GOOD_BINS, BAD_BINS, ROIS = 5, 3, 15

@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from classify_support import make_bundle, tree_digests, tree_mtimes
 
-from pipeline.job import ClassifyRequest, RunSummary, run_classification
-from pipeline.store import ResultStore
-from pipeline.synth import write_synthetic_archive
+from pipeline.ifcb.synth import write_synthetic_archive
+from pipeline.job.run import ClassifyRequest, RunSummary, run_classification
+from pipeline.results.store import ResultStore
 
 pytestmark = pytest.mark.slow
 IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))

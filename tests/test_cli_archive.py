@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from pipeline.archive import bin_files_at
-from pipeline.bins import read_bin_images, read_bin_meta
-from pipeline.cli import app
+from pipeline.cli.app import app
+from pipeline.ifcb.archive import bin_files_at
+from pipeline.ifcb.bins import read_bin_images, read_bin_meta
 
 runner = CliRunner()
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster import cores, open_client, visible_gpus, workers_have_gpus
-from pipeline.worker import TF_THREADS_ENV
+from pipeline.cluster.local import cores, open_client, visible_gpus, workers_have_gpus
+from pipeline.job.worker import TF_THREADS_ENV
 
 pytestmark = pytest.mark.slow
 

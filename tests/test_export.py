@@ -10,8 +10,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.export import class_file_bytes, dashboard_path, export_csv, export_dashboard
-from pipeline.store import BinResult, ResultStore
+from pipeline.results.export import class_file_bytes, dashboard_path, export_csv, export_dashboard
+from pipeline.results.store import BinResult, ResultStore
 
 REAL = "class_scores/D20220522T003051_IFCB134_class.h5"
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.errors import IfcbFormatError
-from pipeline.hdr import parse_header
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.hdr import parse_header
 
 TRANSITIONAL = (
     "Imaging FlowCytobot Acquisition Software version 2.0; May 2010\r\n"

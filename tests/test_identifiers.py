@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipeline.errors import IfcbFormatError
-from pipeline.identifiers import parse_bin_id, parse_roi_id, roi_id
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.identifiers import parse_bin_id, parse_roi_id, roi_id
 
 
 def test_newer_scheme() -> None:

@@ -13,10 +13,10 @@ from distributed import Client, Security
 from distributed.comm import parse_host_port
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.gpu_pin import device_for
-from pipeline.jobqueue import JobqueueSettings, job_script, resolve, start_jobqueue_cluster
-from pipeline.security import create_run_certificates
+from pipeline.cli.app import app
+from pipeline.cluster.gpu_pin import device_for
+from pipeline.cluster.jobqueue import JobqueueSettings, job_script, resolve, start_jobqueue_cluster
+from pipeline.cluster.security import create_run_certificates
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from model.data import LabelledImages, group_of, load_image_folder, split_by_group
-from pipeline.errors import IfcbFormatError
-from pipeline.labelled import labelled_images_from_archive
-from pipeline.synth import write_synthetic_archive
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.labelled import labelled_images_from_archive
+from pipeline.ifcb.synth import write_synthetic_archive
 
 
 def test_real_labelled_rois_load_as_grey_uint8(utopia_data: Path) -> None:

@@ -67,7 +67,7 @@ def test_cli_evaluate_refuses_labels_the_model_does_not_know(utopia_data: Path, 
     from model.architectures import build
     from model.bundle import Bundle, save_bundle
     from model.preprocess import PreprocessConfig
-    from pipeline.cli import app
+    from pipeline.cli.app import app
 
     bundle = Bundle(model=build("small-cnn", 2, 16), classes=["diatoms", "x"], preprocess=PreprocessConfig(size=16),
                     arch="small-cnn")  # fmt: skip

@@ -20,7 +20,7 @@ from model.bundle import load_bundle, read_bundle_info
 from model.data import load_image_folder
 from model.keras2_import import Keras2ImportError, import_keras2, model_from_keras2_json
 from model.preprocess import preprocess_batch
-from pipeline.cli import app
+from pipeline.cli.app import app
 
 UTOPIA_CLASSES = ["Chloro", "Cilliate", "Crypto", "Diatom", "Dictyo", "Dinoflagellate", "Eugleno", "Other",
                   "Prymnesio", "null"]  # fmt: skip

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 
 from model.bundle import load_bundle
 from model.data import load_image_folder
-from pipeline.cli import app
-from pipeline.synth import write_synthetic_archive
+from pipeline.cli.app import app
+from pipeline.ifcb.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.slow
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.cli.app import app
 
 PBS_DIR = Path(__file__).resolve().parent.parent / "deploy" / "pbs"
 
@@ -26,7 +26,7 @@ def test_classify_pbs_allocates_gpus_and_runs_one_worker_per_gpu() -> None:
     assert any(d.startswith("#PBS -l walltime=") for d in directives)
     text = script.read_text()
     assert "pbsdsh -n" in text and "--nworkers" in text and "--resources GPU=1" in text
-    assert "--preload pipeline.gpu_pin" in text, "workers sharing a node must be pinned to one GPU each"
+    assert "--preload pipeline.cluster.gpu_pin" in text, "workers sharing a node must be pinned to one GPU each"
     assert "ifcbflow tls-certs" in text and "--tls-ca-file" in text, "workers started by pbsdsh need the certificates"
     assert 'ifcbflow classify "${classify_args[@]}" --cluster "$SCHEDULER_FILE"' in text
 
@@ -76,7 +76,7 @@ def test_cluster_command_prints_a_gpu_pbs_job(tmp_path: Path) -> None:
     ]:
         assert line in lines, line
     worker = lines[-1]
-    assert "--nworkers 2" in worker and "--resources GPU=1" in worker and "--preload pipeline.gpu_pin" in worker
+    assert "--nworkers 2" in worker and "--resources GPU=1" in worker and "--preload pipeline.cluster.gpu_pin" in worker
     assert "--protocol tls://" in worker and "--tls-key" in worker
 
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.archive import list_bins
-from pipeline.bins import BinFiles
-from pipeline.identifiers import parse_bin_id
-from pipeline.plan import BinPlan, balanced_target, partition, read_metadata
-from pipeline.synth import write_synthetic_archive
+from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.bins import BinFiles
+from pipeline.ifcb.identifiers import parse_bin_id
+from pipeline.ifcb.synth import write_synthetic_archive
+from pipeline.job.plan import BinPlan, balanced_target, partition, read_metadata
 
 
 def _plans(sizes: list[int]) -> list[BinPlan]:

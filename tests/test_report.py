@@ -12,10 +12,10 @@ from PIL import Image
 from rich.console import Console
 from typer.testing import CliRunner
 
-from pipeline.cli import app
-from pipeline.errors import BinFailure
-from pipeline.report import plot_concentrations, report_tables, store_report
-from pipeline.store import BinResult, ResultStore
+from pipeline.cli.app import app
+from pipeline.ifcb.errors import BinFailure
+from pipeline.results.report import plot_concentrations, report_tables, store_report
+from pipeline.results.store import BinResult, ResultStore
 
 CLASSES = ["diatom", "dinoflagellate"]
 

@@ -8,9 +8,9 @@ import fsspec
 import numpy as np
 import pytest
 
-from pipeline.adc import parse_adc
-from pipeline.errors import IfcbFormatError
-from pipeline.roi import image_span, read_images, slice_images
+from pipeline.ifcb.adc import parse_adc
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.roi import image_span, read_images, slice_images
 
 ROW = "{n},0.1,0,0,0,0,0,0,0,0,-999,0.1,0.2,0,0,{w},{h},{start},-999,0,0,0,{t},{i}"
 

@@ -17,11 +17,11 @@ import pytest
 import s3fs
 from typer.testing import CliRunner
 
-from pipeline.archive import list_bins, scan_archive
-from pipeline.bins import BinMeta, read_bin_images, read_bin_meta
-from pipeline.cli import app
-from pipeline.errors import BinFailure, IfcbFormatError
-from pipeline.synth import write_synthetic_archive
+from pipeline.cli.app import app
+from pipeline.ifcb.archive import list_bins, scan_archive
+from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
+from pipeline.ifcb.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.synth import write_synthetic_archive
 
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
 EMPTY = ("D20150411T205456_IFCB012", "IFCB5_2017_001_033645")

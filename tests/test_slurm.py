@@ -72,7 +72,7 @@ import sys, keras
 from model.architectures import build
 from model.bundle import Bundle, save_bundle
 from model.preprocess import PreprocessConfig
-from pipeline.synth import SYNTH_CLASSES
+from pipeline.ifcb.synth import SYNTH_CLASSES
 keras.utils.set_random_seed(0)
 classes = SYNTH_CLASSES[: int(sys.argv[2])]
 model = build("small-cnn", len(classes), 32)
@@ -117,7 +117,7 @@ def _classify(archive: Path, model: Path, out: Path) -> list[str]:
 
 def _complete_bins(store: Path) -> set[str]:
     """Bins committed in a store (it may be mid-write: a torn read counts as not complete)."""
-    from pipeline.store import ResultStore
+    from pipeline.results.store import ResultStore
 
     try:
         return set(ResultStore(str(store)).bin_index())
@@ -126,7 +126,7 @@ def _complete_bins(store: Path) -> set[str]:
 
 
 def _assert_same_store(store: Path, reference: Path) -> None:
-    from pipeline.store import ResultStore
+    from pipeline.results.store import ResultStore
 
     got, want = ResultStore(str(store)), ResultStore(str(reference))
     assert sorted(got.bin_index()) == sorted(want.bin_index()) and len(want.bin_index()) == BINS
@@ -295,7 +295,7 @@ def test_a_two_gpu_worker_job_pins_each_worker_to_its_own_gpu(
 ) -> None:
     from distributed import Client
 
-    from pipeline.jobqueue import JobqueueSettings, start_jobqueue_cluster
+    from pipeline.cluster.jobqueue import JobqueueSettings, start_jobqueue_cluster
 
     monkeypatch.setenv("PATH", workload.env["PATH"])
     settings = JobqueueSettings(

@@ -11,8 +11,8 @@ import pytest
 import xarray as xr
 from classify_support import tree_digests
 
-from pipeline.errors import BinFailure
-from pipeline.store import BinResult, ResultStore, StoreMismatchError, open_summary
+from pipeline.ifcb.errors import BinFailure
+from pipeline.results.store import BinResult, ResultStore, StoreMismatchError, open_summary
 
 CLASSES = ["a", "b", "c"]
 INFO = {"classes": CLASSES, "content_hash": "hash-1", "arch": "small-cnn"}

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.adc import AdcSchemaV2
-from pipeline.archive import list_bins, scan_archive
-from pipeline.bins import BinMeta, read_bin_images
-from pipeline.identifiers import roi_id
-from pipeline.synth import SYNTH_CLASSES, draw_roi, write_synthetic_archive
+from pipeline.ifcb.adc import AdcSchemaV2
+from pipeline.ifcb.archive import list_bins, scan_archive
+from pipeline.ifcb.bins import BinMeta, read_bin_images
+from pipeline.ifcb.identifiers import roi_id
+from pipeline.ifcb.synth import SYNTH_CLASSES, draw_roi, write_synthetic_archive
 
 
 def _labels(root: Path) -> dict[str, str]:

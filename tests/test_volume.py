@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.adc import AdcSchemaV1, AdcSchemaV2, AdcTable, parse_adc
-from pipeline.hdr import parse_header
-from pipeline.identifiers import parse_bin_id
-from pipeline.volume import ml_analyzed
+from pipeline.ifcb.adc import AdcSchemaV1, AdcSchemaV2, AdcTable, parse_adc
+from pipeline.ifcb.hdr import parse_header
+from pipeline.ifcb.identifiers import parse_bin_id
+from pipeline.ifcb.volume import ml_analyzed
 
 V2_BIN = parse_bin_id("D20200101T000000_IFCB100")
 HEADER = parse_header(b"softwareVersion: test\nrunTime: 100.0\ninhibitTime: 10.0\n")

@@ -17,13 +17,13 @@ from typing import Any
 
 from distributed import Client, as_completed
 
-from pipeline.archive import list_bins
-from pipeline.cluster import GPU_RESOURCE, dashboard_link, workers_have_gpus
-from pipeline.errors import BinFailure
-from pipeline.plan import DEFAULT_PARTITION_ROIS, balanced_target, partition, read_metadata
-from pipeline.progress import Quiet, Reporter
-from pipeline.store import ResultStore
-from pipeline.worker import PartitionResult, PartitionTask, classify_partition
+from pipeline.cli.progress import Quiet, Reporter
+from pipeline.cluster.local import GPU_RESOURCE, dashboard_link, workers_have_gpus
+from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.errors import BinFailure
+from pipeline.job.plan import DEFAULT_PARTITION_ROIS, balanced_target, partition, read_metadata
+from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
+from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 

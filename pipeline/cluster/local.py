@@ -4,7 +4,7 @@
   `CUDA_VISIBLE_DEVICES` and advertising the resource `GPU=1` (dask-cuda's LocalCUDACluster when installed). Without:
   CPU worker processes, one task thread each, TensorFlow's threads split between them so they share the cores
   instead of oversubscribing them.
-- `"slurm"` / `"pbs"`: a dask-jobqueue cluster (`pipeline.jobqueue`), TLS-secured.
+- `"slurm"` / `"pbs"`: a dask-jobqueue cluster (`pipeline.cluster.jobqueue`), TLS-secured.
 - anything else: an existing scheduler, by address (`tcp://host:8786`, `tls://...`) or scheduler JSON file.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 
 from distributed import Client
 
-from pipeline.worker import TF_THREADS_ENV
+from pipeline.job.worker import TF_THREADS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def open_client(
             started = stack.enter_context(local_cluster(workers, dashboard_address=dashboard_address))
             client = stack.enter_context(Client(started))
         elif cluster in ("slurm", "pbs"):
-            from pipeline.jobqueue import start_jobqueue_cluster
+            from pipeline.cluster.jobqueue import start_jobqueue_cluster
 
             if jobqueue is None:
                 raise ValueError(f"--cluster {cluster} needs jobqueue settings")

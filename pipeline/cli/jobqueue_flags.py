@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.jobqueue import JobqueueSettings
+from pipeline.cluster.jobqueue import JobqueueSettings
 
 PANEL = "Batch jobs (--cluster slurm|pbs)"
 

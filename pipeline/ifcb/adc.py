@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pipeline.errors import IfcbFormatError
-from pipeline.identifiers import Schema
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.identifiers import Schema
 
 
 class AdcSchemaV1:

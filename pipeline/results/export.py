@@ -17,8 +17,8 @@ import h5py
 import numpy as np
 from fsspec.core import url_to_fs
 
-from pipeline.identifiers import parse_bin_id
-from pipeline.store import ResultStore
+from pipeline.ifcb.identifiers import parse_bin_id
+from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 

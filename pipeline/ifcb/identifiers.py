@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pipeline.errors import IfcbFormatError
+from pipeline.ifcb.errors import IfcbFormatError
 
 Schema = Literal["v1", "v2"]
 

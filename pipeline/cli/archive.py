@@ -13,12 +13,12 @@ import typer
 from PIL import Image
 from rich.progress import Progress
 
-from pipeline.archive import bin_files_at, scan_archive
-from pipeline.bins import BinMeta, read_bin_images, read_bin_meta
-from pipeline.errors import BinFailure, IfcbFormatError
-from pipeline.identifiers import roi_id
-from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
-from pipeline.synth import SYNTH_CLASSES, write_synthetic_archive
+from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
+from pipeline.ifcb.archive import bin_files_at, scan_archive
+from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
+from pipeline.ifcb.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.identifiers import roi_id
+from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
 
 log = logging.getLogger(__name__)
 

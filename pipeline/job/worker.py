@@ -21,11 +21,11 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.archive import open_archive
-from pipeline.bins import BinMeta, read_bin_images, read_bin_meta
-from pipeline.errors import BinFailure
-from pipeline.plan import BinPlan
-from pipeline.store import BinResult, ResultStore
+from pipeline.ifcb.archive import open_archive
+from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
+from pipeline.ifcb.errors import BinFailure
+from pipeline.job.plan import BinPlan
+from pipeline.results.store import BinResult, ResultStore
 
 log = logging.getLogger(__name__)
 

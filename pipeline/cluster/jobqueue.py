@@ -6,7 +6,7 @@ then the command-line flags. ifcbflow adds four keys to that shape: `gpus-per-jo
 `tls-dir` (see deploy/jobqueue.yaml).
 
 A GPU worker job asks the batch system for N GPUs and runs N worker processes, one per GPU, each advertising the
-Dask resource `GPU=1` (the classify tasks ask for it) and pinned to its own device by `pipeline.gpu_pin`.
+Dask resource `GPU=1` (the classify tasks ask for it) and pinned to its own device by `pipeline.cluster.gpu_pin`.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from dask_jobqueue import PBSCluster, SLURMCluster
 from dask_jobqueue.pbs import pbs_format_bytes_ceil
 from distributed.security import Security
 
-from pipeline.security import RunCertificates, create_run_certificates, default_parent
+from pipeline.cluster.security import RunCertificates, create_run_certificates, default_parent
 
 logger = logging.getLogger(__name__)
 
@@ -153,7 +153,7 @@ def _request_gpus(kind: Kind, section: dict[str, Any], gpus: int) -> None:
         logger.warning("PBS resource-spec %r does not ask for ngpus=%d", section["resource-spec"], gpus)
     section["worker-extra-args"] = [
         *section.get("worker-extra-args", []),
-        *("--resources", "GPU=1", "--preload", "pipeline.gpu_pin"),
+        *("--resources", "GPU=1", "--preload", "pipeline.cluster.gpu_pin"),
     ]
 
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from pipeline.adc import AdcSchemaV1, AdcSchemaV2, AdcTable
-from pipeline.hdr import Header
-from pipeline.identifiers import BinId
+from pipeline.ifcb.adc import AdcSchemaV1, AdcSchemaV2, AdcTable
+from pipeline.ifcb.hdr import Header
+from pipeline.ifcb.identifiers import BinId
 
 FLOW_ML_PER_MIN = 0.25  # v2 instruments
 SYRINGE_ML_PER_S = 1 / 240  # v1: 5/48000 mL per step at 40 steps/s

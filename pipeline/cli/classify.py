@@ -14,9 +14,9 @@ import typer
 import yaml
 from rich.console import Console
 
-from pipeline import jobqueue_options as jq
-from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
-from pipeline.plan import DEFAULT_PARTITION_ROIS
+from pipeline.cli import jobqueue_flags as jq
+from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
+from pipeline.job.plan import DEFAULT_PARTITION_ROIS
 
 log = logging.getLogger(__name__)
 
@@ -117,10 +117,10 @@ def register(app: typer.Typer) -> None:
         tls_dir: jq.TlsDirOption = None,
     ) -> None:
         """Classify every bin of ARCHIVE not yet in the store; rerun to resume or to pick up new bins."""
-        from pipeline.cluster import open_client
-        from pipeline.job import ClassifyRequest, run_classification
-        from pipeline.progress import JobProgress, Quiet, summary_table
-        from pipeline.store import StoreMismatchError
+        from pipeline.cli.progress import JobProgress, Quiet, summary_table
+        from pipeline.cluster.local import open_client
+        from pipeline.job.run import ClassifyRequest, run_classification
+        from pipeline.results.store import StoreMismatchError
 
         values = {
             "model": model,
@@ -195,8 +195,8 @@ def register(app: typer.Typer) -> None:
         storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
     ) -> None:
         """Export a store to Dashboard class files and/or a per-bin CSV table."""
-        from pipeline.export import export_csv, export_dashboard
-        from pipeline.store import ResultStore
+        from pipeline.results.export import export_csv, export_dashboard
+        from pipeline.results.store import ResultStore
 
         if dashboard is None and csv is None:
             raise typer.BadParameter("give --dashboard DIR and/or --csv FILE")
@@ -219,8 +219,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
     ) -> None:
         """Summarise a store: bins complete and failed, ROIs, counts per class, failures."""
-        from pipeline.report import plot_concentrations, report_tables, store_report
-        from pipeline.store import ResultStore
+        from pipeline.results.report import plot_concentrations, report_tables, store_report
+        from pipeline.results.store import ResultStore
 
         results = ResultStore(store, parse_storage_options(storage_options))
         try:

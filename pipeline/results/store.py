@@ -47,7 +47,7 @@ from zarr.api.asynchronous import open_group as open_group_async
 from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
 
-from pipeline.errors import BinFailure
+from pipeline.ifcb.errors import BinFailure
 
 log = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from pipeline.bins import BinFiles, BinMeta, bin_meta_from_bytes
-from pipeline.errors import BinFailure, IfcbFormatError
-from pipeline.identifiers import BinId, parse_bin_id
+from pipeline.ifcb.bins import BinFiles, BinMeta, bin_meta_from_bytes
+from pipeline.ifcb.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.identifiers import BinId, parse_bin_id
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Labelled training images read straight from an IFCB archive: a labels CSV (roi_id,class) + the bins it names.
 
-The images come from THE bin reader (`pipeline.bins`), the same one classification uses, so a model is trained on
+The images come from THE bin reader (`pipeline.ifcb.bins`), the same one classification uses, so a model is trained on
 exactly the pixels it will later see. Bins are read in parallel threads (I/O bound on object storage).
 """
 
@@ -16,10 +16,10 @@ import fsspec
 import numpy as np
 
 from model.data import LabelledImages
-from pipeline.archive import list_bins
-from pipeline.bins import BinFiles, read_bin_images, read_bin_meta
-from pipeline.errors import IfcbFormatError
-from pipeline.identifiers import parse_roi_id, roi_id
+from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.identifiers import parse_roi_id, roi_id
 
 log = logging.getLogger(__name__)
 

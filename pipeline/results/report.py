@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from pipeline.store import ResultStore
+from pipeline.results.store import ResultStore
 
 
 def store_report(store: ResultStore) -> dict[str, Any]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from pipeline import cli_archive, cli_classify, cli_cluster, cli_model
-from pipeline.logs import configure_logging
+from pipeline.cli import archive as cli_archive
+from pipeline.cli import classify as cli_classify
+from pipeline.cli import cluster as cli_cluster
+from pipeline.cli import model as cli_model
+from pipeline.cli.logs import configure_logging
 
 app = typer.Typer(
     name="ifcbflow",

@@ -14,7 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline.options import STORAGE_OPTIONS_HELP, parse_storage_options
+from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
 
 log = logging.getLogger(__name__)
 console = Console(soft_wrap=True)  # long result lines stay whole in logs and pipes
@@ -33,7 +33,7 @@ def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any
     """Labelled images from class folders, or from an archive's bins plus a labels CSV; bad input ends the command
     with its message (IfcbFormatError is a ValueError) rather than a traceback."""
     from model.data import load_image_folder
-    from pipeline.labelled import labelled_images_from_archive
+    from pipeline.ifcb.labelled import labelled_images_from_archive
 
     try:
         if labels:

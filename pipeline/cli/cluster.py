@@ -7,8 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.jobqueue import KINDS, job_script
-from pipeline.jobqueue_options import (
+from pipeline.cli.jobqueue_flags import (
     AccountOption,
     ConfigOption,
     CoresOption,
@@ -27,7 +26,8 @@ from pipeline.jobqueue_options import (
     WalltimeOption,
     settings_from_flags,
 )
-from pipeline.security import create_run_certificates
+from pipeline.cluster.jobqueue import KINDS, job_script
+from pipeline.cluster.security import create_run_certificates
 
 
 def cluster(

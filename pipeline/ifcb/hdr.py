@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal
 
-from pipeline.errors import IfcbFormatError
+from pipeline.ifcb.errors import IfcbFormatError
 
 Variant = Literal["keyvalue", "quoted", "runtime-line"]
 

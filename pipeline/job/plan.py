@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.archive import open_archive
-from pipeline.bins import BinFiles, bin_meta_from_bytes
-from pipeline.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.archive import open_archive
+from pipeline.ifcb.bins import BinFiles, bin_meta_from_bytes
+from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 from fsspec import AbstractFileSystem
 
-from pipeline.adc import AdcTable
-from pipeline.errors import IfcbFormatError
+from pipeline.ifcb.adc import AdcTable
+from pipeline.ifcb.errors import IfcbFormatError
 
 
 def image_span(adc: AdcTable) -> tuple[int, int]:

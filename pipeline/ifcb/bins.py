@@ -11,12 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 from fsspec import AbstractFileSystem
 
-from pipeline.adc import AdcTable, parse_adc
-from pipeline.errors import IfcbFormatError
-from pipeline.hdr import Header, parse_header
-from pipeline.identifiers import BinId
-from pipeline.roi import read_images
-from pipeline.volume import ml_analyzed
+from pipeline.ifcb.adc import AdcTable, parse_adc
+from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.hdr import Header, parse_header
+from pipeline.ifcb.identifiers import BinId
+from pipeline.ifcb.roi import read_images
+from pipeline.ifcb.volume import ml_analyzed
 
 
 @dataclass(frozen=True)

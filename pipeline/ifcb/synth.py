@@ -20,9 +20,9 @@ import numpy as np
 from fsspec.implementations.local import LocalFileSystem
 from PIL import Image, ImageDraw, ImageFilter
 
-from pipeline.adc import AdcSchemaV2
-from pipeline.archive import open_archive
-from pipeline.identifiers import roi_id
+from pipeline.ifcb.adc import AdcSchemaV2
+from pipeline.ifcb.archive import open_archive
+from pipeline.ifcb.identifiers import roi_id
 
 log = logging.getLogger(__name__)
 
