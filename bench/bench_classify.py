@@ -63,7 +63,7 @@ def peak_rss_mib(client) -> float:
 
 def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str, work: Path, ids: list[str]) -> dict:
     """On one cluster: warm up, (1 worker: 10 bins for the memory baseline), then timed full runs and model-only."""
-    from pipeline.cluster.local import open_client
+    from pipeline.cluster.client import open_client
     from pipeline.job.run import ClassifyRequest, run_classification
 
     out: dict[str, float] = {}

@@ -50,7 +50,7 @@ def _conv_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTen
 
 @register("utopia-b3")
 def utopia_b3(n_classes: int, input_size: int) -> keras.Model:
-    """The ifcbUTOPIA CNN deployed as "model-cnn-v1-b3" (../shared/data/utopia/model-cnn-v1-b3.json), layer for layer.
+    """The ifcbUTOPIA CNN as deployed ("model-cnn-v1-b3", published as Keras 2 JSON + H5), layer for layer.
 
     The input size must survive four 3x3/stride-3 'valid' poolings (128 -> 42 -> 14 -> 4 -> 1).
     """

@@ -12,12 +12,10 @@ import io
 import json
 import logging
 import math
-import platform
 import tempfile
 import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import IO, Any
 
@@ -60,24 +58,6 @@ class Bundle:
             batch = preprocess_batch(images[start : start + batch_size], self.preprocess)
             out[start : start + len(batch)] = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
         return out
-
-
-def runtime_versions() -> dict[str, str]:
-    """Versions that decide how a model computes, recorded in every bundle's provenance."""
-    import keras
-    import tensorflow as tf
-
-    try:
-        ours = version("ifcbflow")
-    except PackageNotFoundError:
-        ours = "unknown"
-    return {
-        "ifcbflow": ours,
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-    }
 
 
 def _metadata(bundle: Bundle) -> dict[str, Any]:

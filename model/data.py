@@ -7,8 +7,8 @@ sample, so a bin on two sides of a split would make the held-out numbers too goo
 from __future__ import annotations
 
 import logging
-import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Any
@@ -20,8 +20,6 @@ from PIL import Image
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp", ".gif")
-# `<bin>_<5 digits>` where bin is a newer (DYYYYMMDDTHHMMSS_IFCBnnn) or older (IFCBn_YYYY_DDD_HHMMSS) bin id
-_ROI_ID = re.compile(r"(?P<bin>D\d{8}T\d{6}_IFCB\d+|IFCB\d+_\d{4}_\d{3}_\d{6})_\d{5}", re.ASCII)
 
 
 @dataclass
@@ -57,20 +55,20 @@ class LabelledImages:
         )
 
 
-def group_of(stem: str) -> str:
-    """The split group of an image file: its bin when the stem is an IFCB ROI id, else the stem itself."""
-    match = _ROI_ID.fullmatch(stem)
-    return match["bin"] if match else stem
-
-
 def _read_grey(fs: Any, path: str) -> np.ndarray:
     """Any image file -> uint8 2-D grey levels (ROIs saved as RGB PNGs have grey content; L keeps it exactly)."""
     with fs.open(path, "rb") as f, Image.open(f) as image:
         return np.asarray(image.convert("L"), dtype=np.uint8)
 
 
-def load_image_folder(url: str, storage_options: dict[str, Any] | None = None) -> LabelledImages:
-    """Images in class subfolders (`<url>/<class>/<image>`), from a local path or any fsspec URL."""
+def load_image_folder(
+    url: str, storage_options: dict[str, Any] | None = None, group_of: Callable[[str], str] | None = None
+) -> LabelledImages:
+    """Images in class subfolders (`<url>/<class>/<image>`), from a local path or any fsspec URL.
+
+    `group_of(file stem)` names each image's split group (e.g. the bin of a file named by its ROI id); without it
+    every image is its own group.
+    """
     fs, root = fsspec.core.url_to_fs(url, **(storage_options or {}))
     if not fs.isdir(root):
         raise FileNotFoundError(f"no folder at {url}")
@@ -83,7 +81,7 @@ def load_image_folder(url: str, storage_options: dict[str, Any] | None = None) -
                 continue
             images.append(_read_grey(fs, path))
             labels.append(label)
-            groups.append(group_of(name.stem))
+            groups.append(group_of(name.stem) if group_of else name.stem)
             ids.append(name.stem)
     if not images:
         raise ValueError(f"no images found in class subfolders of {url}")

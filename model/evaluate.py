@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
+from model.decision import winners
+
 DEFAULT_TOP_K = (1, 3, 5)
 
 
@@ -44,7 +46,7 @@ def evaluate(
     if probabilities.shape != (len(labels), len(classes)):
         raise ValueError(f"probabilities have shape {probabilities.shape}, expected {(len(labels), len(classes))}")
     truth = label_indices(labels, classes)
-    predicted = probabilities.argmax(axis=1)
+    predicted = winners(probabilities)
     everything = list(range(len(classes)))
     precision, recall, f1, support = precision_recall_fscore_support(
         truth, predicted, labels=everything, zero_division=0

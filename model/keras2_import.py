@@ -19,8 +19,9 @@ import h5py
 import numpy as np
 
 from model import architectures
-from model.bundle import Bundle, runtime_versions
+from model.bundle import Bundle
 from model.preprocess import PreprocessConfig
+from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -253,6 +254,6 @@ def import_keras2(
                 "keras_version": document.get("keras_version"),
                 "backend": document.get("backend"),
             },
-            "versions": runtime_versions(),
+            "versions": installed_versions(),
         },
     )

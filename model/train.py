@@ -23,10 +23,11 @@ from typing import Any
 import numpy as np
 
 from model import architectures
-from model.bundle import Bundle, runtime_versions, save_bundle
+from model.bundle import Bundle, save_bundle
 from model.data import LabelledImages, split_by_group
 from model.evaluate import evaluate, label_indices
 from model.preprocess import PreprocessConfig, preprocess
+from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ def train(
         },
         "history": history,
         "metrics": metrics,
-        "versions": runtime_versions(),
+        "versions": installed_versions(),
     }  # fmt: skip
     save_bundle(bundle, out_url, storage_options)
     for name in ("backup", "best.weights.h5", "ledger.json", "run.json"):

@@ -5,7 +5,6 @@ Each step is one call in `main()`, in the order a user would run the commands.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import typer
@@ -56,8 +55,9 @@ def classify(archive: str, bundle_url: str, store_url: str) -> None:
     """Step 4: the main job on the embedded default, a 2-worker local Dask cluster (`ifcbflow classify`)."""
     from rich.console import Console
 
-    from pipeline.cli.progress import JobProgress, summary_table
-    from pipeline.cluster.local import open_client
+    from pipeline.cli.progress import JobProgress
+    from pipeline.cli.tables import summary_table
+    from pipeline.cluster.client import open_client
     from pipeline.job.run import ClassifyRequest, run_classification
 
     console = Console()
@@ -70,8 +70,9 @@ def export_and_report(out: Path, store_url: str) -> None:
     """Step 5: Dashboard class files, the CSV table, the report and its plot (`ifcbflow export`, `report`)."""
     from rich.console import Console
 
+    from pipeline.cli.tables import report_tables
     from pipeline.results.export import export_csv, export_dashboard
-    from pipeline.results.report import plot_concentrations, report_tables, store_report
+    from pipeline.results.report import plot_concentrations, store_report
     from pipeline.results.store import ResultStore
 
     store = ResultStore(store_url)
@@ -87,6 +88,7 @@ def export_and_report(out: Path, store_url: str) -> None:
 def accuracy(archive: str, store_url: str) -> float:
     """Step 6: the classification against the synthetic truth (labels.csv), all bins and the held-out ones."""
     from model.bundle import read_bundle_info
+    from model.decision import winners
     from pipeline.ifcb.labelled import read_labels_csv
     from pipeline.results.store import ResultStore
 
@@ -98,7 +100,7 @@ def accuracy(archive: str, store_url: str) -> float:
     right = total = right_held = total_held = 0
     for bin_id in sorted(store.bin_index()):
         numbers, scores = store.read_bin(bin_id)
-        for number, winner in zip(numbers.tolist(), scores.argmax(axis=1).tolist(), strict=True):
+        for number, winner in zip(numbers.tolist(), winners(scores).tolist(), strict=True):
             ok = classes[winner] == truth[bin_id][number]
             right, total = right + ok, total + 1
             if bin_id in held_out:
@@ -109,19 +111,17 @@ def accuracy(archive: str, store_url: str) -> float:
     return overall
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m pipeline.demo", description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, required=True, help="Folder for everything the demo writes.")
-    args = parser.parse_args(argv)
+def main(out: Path = typer.Option(..., "--out", help="Folder for everything the demo writes.")) -> None:
+    """Run the whole story on a small synthetic archive: synth, ls, train, classify, export, report, accuracy."""
     configure_logging()
-    archive = synthesize(args.out)
+    archive = synthesize(out)
     list_archive(archive)
-    bundle_url = train_model(args.out, archive)
-    store_url = str(args.out / "results.zarr")
+    bundle_url = train_model(out, archive)
+    store_url = str(out / "results.zarr")
     classify(archive, bundle_url, store_url)
-    export_and_report(args.out, store_url)
+    export_and_report(out, store_url)
     accuracy(archive, store_url)
 
 
 if __name__ == "__main__":
-    main()
+    typer.run(main)

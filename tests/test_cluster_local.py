@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.cluster.local import cores, open_client, visible_gpus, workers_have_gpus
-from pipeline.job.worker import TF_THREADS_ENV
+from pipeline.cluster.client import open_client, workers_have_gpus
+from pipeline.cluster.local import cores, visible_gpus
+from pipeline.cluster.runtime import TF_THREADS_ENV
 
 pytestmark = pytest.mark.slow
 

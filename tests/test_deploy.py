@@ -82,7 +82,7 @@ def _pin_workers(client) -> dict[str, str]:
 def test_local_cluster_pins_one_worker_to_each_visible_device(monkeypatch: pytest.MonkeyPatch) -> None:
     """What a SLURM job step without device cgroups sees: GPUs 3 and 5 of the node. Fake ids work on a CPU machine
     (CPU TensorFlow ignores the variable), so this runs everywhere; each worker must keep one of the job's own GPUs."""
-    from pipeline.cluster.local import GPU_RESOURCE, open_client
+    from pipeline.cluster.client import GPU_RESOURCE, open_client
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
     with open_client("local") as client:
@@ -106,7 +106,7 @@ def test_local_cluster_on_a_gpu_machine_runs_one_worker_per_gpu(monkeypatch: pyt
     gpus = _visible_gpus()
     if not gpus:
         pytest.skip("no NVIDIA GPU visible (nvidia-smi absent or lists none)")
-    from pipeline.cluster.local import open_client
+    from pipeline.cluster.client import open_client
 
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     with open_client("local") as client:

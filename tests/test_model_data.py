@@ -7,8 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import LabelledImages, group_of, load_image_folder, split_by_group
+from model.data import LabelledImages, load_image_folder, split_by_group
 from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.identifiers import roi_group
 from pipeline.ifcb.labelled import labelled_images_from_archive
 from pipeline.ifcb.synth import write_synthetic_archive
 
@@ -23,11 +24,21 @@ def test_real_labelled_rois_load_as_grey_uint8(utopia_data: Path) -> None:
     assert len({image.shape for image in data.images}) > 10  # ROIs keep their own sizes
 
 
-def test_group_of_roi_ids_and_plain_names() -> None:
-    assert group_of("D20240101T002000_IFCB999_00042") == "D20240101T002000_IFCB999"
-    assert group_of("IFCB5_2012_028_081515_00003") == "IFCB5_2012_028_081515"
-    assert group_of("0693") == "0693"
-    assert group_of("D20240101T002000_IFCB999_042") == "D20240101T002000_IFCB999_042"  # not 5 digits
+def test_roi_group_of_roi_ids_and_plain_names() -> None:
+    assert roi_group("D20240101T002000_IFCB999_00042") == "D20240101T002000_IFCB999"
+    assert roi_group("IFCB5_2012_028_081515_00003") == "IFCB5_2012_028_081515"
+    assert roi_group("0693") == "0693"
+    assert roi_group("D20240101T002000_IFCB999_042") == "D20240101T002000_IFCB999_042"  # not 5 digits
+
+
+def test_image_folder_groups_by_the_given_function(tmp_path: Path) -> None:
+    from PIL import Image
+
+    for name in ("D20240101T002000_IFCB999_00001", "D20240101T002000_IFCB999_00002", "loose"):
+        (tmp_path / "a").mkdir(exist_ok=True)
+        Image.fromarray(np.zeros((3, 4), np.uint8)).save(tmp_path / "a" / f"{name}.png")
+    data = load_image_folder(str(tmp_path), group_of=roi_group)
+    assert data.groups == ["D20240101T002000_IFCB999", "D20240101T002000_IFCB999", "loose"]
 
 
 def _toy(groups: int, per_group: int, classes: int = 3) -> LabelledImages:

@@ -13,8 +13,9 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
+from pipeline.cli.tables import report_tables
 from pipeline.ifcb.errors import BinFailure
-from pipeline.results.report import plot_concentrations, report_tables, store_report
+from pipeline.results.report import plot_concentrations, store_report
 from pipeline.results.store import BinResult, ResultStore
 
 CLASSES = ["diatom", "dinoflagellate"]

@@ -1,13 +1,10 @@
-"""The `ifcbflow` command: one Typer app; each area of the tool registers its own commands here."""
+"""The `ifcbflow` command: one Typer app, and the one place where every command is registered."""
 
 from __future__ import annotations
 
 import typer
 
-from pipeline.cli import archive as cli_archive
-from pipeline.cli import classify as cli_classify
-from pipeline.cli import cluster as cli_cluster
-from pipeline.cli import model as cli_model
+from pipeline.cli import archive, classify, cluster, model
 from pipeline.cli.logs import configure_logging
 
 app = typer.Typer(
@@ -17,17 +14,31 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold credentials from --storage-options
 )
+model_app = typer.Typer(help="Model bundles: import a Keras 2 model, show a bundle, list architectures.")
 
 
 @app.callback()
 def _main(
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug messages (and TensorFlow's own)."),
 ) -> None:
     configure_logging(verbose)
 
 
-for _area in (cli_archive, cli_model, cli_classify, cli_cluster):
-    _area.register(app)
+# In the order of a user's day: look at an archive, train, classify, get results out, run on a cluster.
+app.command("ls")(archive.ls)
+app.command("extract")(archive.extract)
+app.command("synth")(archive.synth)
+app.command("train")(model.train_command)
+app.command("evaluate")(model.evaluate_command)
+app.add_typer(model_app, name="model")
+model_app.command("import")(model.import_command)
+model_app.command("info")(model.info_command)
+model_app.command("archs")(model.archs_command)
+app.command("classify")(classify.classify)
+app.command("export")(classify.export)
+app.command("report")(classify.report)
+app.command("cluster")(cluster.cluster)
+app.command("tls-certs")(cluster.tls_certs)
 
 
 def main() -> None:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Iterable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +11,12 @@ import typer
 from PIL import Image
 from rich.progress import Progress
 
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
+from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_time
 from pipeline.ifcb.archive import bin_files_at, scan_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import roi_id
 from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
-
-log = logging.getLogger(__name__)
 
 LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason")
 
@@ -53,18 +49,6 @@ def format_listing_line(record: dict[str, Any]) -> str:
     return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok"
 
 
-def _parse_time(text: str | None, flag: str) -> datetime | None:
-    if text is None:
-        return None
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(
-            f"{flag} must be an ISO 8601 date or time, e.g. 2024-01-31 or 2024-01-31T12:00"
-        ) from None
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
-
-
 def ls(
     archive_url: str = typer.Argument(..., help="Archive folder: a local path, file://, s3://bucket/prefix, gs://..."),
     as_json: bool = typer.Option(
@@ -81,7 +65,7 @@ def ls(
     A bin with a missing or unreadable file is listed as failed, with the reason; other files are ignored.
     """
     options = parse_storage_options(storage_options)
-    start_time, end_time = _parse_time(start, "--start"), _parse_time(end, "--end")
+    start_time, end_time = parse_time(start, "--start"), parse_time(end, "--end")
     counts = {"ok": 0, "failed": 0, "rois": 0}
     try:
         results = scan_archive(archive_url, options, start=start_time, end=end_time)
@@ -141,10 +125,3 @@ def synth(
         out_url, bins=bins, rois=rois, classes=classes, seed=seed, storage_options=options, flat=flat
     )
     typer.echo(f"wrote {len(ids)} bins x {rois} ROIs ({classes} classes) and labels.csv to {out_url}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
-    app.command("ls")(ls)
-    app.command("extract")(extract)
-    app.command("synth")(synth)

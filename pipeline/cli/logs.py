@@ -1,23 +1,29 @@
-"""Logging set-up shared by the CLI and the demo: our INFO messages, without the libraries' chatter."""
+"""Logging set-up shared by the CLI and the demo: ifcbflow's INFO messages, without the libraries' chatter."""
 
 from __future__ import annotations
 
 import logging
 import os
 
-# Loggers that talk at INFO about their own machinery (cluster start/stop, distribution-strategy reductions).
-_CHATTY = ("distributed", "tensorflow", "absl")
+#: Our own loggers: INFO by default; every other library logs WARNING and above unless `--verbose`.
+_OURS = ("pipeline", "model")
 
 
 def configure_logging(verbose: bool = False) -> None:
-    """INFO (DEBUG with `verbose`) for ifcbflow; WARNING for chatty libraries unless `verbose`."""
+    """INFO (DEBUG with `verbose`) for ifcbflow, WARNING for libraries (everything with `verbose`).
+
+    `--verbose` also lets TensorFlow's native log lines through (`TF_CPP_MIN_LOG_LEVEL=0`, inherited by local
+    worker processes); otherwise `model.runtime` keeps them off the terminal.
+    """
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ side, inherited by worker processes
-    if not verbose:
-        import distributed  # noqa: F401  (configures its loggers on import: quieten them after)
+    for name in _OURS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose else logging.INFO)
+    if verbose:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    else:
+        import distributed  # noqa: F401  (sets its own loggers' levels on import: lower them after)
 
-        for name in _CHATTY:
-            logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger("distributed").setLevel(logging.WARNING)

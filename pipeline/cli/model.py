@@ -1,4 +1,4 @@
-"""CLI of the model area: `train` and `evaluate` at the root, `model import|info|archs` as a group.
+"""CLI of the model area: `train`, `evaluate`, and the `model import|info|archs` group.
 
 Model code lives in `model/`; this module only turns flags into calls and results into text or JSON.
 """
@@ -6,7 +6,6 @@ Model code lives in `model/`; this module only turns flags into calls and result
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +15,7 @@ from rich.table import Table
 
 from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
 
-log = logging.getLogger(__name__)
 console = Console(soft_wrap=True)  # long result lines stay whole in logs and pipes
-
-model_app = typer.Typer(help="Model bundles: import a Keras 2 model, show a bundle, list architectures.")
 
 LABELS_HELP = "Labels CSV (roi_id,class) for an IFCB archive DATA; without it DATA is a folder of class subfolders."
 
@@ -33,12 +29,13 @@ def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any
     """Labelled images from class folders, or from an archive's bins plus a labels CSV; bad input ends the command
     with its message (IfcbFormatError is a ValueError) rather than a traceback."""
     from model.data import load_image_folder
+    from pipeline.ifcb.identifiers import roi_group
     from pipeline.ifcb.labelled import labelled_images_from_archive
 
     try:
         if labels:
             return labelled_images_from_archive(data, labels, storage_options)
-        return load_image_folder(data, storage_options)
+        return load_image_folder(data, storage_options, group_of=roi_group)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err)) from None
 
@@ -69,7 +66,6 @@ def train_command(
     from model.preprocess import PreprocessConfig
     from model.train import train
 
-    logging.getLogger("tensorflow").setLevel(logging.WARNING)  # one INFO line per all-reduce otherwise
     options = parse_storage_options(storage_options)
     dataset = _load_labelled(data, labels, options)
     bundle = train(
@@ -141,7 +137,6 @@ def evaluate_command(
     )
 
 
-@model_app.command("import")
 def import_command(
     architecture: str = typer.Argument(..., metavar="ARCH.json", help="Keras 2 `model.to_json()` file."),
     weights: str = typer.Argument(..., metavar="WEIGHTS.h5", help="Keras 2 `model.save_weights()` HDF5 file."),
@@ -179,7 +174,6 @@ def import_command(
     console.print(f"wrote {out}: {bundle.arch}, {len(names)} classes, hash {digest[:12]}", highlight=False)
 
 
-@model_app.command("info")
 def info_command(
     bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="Model bundle path or URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the bundle's metadata as JSON."),
@@ -213,17 +207,9 @@ def info_command(
         console.print(f"  imported:    {provenance['imported_from']}", highlight=False)
 
 
-@model_app.command("archs")
 def archs_command() -> None:
     """List the architectures `train --arch` accepts."""
     from model.architectures import names
 
     for name in names():
         print(name)
-
-
-def register(app: typer.Typer) -> None:
-    """Add this area's commands to the root app."""
-    app.command("train")(train_command)
-    app.command("evaluate")(evaluate_command)
-    app.add_typer(model_app, name="model")

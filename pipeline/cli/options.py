@@ -1,8 +1,9 @@
-"""Option parsing shared by every command that touches object storage."""
+"""Option parsing shared by the commands: storage options, times."""
 
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import typer
@@ -25,3 +26,20 @@ def parse_storage_options(text: str | None) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise typer.BadParameter("--storage-options must be a JSON object")
     return value
+
+
+def parse_time(value: str | datetime | None, flag: str) -> datetime | None:
+    """An ISO 8601 date or time (`2024-01-31`, `2024-01-31T12:00`, `...Z`, `...+02:00`) as an aware datetime;
+    a time without a zone is UTC. YAML configs may already hold a datetime."""
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        moment = value
+    else:
+        try:
+            moment = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{flag} must be an ISO 8601 date or time, e.g. 2024-01-31 or 2024-01-31T12:00Z; got {value!r}"
+            ) from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment

@@ -1,12 +1,11 @@
-"""What the user sees while a classification runs: the dashboard link, a bins/ROIs progress bar, a final summary.
+"""What the user sees while a classification runs: the dashboard link and bins/ROIs progress bars.
 
-Progress advances as partition futures complete (their results say how many bins and ROIs they did), so it costs
-the workers nothing. `Quiet` has the same methods and prints nothing, for `--json` runs and for library use.
+`JobProgress` implements the job's `Reporter` interface (`pipeline.job.reporting`) with rich.
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from rich.console import Console
 from rich.progress import (
@@ -19,17 +18,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
-from rich.table import Table
 from rich.text import Text
-
-
-class Reporter(Protocol):
-    """The hooks the job calls; see `JobProgress` and `Quiet`."""
-
-    def message(self, text: str) -> None: ...
-    def start(self, bins: int, rois: int) -> None: ...
-    def advance(self, bins: int, rois: int) -> None: ...
-    def stop(self) -> None: ...
 
 
 class _Rate(ProgressColumn):
@@ -76,40 +65,3 @@ class JobProgress:
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-
-
-class Quiet:
-    """A reporter that says nothing."""
-
-    def message(self, text: str) -> None:
-        pass
-
-    def start(self, bins: int, rois: int) -> None:
-        pass
-
-    def advance(self, bins: int, rois: int) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-def summary_table(summary: dict[str, Any]) -> Table:
-    """The final summary of a run (`RunSummary.to_dict()`) as a rich table."""
-    table = Table(title="ifcbflow classify", show_header=False)
-    table.add_column("what")
-    table.add_column("value", justify="right")
-    rows = [
-        ("bins in the archive (selected)", summary["bins_listed"]),
-        ("already complete (skipped)", summary["bins_already_complete"]),
-        ("classified now", summary["bins_done"]),
-        ("failed (recorded in the store)", summary["bins_failed"]),
-        ("ROIs classified", f"{summary['rois']:,}"),
-        ("wall time (s)", f"{summary['seconds']:.1f}"),
-        ("ROIs/s", f"{summary['rois_per_second']:,.1f}"),
-    ]
-    if summary["errors"]:
-        rows.append(("partitions that errored", len(summary["errors"])))
-    for label, value in rows:
-        table.add_row(label, str(value))
-    return table

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,26 +43,72 @@ _CLUSTER_ONLY = {"scheduler-options", "shared-temp-directory"}
 _RENAMED = {"name": "job_name"}
 
 
+def _setting(
+    flag: str, help: str, *, key: str | None = None, default: Any = None, repeated: bool = False, min: int | None = None
+) -> Any:
+    """One batch-job setting: its CLI flag, help and lowest value, and the key it overrides in a `jobqueue.<kind>`
+    section of the config."""
+    metadata = {"flag": flag, "help": help, "key": key, "min": min}
+    if repeated:
+        return field(default_factory=list, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
 @dataclass
 class JobqueueSettings:
-    """What the CLI flags say about the batch jobs; None means "from the config file, else the default"."""
+    """The batch-job settings a command line gives, declared once: every field is one flag of `classify` and
+    `cluster` (see `pipeline.cli.jobqueue_flags`). None means "from the config file, else the default"."""
 
-    queue: str | None = None
-    account: str | None = None
-    walltime: str | None = None
-    cores: int | None = None
-    memory: str | None = None
-    gpus_per_job: int | None = None
-    job_directives: list[str] = field(default_factory=list)  # appended to the file's `job-extra-directives`
-    prologue: list[str] = field(default_factory=list)  # appended to the file's `job-script-prologue`
-    min_jobs: int | None = None
-    max_jobs: int | None = None
-    tls: bool = True
-    config_file: str | None = None
-    python: str | None = None
-    interface: str | None = None
-    log_directory: str | None = None
-    tls_dir: str | None = None
+    config_file: str | None = _setting(
+        "--jobqueue-config",
+        "YAML file in dask-jobqueue's shape (jobqueue: {slurm: ..., pbs: ...}), e.g. deploy/jobqueue.yaml; "
+        "flags override it.",
+    )
+    queue: str | None = _setting("--queue", "Partition (SLURM) or queue (PBS).", key="queue")
+    account: str | None = _setting("--account", "Account charged for the jobs.", key="account")
+    walltime: str | None = _setting("--walltime", "Time limit of each worker job, e.g. 02:00:00.", key="walltime")
+    cores: int | None = _setting("--cores", "CPU cores per worker job.", key="cores", min=1)
+    memory: str | None = _setting("--memory", "Memory per worker job, e.g. 32GiB.", key="memory")
+    gpus_per_job: int | None = _setting(
+        "--gpus-per-job",
+        "GPUs per worker job, one Dask worker each (0: CPU workers). Default 1.",
+        key="gpus-per-job",
+        min=0,
+    )
+    job_directives: list[str] = _setting(
+        "--job-directive",
+        "Extra batch directive without its #SBATCH/#PBS prefix, e.g. '--constraint=a100'. Repeatable.",
+        key="job-extra-directives",
+        repeated=True,
+    )
+    prologue: list[str] = _setting(
+        "--prologue",
+        "Shell line run before the worker starts, e.g. 'module load cuda/12.4'. Repeatable.",
+        key="job-script-prologue",
+        repeated=True,
+    )
+    min_jobs: int | None = _setting("--min-jobs", "Adaptive scaling: fewest worker jobs.", key="min-jobs", min=0)
+    max_jobs: int | None = _setting("--max-jobs", "Adaptive scaling: most worker jobs.", key="max-jobs", min=1)
+    python: str | None = _setting(
+        "--python", "Python executable on the compute nodes (default: this one).", key="python"
+    )
+    interface: str | None = _setting(
+        "--interface", "Network interface for scheduler and workers, e.g. ib0.", key="interface"
+    )
+    log_directory: str | None = _setting(
+        "--log-directory", "Directory for the worker jobs' logs.", key="log-directory"
+    )
+    tls: bool = _setting(
+        "--tls/--no-tls",
+        "Encrypt and authenticate scheduler-worker traffic with per-run certificates. --no-tls lets anyone who "
+        "reaches the scheduler run code as you.",
+        default=True,
+    )
+    tls_dir: str | None = _setting(
+        "--tls-dir",
+        "Shared directory for the per-run certificates (default $IFCBFLOW_TLS_DIR or ~/.ifcbflow/tls).",
+        key="tls-dir",
+    )
 
 
 @dataclass(frozen=True)
@@ -97,23 +143,12 @@ def resolve(kind: Kind, settings: JobqueueSettings) -> ResolvedJobqueue:
     section: dict[str, Any] = {k: v for k, v in dask.config.get(f"jobqueue.{kind}", {}).items() if v is not None}
     if settings.config_file:
         section.update({k: v for k, v in load_config_file(settings.config_file, kind).items() if v is not None})
-    flags = {
-        "queue": settings.queue,
-        "account": settings.account,
-        "walltime": settings.walltime,
-        "cores": settings.cores,
-        "memory": settings.memory,
-        "gpus-per-job": settings.gpus_per_job,
-        "min-jobs": settings.min_jobs,
-        "max-jobs": settings.max_jobs,
-        "python": settings.python,
-        "interface": settings.interface,
-        "log-directory": settings.log_directory,
-        "tls-dir": settings.tls_dir,
-    }
-    section.update({k: v for k, v in flags.items() if v is not None})
-    section["job-extra-directives"] = [*section.get("job-extra-directives", []), *settings.job_directives]
-    section["job-script-prologue"] = [*section.get("job-script-prologue", []), *settings.prologue]
+    for setting in fields(JobqueueSettings):
+        key, value = setting.metadata["key"], getattr(settings, setting.name)
+        if key is None or value is None:
+            continue
+        # repeated flags add to the file's list; the others replace its value
+        section[key] = [*section.get(key, []), *value] if isinstance(value, list) else value
 
     gpus = int(section.pop("gpus-per-job", DEFAULT_GPUS_PER_JOB))
     min_jobs = int(section.pop("min-jobs", DEFAULT_MIN_JOBS))

@@ -1,8 +1,8 @@
 """The `.adc` file: one CSV row per trigger, no header row; row k (1-based) is ROI number k.
 
-One small class per schema names every column index, so the code reads like the format's documentation table
-(IFCB-FORMAT.md). Parsing goes through numpy in one call, which keeps thousands of bins fast; only when that fails
-does a slower pass find the first bad line, so the error can name it.
+One small class per schema names every column index, so the code reads like the format's documentation table.
+Parsing goes through numpy in one call, which keeps thousands of bins fast; only when that fails does a slower pass
+find the first bad line, so the error can name it.
 """
 
 from __future__ import annotations

@@ -17,7 +17,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
-from pipeline.ifcb.bins import BinFiles, BinMeta, bin_meta_from_bytes
+from pipeline.ifcb.bins import BinFiles, BinMeta, read_many_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import BinId, parse_bin_id
 
@@ -119,21 +119,7 @@ def _scan(
 ) -> Iterator[BinMeta | BinFailure]:
     yield from failures
     for first in range(0, len(bins), SCAN_BATCH):
-        batch = bins[first : first + SCAN_BATCH]
-        # fs.cat of many paths runs the requests concurrently on async filesystems (s3fs, gcsfs)
-        data = fs.cat([path for files in batch for path in (files.hdr, files.adc)], on_error="return")
-        for files in batch:
-            yield _meta_or_failure(files, data[files.hdr], data[files.adc])
-
-
-def _meta_or_failure(files: BinFiles, hdr: bytes | Exception, adc: bytes | Exception) -> BinMeta | BinFailure:
-    for ext, content in (("hdr", hdr), ("adc", adc)):
-        if isinstance(content, Exception):
-            return BinFailure(files.bin.id, ext, f"cannot read .{ext}: {type(content).__name__}: {content}")
-    try:
-        return bin_meta_from_bytes(files, hdr, adc)
-    except IfcbFormatError as err:
-        return BinFailure.from_error(files.bin.id, err, default_stage="adc")
+        yield from read_many_bin_meta(fs, bins[first : first + SCAN_BATCH])
 
 
 def bin_files_at(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, BinFiles]:

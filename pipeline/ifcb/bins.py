@@ -6,13 +6,14 @@ so that one reader decides ROI numbers, pixels and volume analysed.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from fsspec import AbstractFileSystem
 
 from pipeline.ifcb.adc import AdcTable, parse_adc
-from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
 from pipeline.ifcb.roi import read_images
@@ -74,6 +75,32 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
 def read_bin_meta(fs: AbstractFileSystem, files: BinFiles) -> BinMeta:
     """Read and parse a bin's `.hdr` and `.adc` (one GET each on object storage); raise `IfcbFormatError`."""
     return bin_meta_from_bytes(files, _read_whole(fs, files.hdr, "hdr"), _read_whole(fs, files.adc, "adc"))
+
+
+def read_many_bin_meta(fs: AbstractFileSystem, bins: Sequence[BinFiles]) -> list[BinMeta | BinFailure]:
+    """Metadata of several bins, or the failure of each bin that cannot be read or parsed, in the order given.
+
+    All `.hdr` and `.adc` files are fetched in one `fs.cat` call, which runs the requests concurrently on async
+    filesystems (s3fs, gcsfs): a few dozen bins cost one round trip, not one per file.
+    """
+    paths = [path for files in bins for path in (files.hdr, files.adc) if path is not None]
+    data = fs.cat(paths, on_error="return") if paths else {}
+    return [_meta_or_failure(files, data) for files in bins]
+
+
+def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> BinMeta | BinFailure:
+    contents = {}
+    for ext, path in (("hdr", files.hdr), ("adc", files.adc)):
+        content = data.get(path) if path is not None else None
+        if content is None or isinstance(content, FileNotFoundError):
+            return BinFailure(files.bin.id, "files", f"missing .{ext}")
+        if isinstance(content, Exception):
+            return BinFailure(files.bin.id, ext, f"cannot read .{ext}: {type(content).__name__}: {content}")
+        contents[ext] = content
+    try:
+        return bin_meta_from_bytes(files, contents["hdr"], contents["adc"])
+    except IfcbFormatError as err:
+        return BinFailure.from_error(files.bin.id, err, default_stage="adc")
 
 
 def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:

@@ -1,8 +1,8 @@
 """The `.hdr` file: instrument settings of one bin, as text.
 
-Three variants exist (see IFCB-FORMAT.md): newer `key: value` lines (first line `softwareVersion:`), older quoted
-free text ending in a row of column names and a row of quoted values, and a transitional one (`... version 2.0;
-May 2010` then `Sample Date ...`) with `run time = <s> s  inhibit time = <s>` on one line. All are reduced to one
+Three variants exist: newer `key: value` lines (first line `softwareVersion:`), older quoted free text ending in a
+row of column names and a row of quoted values, and a transitional one (`... version 2.0; May 2010` then
+`Sample Date ...`) with `run time = <s> s  inhibit time = <s>` on one line. All are reduced to one
 `Header` with the keys the rest of the code needs under the newer names (`runTime`, `inhibitTime`, `ADCFileFormat`).
 """
 

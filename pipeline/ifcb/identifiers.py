@@ -63,6 +63,11 @@ def parse_bin_id(text: str) -> BinId:
     raise IfcbFormatError(f"not an IFCB bin id: {text!r}; expected {_SCHEMES}")
 
 
+def day_folder(bin_id: BinId) -> str:
+    """The day folder archives and the Dashboard keep a bin in: `D2024/D20240101` (year, then day, UTC)."""
+    return f"D{bin_id.time:%Y}/D{bin_id.time:%Y%m%d}"
+
+
 def roi_id(bin_id: str, roi_number: int) -> str:
     """The ROI id `<bin>_<5-digit ROI number>`; the ROI number is the 1-based `.adc` row."""
     if not 1 <= roi_number < 10**_ROI_DIGITS:
@@ -76,3 +81,14 @@ def parse_roi_id(text: str) -> tuple[BinId, int]:
     if not sep or len(number) != _ROI_DIGITS or not number.isdigit() or int(number) == 0:
         raise IfcbFormatError(f"not an IFCB ROI id: {text!r}; expected <bin id>_<5-digit ROI number, from 00001>")
     return parse_bin_id(bin_part), int(number)
+
+
+def roi_group(stem: str) -> str:
+    """The bin of an image file named by its ROI id (`<bin>_00042.png` -> `<bin>`), else the stem itself.
+
+    Training splits by this group, so that ROIs of one bin never sit on both sides of a split.
+    """
+    try:
+        return parse_roi_id(stem)[0].id
+    except IfcbFormatError:
+        return stem

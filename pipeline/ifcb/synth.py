@@ -22,7 +22,7 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.ifcb.adc import AdcSchemaV2
 from pipeline.ifcb.archive import open_archive
-from pipeline.ifcb.identifiers import roi_id
+from pipeline.ifcb.identifiers import day_folder, parse_bin_id, roi_id
 
 log = logging.getLogger(__name__)
 
@@ -247,7 +247,7 @@ def write_synthetic_archive(
     for index in range(bins):
         time = (start + index * BIN_INTERVAL).astimezone(UTC)
         bin_id = f"D{time:%Y%m%dT%H%M%S}_{INSTRUMENT}"
-        folder = root if flat else posixpath.join(root, f"D{time:%Y}", f"D{time:%Y%m%d}")
+        folder = root if flat else posixpath.join(root, day_folder(parse_bin_id(bin_id)))
         files, bin_labels = bin_files(bin_id, time, rois, classes, np.random.default_rng([seed, index]))
         if isinstance(fs, LocalFileSystem):  # object stores have no folders to create
             fs.makedirs(folder, exist_ok=True)

@@ -1,8 +1,9 @@
 """Volume analysed (mL): the denominator of every concentration.
 
-Follows IFCB-FORMAT.md step by step, which reproduces the community's computation: v2 from the inhibit and run
-time columns (flow 0.25 mL/min), v1 from the trigger and frame grab times (syringe 1/240 mL/s). Undefined volumes
-are None, never 0, so that a concentration is never silently infinite or zero.
+Reproduces the community's computation (the IFCB Dashboard and pyifcb agree on it) step by step: v2 from the inhibit
+and run time columns (flow 0.25 mL/min), v1 from the trigger-open and frame-grab times (syringe 5/48000 mL per step
+at 40 steps/s = 1/240 mL/s, minimum processing time 0.073 s per trigger, 0.05 s for IFCB5 from 2015-06-01).
+Undefined volumes are None, never 0, so that a concentration is never silently infinite or zero.
 """
 
 from __future__ import annotations

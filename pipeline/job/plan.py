@@ -8,17 +8,14 @@ scheduler overhead vanishes, small enough that a worker's memory stays bounded a
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pipeline.ifcb.archive import open_archive
-from pipeline.ifcb.bins import BinFiles, bin_meta_from_bytes
-from pipeline.ifcb.errors import BinFailure, IfcbFormatError
-
-log = logging.getLogger(__name__)
+from pipeline.ifcb.bins import BinFiles, read_many_bin_meta
+from pipeline.ifcb.errors import BinFailure
 
 #: Bins whose metadata one planning task reads (their requests run concurrently inside the task).
 META_CHUNK = 64
@@ -42,22 +39,10 @@ def read_metadata_chunk(
 ) -> list[BinPlan | BinFailure]:
     """Task: read the `.hdr` and `.adc` of a few bins (one concurrent batch of GETs) into small records."""
     fs, _ = open_archive(archive_url, storage_options)
-    data = fs.cat([path for files in chunk for path in (files.hdr, files.adc)], on_error="return")
-    records: list[BinPlan | BinFailure] = []
-    for files in chunk:
-        hdr, adc = data.get(files.hdr), data.get(files.adc)
-        bad = next(((ext, c) for ext, c in (("hdr", hdr), ("adc", adc)) if not isinstance(c, bytes)), None)
-        if bad is not None:
-            ext, error = bad
-            records.append(BinFailure(files.bin.id, "files", f"cannot read .{ext}: {type(error).__name__}: {error}"))
-            continue
-        try:
-            meta = bin_meta_from_bytes(files, hdr, adc)
-        except IfcbFormatError as err:
-            records.append(BinFailure.from_error(files.bin.id, err, default_stage="adc"))
-            continue
-        records.append(BinPlan(files=files, n_rois=meta.n_rois))
-    return records
+    return [
+        record if isinstance(record, BinFailure) else BinPlan(files=record.files, n_rois=record.n_rois)
+        for record in read_many_bin_meta(fs, chunk)
+    ]
 
 
 def read_metadata(

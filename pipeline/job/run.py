@@ -17,11 +17,11 @@ from typing import Any
 
 from distributed import Client, as_completed
 
-from pipeline.cli.progress import Quiet, Reporter
-from pipeline.cluster.local import GPU_RESOURCE, dashboard_link, workers_have_gpus
+from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
 from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.errors import BinFailure
 from pipeline.job.plan import DEFAULT_PARTITION_ROIS, balanced_target, partition, read_metadata
+from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
 from pipeline.results.store import ResultStore
 

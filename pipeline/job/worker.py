@@ -1,8 +1,7 @@
 """Worker side: one partition task = for each bin, read (ranged) -> predict -> write -> mark complete.
 
 The model bundle is loaded once per worker process and kept (keyed by URL and content hash), so tasks carry only
-URLs and a small plan. TensorFlow is configured once per process before it starts: GPU memory growth (so a worker
-does not grab the whole card) and a fixed thread count (so N CPU workers on one machine do not oversubscribe it).
+URLs and a small plan; TensorFlow is configured once per process before the bundle loads (`pipeline.cluster.runtime`).
 The next bin's reads run in a prefetch thread and the previous bin's writes in a write-behind thread while the current
 bin is on the model, so object-storage latency hides behind inference; at most three bins are in memory at once,
 whatever the partition size.
@@ -21,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cluster.runtime import configure_tensorflow
 from pipeline.ifcb.archive import open_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure
@@ -29,12 +29,8 @@ from pipeline.results.store import BinResult, ResultStore
 
 log = logging.getLogger(__name__)
 
-#: Threads TensorFlow may use in one worker process; set by the cluster factory for local CPU workers.
-TF_THREADS_ENV = "IFCBFLOW_TF_THREADS"
-
 _lock = threading.Lock()
 _bundles: dict[tuple[str, str], Any] = {}
-_tf_configured = False
 
 
 @dataclass(frozen=True)
@@ -69,27 +65,6 @@ class PartitionResult:
     rois: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0, "write_wait": 0.0})
     peak_rss_bytes: int = 0
-
-
-def configure_tensorflow() -> None:
-    """Once per process, before TensorFlow's runtime starts: thread counts, the one GPU and its memory growth."""
-    global _tf_configured
-    if _tf_configured:
-        return
-    import tensorflow as tf
-
-    threads = int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(threads)
-        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-        # One GPU per worker: dask-cuda lists all GPUs with the worker's own first, so keep only that one.
-        gpus = tf.config.list_physical_devices("GPU")[:1]
-        if gpus:
-            tf.config.set_visible_devices(gpus, "GPU")
-            tf.config.experimental.set_memory_growth(gpus[0], True)
-    except RuntimeError as err:  # the runtime already started in this process (e.g. a threads-only cluster)
-        log.debug("TensorFlow already initialised, keeping its settings: %s", err)
-    _tf_configured = True
 
 
 def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: str) -> Any:

@@ -17,7 +17,8 @@ import h5py
 import numpy as np
 from fsspec.core import url_to_fs
 
-from pipeline.ifcb.identifiers import parse_bin_id
+from model.decision import winners
+from pipeline.ifcb.identifiers import day_folder, parse_bin_id
 from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,7 @@ log = logging.getLogger(__name__)
 
 def dashboard_path(bin_id: str) -> str:
     """`D2024/D20240101/<bin>_class.h5`, relative to the export folder."""
-    time = parse_bin_id(bin_id).time
-    return f"D{time:%Y}/D{time:%Y%m%d}/{bin_id}_class.h5"
+    return f"{day_folder(parse_bin_id(bin_id))}/{bin_id}_class.h5"
 
 
 def class_file_bytes(
@@ -39,8 +39,8 @@ def class_file_bytes(
         f.create_dataset("output_scores", data=np.asarray(scores, dtype=np.float32))
         f.create_dataset("class_labels", data=np.asarray(classes, dtype=object), dtype=text)
         f.create_dataset("roi_numbers", data=np.asarray(roi_numbers, dtype=np.uint32))
-        winners = [classes[i] for i in np.asarray(scores).argmax(axis=1)] if len(roi_numbers) else []
-        f.create_dataset("class_name_auto", data=np.asarray(winners, dtype=object), dtype=text)
+        names = [classes[i] for i in winners(scores)]
+        f.create_dataset("class_name_auto", data=np.asarray(names, dtype=object), dtype=text)
         f.create_dataset("classifier_name", data=np.asarray([classifier_name], dtype=object), dtype=text)
         f.create_dataset("model_hash", data=np.asarray([model_hash], dtype=object), dtype=text)
         f.attrs["classifier_name"] = classifier_name

@@ -1,4 +1,4 @@
-"""What a store holds, for people (a rich table, a PNG of concentrations over time) and scripts (JSON).
+"""What a store holds, as data (the CLI prints it as tables or JSON) and as a PNG of concentrations over time.
 
 Built from the store's ledger (complete bins and failure records) at the time of asking, so it is right even after an
 interrupted run whose `summary` group was never rewritten.
@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from rich.table import Table
 
 from pipeline.results.store import ResultStore
 
@@ -51,38 +50,6 @@ def _finite_or_none(value: float) -> float | None:
 
 def _iso(moment: np.datetime64) -> str:
     return np.datetime_as_string(moment, unit="s") + "Z"
-
-
-def report_tables(report: dict[str, Any]) -> list[Table]:
-    """The report as rich tables: overview, per-class totals, failures (when any)."""
-    overview = Table(title=f"ifcbflow store {report['store']}", show_header=False)
-    overview.add_column("what")
-    overview.add_column("value", justify="right")
-    for label, value in (
-        ("model bundle", f"{report['bundle_arch']} {str(report['bundle_hash'])[:12]}"),
-        ("bins complete", report["bins_complete"]),
-        ("bins failed", report["bins_failed"]),
-        ("ROIs", f"{report['rois']:,}"),
-        ("bins without volume analysed", report["bins_without_volume"]),
-        ("time range (UTC)", f"{report['first_bin_time']} .. {report['last_bin_time']}"),
-    ):
-        overview.add_row(label, str(value))
-    per_class = Table(title="classes")
-    per_class.add_column("class")
-    per_class.add_column("ROIs", justify="right")
-    per_class.add_column("mean per mL", justify="right")
-    for name in report["classes"]:
-        mean = report["mean_concentration_per_ml"][name]
-        per_class.add_row(name, f"{report['counts'][name]:,}", "-" if mean is None else f"{mean:,.2f}")
-    tables = [overview, per_class]
-    if report["failures"]:
-        failed = Table(title="failed bins")
-        for column in ("bin", "stage", "reason"):
-            failed.add_column(column)
-        for failure in report["failures"]:
-            failed.add_row(failure["bin"], failure["stage"], failure["reason"])
-        tables.append(failed)
-    return tables
 
 
 def plot_concentrations(store: ResultStore, png_path: str) -> None:

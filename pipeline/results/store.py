@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import posixpath
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from typing import Any
 
 import numpy as np
@@ -47,9 +45,9 @@ from zarr.api.asynchronous import open_group as open_group_async
 from zarr.codecs import BytesCodec, ZstdCodec
 from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
 
+from model.decision import class_counts
+from model.versions import installed_versions
 from pipeline.ifcb.errors import BinFailure
-
-log = logging.getLogger(__name__)
 
 LAYOUT = "ifcbflow-store/1"
 BINS = "bins"
@@ -58,7 +56,6 @@ SUMMARY = "summary"
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
-_VERSIONED = ("ifcbflow", "tensorflow", "tensorflow-cpu", "keras", "numpy", "zarr", "dask", "distributed")
 
 
 class StoreMismatchError(RuntimeError):
@@ -77,22 +74,8 @@ class BinResult:
 
     @property
     def counts(self) -> np.ndarray:
-        """ROIs per class by argmax of the scores."""
-        n_classes = self.scores.shape[1]
-        if self.scores.shape[0] == 0:
-            return np.zeros(n_classes, dtype=np.int64)
-        return np.bincount(self.scores.argmax(axis=1), minlength=n_classes).astype(np.int64)
-
-
-def software_versions() -> dict[str, str]:
-    """Installed versions of the packages that decide the numbers (without importing them)."""
-    found = {}
-    for name in _VERSIONED:
-        try:
-            found[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return found
+        """ROIs per class by the model's decision rule."""
+        return class_counts(self.scores)
 
 
 def iso_utc(moment: datetime) -> str:
@@ -173,7 +156,7 @@ class ResultStore:
                 "bundle_arch": bundle_info.get("arch"),
                 "bundle_url": bundle_url,
                 "archive_urls": [archive_url],
-                "versions": software_versions(),
+                "versions": installed_versions(),
             }
             self._group("", mode="w", attributes=info)
             return info

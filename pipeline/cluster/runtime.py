@@ -1,0 +1,43 @@
+"""The TensorFlow runtime of one worker process: thread count, its one GPU, GPU memory growth.
+
+The cluster factory decides the thread count (so N CPU workers on one machine share its cores instead of
+oversubscribing them) and passes it in `TF_THREADS_ENV`; the worker applies it once, before TensorFlow starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+
+log = logging.getLogger(__name__)
+
+#: Threads TensorFlow may use in one worker process; set by the cluster factory for local CPU workers.
+TF_THREADS_ENV = "IFCBFLOW_TF_THREADS"
+
+_lock = threading.Lock()
+_configured = False
+
+
+def configure_tensorflow() -> None:
+    """Once per process, before TensorFlow's runtime starts: thread counts, the one GPU and its memory growth."""
+    global _configured
+    with _lock:
+        if _configured:
+            return
+        import tensorflow as tf
+
+        import model  # noqa: F401  (quiets TensorFlow's native start-up lines before the import below)
+
+        threads = int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+            # One GPU per worker: dask-cuda lists all GPUs with the worker's own first, so keep only that one.
+            gpus = tf.config.list_physical_devices("GPU")[:1]
+            if gpus:
+                tf.config.set_visible_devices(gpus, "GPU")
+                tf.config.experimental.set_memory_growth(gpus[0], True)
+        except RuntimeError as err:  # the runtime already started in this process (e.g. a threads-only cluster)
+            log.debug("TensorFlow already initialised, keeping its settings: %s", err)
+        _configured = True
