@@ -24,6 +24,7 @@ from pipeline.cluster.runtime import configure_tensorflow
 from pipeline.ifcb.archive import open_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure
+from pipeline.job.hold import hold_if_asked
 from pipeline.job.plan import BinPlan
 from pipeline.results.store import BinResult, ResultStore
 
@@ -143,6 +144,7 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
     for failure in result.failures:
         store.write_failure(failure)
     result.peak_rss_bytes = peak_rss_bytes()
+    hold_if_asked()
     return result
 
 
