@@ -86,3 +86,9 @@ def preprocess_batch(images: Sequence[np.ndarray], config: PreprocessConfig) -> 
     for i, image in enumerate(images):
         out[i] = preprocess(image, config)
     return out
+
+
+def preprocess_into(images: Sequence[np.ndarray], config: PreprocessConfig, out: np.ndarray) -> None:
+    """Many ROIs into the caller's array `out` (n, size, size, 1), each through `preprocess`."""
+    for i, image in enumerate(images):
+        out[i] = preprocess(image, config)

@@ -98,8 +98,8 @@ def accuracy(archive: str, store_url: str) -> float:
     truth = read_labels_csv(f"{archive}/labels.csv")
     held_out = set(read_bundle_info(info["bundle_url"])["provenance"].get("split", {}).get("test_groups", []))
     right = total = right_held = total_held = 0
-    for bin_id in sorted(store.bin_index()):
-        numbers, scores = store.read_bin(bin_id)
+    for record, numbers, scores in store.iter_bins():
+        bin_id = record.bin
         for number, winner in zip(numbers.tolist(), winners(scores).tolist(), strict=True):
             ok = classes[winner] == truth[bin_id][number]
             right, total = right + ok, total + 1

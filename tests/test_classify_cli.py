@@ -29,16 +29,17 @@ def test_config_file_fills_options_and_flags_win(tmp_path: Path, dask_client) ->
                 "model": bundle,
                 "out": str(tmp_path / "out.zarr"),
                 "cluster": dask_client.scheduler.address,
-                "partition-rois": 6,
+                "partition-mb": 5,
                 "bins": str(tmp_path / "bins.txt"),
                 "batch_size": 4,
             }
         )
     )
-    result = CliRunner().invoke(app, ["classify", archive, "--config", str(config), "--json", "--partition-rois", "2"])
+    result = CliRunner().invoke(app, ["classify", archive, "--config", str(config), "--json", "--partition-mb", "1e-4"])
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
-    assert summary["partition_rois"] == 2  # the flag; the file's 6 would give 5 (balanced over 2 workers)
+    assert summary["partition_mb"] == 1e-4  # the flag; the file's 5 would be balanced down to a share of the bins
+    assert summary["partitions"] == 3  # a bin each
     assert summary["bins_done"] == 3  # the file's --bins list
 
     table = tmp_path / "exports" / "bins.csv"

@@ -11,7 +11,8 @@ import h5py
 import numpy as np
 
 from pipeline.results.export import class_file_bytes, dashboard_path, export_csv, export_dashboard
-from pipeline.results.store import BinResult, ResultStore
+from pipeline.results.records import BinResult
+from pipeline.results.store import ResultStore, partition_id
 
 REAL = "class_scores/D20220522T003051_IFCB134_class.h5"
 
@@ -39,9 +40,8 @@ def test_exports_of_a_store(tmp_path: Path) -> None:
     store = ResultStore(str(tmp_path / "out.zarr"))
     store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "h"}, bundle_url="b", archive_url="a")
     time = datetime(2024, 1, 1, tzinfo=UTC)
-    store.write_bin(
-        BinResult("D20240101T000000_IFCB999", time, np.array([1]), np.array([[0.1, 0.9]], "f4"), None), ["a", "b"]
-    )
+    result = BinResult("D20240101T000000_IFCB999", time, np.array([1]), np.array([[0.1, 0.9]], "f4"), None)
+    store.commit_partition(partition_id([result.bin], "r"), [result], ["a", "b"])
     written = export_dashboard(store, str(tmp_path / "dash"))
     assert [Path(p).relative_to(tmp_path / "dash").as_posix() for p in written] == [
         "D2024/D20240101/D20240101T000000_IFCB999_class.h5"

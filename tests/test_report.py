@@ -15,8 +15,9 @@ from typer.testing import CliRunner
 from pipeline.cli.app import app
 from pipeline.cli.tables import report_tables
 from pipeline.ifcb.errors import BinFailure
+from pipeline.results.records import BinResult
 from pipeline.results.report import plot_concentrations, store_report
-from pipeline.results.store import BinResult, ResultStore
+from pipeline.results.store import ResultStore, partition_id
 
 CLASSES = ["diatom", "dinoflagellate"]
 
@@ -30,11 +31,13 @@ def store(tmp_path: Path) -> ResultStore:
         archive_url="archive",
     )
     scores = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.3]], dtype=np.float32)
-    for hour, ml in ((0, 2.0), (1, None)):
-        bin_id = f"D20240101T0{hour}0000_IFCB999"
-        time = datetime(2024, 1, 1, hour, tzinfo=UTC)
-        results.write_bin(BinResult(bin_id, time, np.array([1, 2, 5]), scores, ml), CLASSES)
-    results.write_failure(BinFailure("D20240101T020000_IFCB999", "roi", "truncated .roi"))
+    bins = [
+        BinResult(f"D20240101T0{hour}0000_IFCB999", datetime(2024, 1, 1, hour, tzinfo=UTC), np.array([1, 2, 5]),
+                  scores, ml)
+        for hour, ml in ((0, 2.0), (1, None))
+    ]  # fmt: skip
+    failure = BinFailure("D20240101T020000_IFCB999", "roi", "truncated .roi")
+    results.commit_partition(partition_id([b.bin for b in bins], "r"), bins, CLASSES, [failure])
     return results
 
 
@@ -44,7 +47,9 @@ def test_report_totals(store: ResultStore) -> None:
     assert report["counts"] == {"diatom": 4, "dinoflagellate": 2}
     assert report["mean_concentration_per_ml"] == {"diatom": 1.0, "dinoflagellate": 0.5}  # the bin with a volume
     assert report["bins_without_volume"] == 1
-    assert report["failures"] == [{"bin": "D20240101T020000_IFCB999", "stage": "roi", "reason": "truncated .roi"}]
+    assert report["failures"] == [
+        {"bin": "D20240101T020000_IFCB999", "stage": "roi", "reason": "truncated .roi", "kind": "data"}
+    ]
     assert (report["first_bin_time"], report["last_bin_time"]) == ("2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z")
     console = Console(record=True, width=120)
     for table in report_tables(report):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import archive, classify, cluster, model
+from pipeline.cli import archive, classify, cluster, exit_codes, model, results
 from pipeline.cli.logs import configure_logging
 
 app = typer.Typer(
@@ -34,9 +34,10 @@ app.add_typer(model_app, name="model")
 model_app.command("import")(model.import_command)
 model_app.command("info")(model.info_command)
 model_app.command("archs")(model.archs_command)
-app.command("classify")(classify.classify)
-app.command("export")(classify.export)
-app.command("report")(classify.report)
+app.command("classify", epilog=exit_codes.HELP)(classify.classify)
+app.command("report")(results.report)
+app.command("export")(results.export)
+app.command("migrate")(results.migrate)
 app.command("cluster")(cluster.cluster)
 app.command("tls-certs")(cluster.tls_certs)
 

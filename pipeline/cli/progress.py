@@ -22,44 +22,53 @@ from rich.text import Text
 
 
 class _Rate(ProgressColumn):
-    """Items per second over the recent past (rich's own speed estimate)."""
+    """Bins per second over the recent past (rich's own speed estimate)."""
 
     def render(self, task: Task) -> Text:
         speed = task.finished_speed or task.speed
-        return Text("" if speed is None else f"{speed:,.1f} {task.description}/s", style="progress.data.speed")
+        return Text("" if speed is None else f"{speed:,.1f} bins/s", style="progress.data.speed")
+
+
+class _Rois(ProgressColumn):
+    """ROIs classified so far and their mean rate (their total is known only at the end)."""
+
+    def render(self, task: Task) -> Text:
+        rois, elapsed = task.fields.get("rois", 0), task.elapsed or 0.0
+        rate = f", {rois / elapsed:,.0f} ROIs/s" if elapsed > 0 else ""
+        return Text(f"{rois:,} ROIs{rate}", style="progress.data.speed")
 
 
 class JobProgress:
-    """Rich progress bars over bins and ROIs with rate and ETA."""
+    """A rich progress bar over bins, with rate, ETA and the ROIs classified so far."""
 
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
         self._bins: Any = None
-        self._rois: Any = None
+        self._rois = 0
 
     def message(self, text: str) -> None:
         self.console.print(text)
 
-    def start(self, bins: int, rois: int) -> None:
+    def start(self, bins: int) -> None:
         self._progress = Progress(
-            TextColumn("{task.description:<5}"),
+            TextColumn("bins"),
             BarColumn(),
             MofNCompleteColumn(),
             _Rate(),
+            _Rois(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
             console=self.console,
         )
-        self._bins = self._progress.add_task("bins", total=bins)
-        self._rois = self._progress.add_task("ROIs", total=rois)
+        self._bins = self._progress.add_task("bins", total=bins, rois=0)
         self._progress.start()
 
     def advance(self, bins: int, rois: int) -> None:
         if self._progress is not None:
-            self._progress.advance(self._bins, bins)
-            self._progress.advance(self._rois, rois)
+            self._rois += rois
+            self._progress.update(self._bins, advance=bins, rois=self._rois)
 
     def stop(self) -> None:
         if self._progress is not None:

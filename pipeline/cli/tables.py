@@ -16,13 +16,12 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("bins in the archive (selected)", summary["bins_listed"]),
         ("already complete (skipped)", summary["bins_already_complete"]),
         ("classified now", summary["bins_done"]),
-        ("failed (recorded in the store)", summary["bins_failed"]),
+        ("failed (bad data, recorded in the store)", summary["bins_failed"]),
+        ("incomplete (transient faults: rerun to redo)", summary["bins_incomplete"]),
         ("ROIs classified", f"{summary['rois']:,}"),
         ("wall time (s)", f"{summary['seconds']:.1f}"),
         ("ROIs/s", f"{summary['rois_per_second']:,.1f}"),
     ]
-    if summary["errors"]:
-        rows.append(("partitions that errored", len(summary["errors"])))
     for label, value in rows:
         table.add_row(label, str(value))
     return table

@@ -20,6 +20,7 @@ from fsspec.core import url_to_fs
 from pipeline.ifcb.bins import BinFiles, BinMeta, read_many_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import BinId, parse_bin_id
+from pipeline.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ def list_bins(
     found: dict[str, dict[str, str]] = {}
     bin_of: dict[str, BinId] = {}
     duplicates: dict[str, set[str]] = {}
-    paths = fs.find(root)
-    if not paths and not fs.isdir(root):
-        raise FileNotFoundError(f"archive not found: {url}")
-    for path in paths:
+    listing = fs.find(root, detail=True)
+    if not listing and not fs.isdir(root):
+        raise FileNotFoundError(f"archive not found: {redact_url(url)}")
+    for path in listing:
         parsed = split_bin_filename(path)
         if parsed is None:
             log.debug("ignoring %s: not a bin file", path)
@@ -83,7 +84,8 @@ def list_bins(
     complete: list[BinFiles] = []
     failures: list[BinFailure] = []
     for bin_text, files in found.items():
-        entry = BinFiles(bin_of[bin_text], files.get("hdr"), files.get("adc"), files.get("roi"))
+        sizes = tuple(int(listing[files[ext]].get("size") or 0) for ext in EXTENSIONS) if len(files) == 3 else None
+        entry = BinFiles(bin_of[bin_text], files.get("hdr"), files.get("adc"), files.get("roi"), sizes)
         if bin_text in duplicates:
             places = ", ".join(sorted(duplicates[bin_text]))
             failures.append(BinFailure(bin_text, "files", f"files found in several places: {places}"))

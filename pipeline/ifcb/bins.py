@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from fsspec import AbstractFileSystem
 
+from pipeline.faults import TransientError, is_transient, with_retries
 from pipeline.ifcb.adc import AdcTable, parse_adc
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
@@ -28,6 +29,12 @@ class BinFiles:
     hdr: str | None
     adc: str | None
     roi: str | None
+    sizes: tuple[int, int, int] | None = None  # bytes of .hdr, .adc, .roi, when the listing gave them
+
+    @property
+    def roi_size(self) -> int:
+        """Bytes of the `.roi` (0 when unknown): what reading and preprocessing the bin costs, roughly."""
+        return self.sizes[2] if self.sizes else 0
 
     @property
     def missing(self) -> list[str]:
@@ -73,19 +80,50 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
 
 
 def read_bin_meta(fs: AbstractFileSystem, files: BinFiles) -> BinMeta:
-    """Read and parse a bin's `.hdr` and `.adc` (one GET each on object storage); raise `IfcbFormatError`."""
-    return bin_meta_from_bytes(files, _read_whole(fs, files.hdr, "hdr"), _read_whole(fs, files.adc, "adc"))
+    """Read and parse a bin's `.hdr` and `.adc` (two concurrent GETs on object storage); raise `IfcbFormatError`
+    for bad or missing files, `TransientError` when the store keeps failing."""
+    paths = [path for path in (files.hdr, files.adc) if path is not None]
+    data = _fetch(fs, paths)
+    for content in data.values():
+        if isinstance(content, Exception) and not isinstance(content, FileNotFoundError):
+            raise content
+    meta = _meta_or_failure(files, data)
+    if isinstance(meta, BinFailure):
+        raise IfcbFormatError(meta.reason, stage=meta.stage)
+    return meta
 
 
 def read_many_bin_meta(fs: AbstractFileSystem, bins: Sequence[BinFiles]) -> list[BinMeta | BinFailure]:
     """Metadata of several bins, or the failure of each bin that cannot be read or parsed, in the order given.
 
     All `.hdr` and `.adc` files are fetched in one `fs.cat` call, which runs the requests concurrently on async
-    filesystems (s3fs, gcsfs): a few dozen bins cost one round trip, not one per file.
+    filesystems (s3fs, gcsfs): a few dozen bins cost one round trip, not one per file. Transient faults are retried
+    (`pipeline.faults`); a bin whose files keep failing becomes a failure of kind "transient".
     """
     paths = [path for files in bins for path in (files.hdr, files.adc) if path is not None]
-    data = fs.cat(paths, on_error="return") if paths else {}
+    data = _fetch(fs, paths)
     return [_meta_or_failure(files, data) for files in bins]
+
+
+def _fetch(fs: AbstractFileSystem, paths: list[str]) -> dict[str, bytes | Exception]:
+    """Whole files by path, concurrently; transient faults retried, other errors returned in place of the bytes."""
+    data: dict[str, bytes | Exception] = {}
+    pending = list(paths)
+
+    def attempt() -> None:
+        nonlocal pending
+        if not pending:
+            return
+        data.update(fs.cat(pending, on_error="return"))
+        pending = [path for path in pending if isinstance(data.get(path), Exception) and is_transient(data[path])]
+        if pending:
+            raise data[pending[0]]  # type: ignore[misc]
+
+    try:
+        with_retries(attempt, f"reading {len(pending)} file(s) such as {pending[0] if pending else ''}")
+    except TransientError as err:
+        data.update({path: err for path in pending})
+    return data
 
 
 def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> BinMeta | BinFailure:
@@ -95,7 +133,7 @@ def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> Bin
         if content is None or isinstance(content, FileNotFoundError):
             return BinFailure(files.bin.id, "files", f"missing .{ext}")
         if isinstance(content, Exception):
-            return BinFailure(files.bin.id, ext, f"cannot read .{ext}: {type(content).__name__}: {content}")
+            return BinFailure.from_error(files.bin.id, content, default_stage=ext)
         contents[ext] = content
     try:
         return bin_meta_from_bytes(files, contents["hdr"], contents["adc"])
@@ -104,14 +142,6 @@ def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> Bin
 
 
 def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
-    """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`."""
-    return read_images(fs, meta.files.roi, meta.adc)
-
-
-def _read_whole(fs: AbstractFileSystem, path: str | None, ext: str) -> bytes:
-    if path is None:
-        raise IfcbFormatError(f"missing .{ext}", stage="files")
-    try:
-        return fs.cat_file(path)
-    except FileNotFoundError:
-        raise IfcbFormatError(f"missing .{ext}: {path} not found", stage="files") from None
+    """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`
+    (transient faults retried)."""
+    return with_retries(lambda: read_images(fs, meta.files.roi, meta.adc), f"reading {meta.files.roi}")

@@ -24,17 +24,25 @@ class IfcbFormatError(ValueError):
         self.stage = stage
 
 
+#: "data": the bin's own files are bad (recorded, final until they change); "transient": a storage or network fault
+#: outlasted its retries (the bin is simply not done; the next run tries again).
+KINDS = ("data", "transient")
+
+
 @dataclass(frozen=True)
 class BinFailure:
-    """A bin that could not be processed: which bin, at which stage, and why."""
+    """A bin that could not be processed: which bin, at which stage, why, and whether it is the data's fault."""
 
     bin: str
     stage: str
     reason: str
+    kind: str = "data"
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:
             raise ValueError(f"unknown failure stage {self.stage!r}; expected one of {', '.join(STAGES)}")
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown failure kind {self.kind!r}; expected one of {', '.join(KINDS)}")
 
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
@@ -42,6 +50,8 @@ class BinFailure:
     @classmethod
     def from_error(cls, bin_id: str, error: Exception, default_stage: str) -> BinFailure:
         """The record for `error` raised while processing `bin_id` (stage from the error when it carries one)."""
+        from pipeline.faults import is_transient
+
         stage = getattr(error, "stage", None) or default_stage
         reason = str(error) if isinstance(error, IfcbFormatError) else f"{type(error).__name__}: {error}"
-        return cls(bin=bin_id, stage=stage, reason=reason)
+        return cls(bin=bin_id, stage=stage, reason=reason, kind="transient" if is_transient(error) else "data")

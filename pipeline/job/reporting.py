@@ -10,10 +10,13 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
-    """The hooks the job calls: a message, the start of the work (totals), its progress, its end."""
+    """The hooks the job calls: a message, the start of the work (bins to do), its progress, its end.
+
+    ROIs are counted as they are classified: their total is known only once every bin's `.adc` has been read.
+    """
 
     def message(self, text: str) -> None: ...
-    def start(self, bins: int, rois: int) -> None: ...
+    def start(self, bins: int) -> None: ...
     def advance(self, bins: int, rois: int) -> None: ...
     def stop(self) -> None: ...
 
@@ -24,7 +27,7 @@ class Quiet:
     def message(self, text: str) -> None:
         pass
 
-    def start(self, bins: int, rois: int) -> None:
+    def start(self, bins: int) -> None:
         pass
 
     def advance(self, bins: int, rois: int) -> None:

@@ -1,8 +1,9 @@
-"""The classification job, client side: prepare the store, plan, submit one task per partition, follow, consolidate.
+"""The classification job, client side: check, take the store, plan, submit one task per partition, follow, consolidate.
 
-The client never touches pixels or the model: it lists the archive, asks the store what is done, has the workers
-read metadata and classify partitions, and finally rewrites the store's `summary` group. Everything it sends to the
-cluster is URLs, options and small plans.
+The client never touches pixels or the model: it lists the archive, reads the store's ledger, submits partitions of
+bins that are not complete, and finally rewrites the store's `summary` from the ledger. Everything it sends to the
+cluster is URLs, options and small plans. Bad input is refused before anything is written: an empty time window,
+a missing archive, bins asked for that the archive lacks, a bundle that cannot be read.
 """
 
 from __future__ import annotations
@@ -18,17 +19,22 @@ from typing import Any
 from distributed import Client, as_completed
 
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
+from pipeline.faults import ConfigurationError
 from pipeline.ifcb.archive import list_bins
-from pipeline.ifcb.errors import BinFailure
-from pipeline.job.plan import DEFAULT_PARTITION_ROIS, balanced_target, partition, read_metadata
+from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, partition
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
-from pipeline.results.store import ResultStore
+from pipeline.redact import redact_text, redact_url
+from pipeline.results.store import ResultStore, partition_id
 
 log = logging.getLogger(__name__)
 
 #: How long to wait for the first worker (a batch-queue cluster starts its workers as jobs begin).
 WORKER_WAIT_S = 600
+
+
+class UsageError(ValueError):
+    """The request cannot be right as given (an empty time window, bins the archive does not have)."""
 
 
 @dataclass
@@ -42,8 +48,9 @@ class ClassifyRequest:
     start: datetime | None = None
     end: datetime | None = None
     bin_ids: Collection[str] | None = None
-    partition_rois: int = DEFAULT_PARTITION_ROIS
-    batch_size: int = 256
+    partition_mb: float = DEFAULT_PARTITION_MB
+    batch_size: int | None = None
+    feeders: int | None = None
 
 
 @dataclass
@@ -56,107 +63,150 @@ class RunSummary:
     bins_already_complete: int = 0
     bins_planned: int = 0
     partitions: int = 0
-    partition_rois: int = 0
+    partition_mb: float = 0.0
     bins_done: int = 0
     bins_failed: int = 0
+    bins_incomplete: int = 0
     rois: int = 0
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
+    incomplete: list[dict[str, str]] = field(default_factory=list)
     dashboard: str | None = None
 
     @property
     def rois_per_second(self) -> float:
         return self.rois / self.seconds if self.seconds > 0 else 0.0
 
+    @property
+    def complete(self) -> bool:
+        """Whether every selected bin is complete in the store (no failure, nothing left to redo)."""
+        return not self.bins_failed and not self.bins_incomplete
+
     def to_dict(self) -> dict[str, Any]:
-        return {**asdict(self), "rois_per_second": self.rois_per_second}
+        return {**asdict(self), "rois_per_second": self.rois_per_second, "complete": self.complete}
 
 
 def run_classification(client: Client, request: ClassifyRequest, reporter: Reporter | None = None) -> RunSummary:
-    """Classify every bin of the archive that the store does not hold yet; return what happened."""
-    from model.bundle import read_bundle_info
+    """Classify every selected bin of the archive that the store does not hold yet; return what happened.
+
+    Raises `UsageError` or `ConfigurationError` (nothing written) for a request that cannot succeed,
+    `StoreMismatchError` for a store of another model, `StoreBusyError` for a store another run holds.
+    """
+    from model.bundle import BundleError, read_bundle_info
 
     reporter = reporter or Quiet()
     started = time.perf_counter()
     options = request.storage_options
-    bundle_info = read_bundle_info(request.bundle_url, options)
+    if request.start and request.end and request.start >= request.end:
+        raise UsageError(f"--start {request.start.isoformat()} is not before --end {request.end.isoformat()}")
+    try:
+        bundle_info = read_bundle_info(request.bundle_url, options)
+    except BundleError as err:
+        raise ConfigurationError(redact_text(str(err))) from None
+    try:
+        _, bins, list_failures = list_bins(
+            request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids
+        )
+    except FileNotFoundError:
+        raise ConfigurationError(f"archive not found: {redact_url(request.archive_url)}") from None
+    unknown = [f.bin for f in list_failures if f.reason == "not found in the archive"]
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise UsageError(f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more}")
+
     store = ResultStore(request.store_url, options)
     store_info = store.prepare(bundle_info=bundle_info, bundle_url=request.bundle_url, archive_url=request.archive_url)
-    summary = RunSummary(store_url=request.store_url, bundle_hash=bundle_info["content_hash"])
-    summary.dashboard = dashboard_link(client)
-    if summary.dashboard:
-        reporter.message(f"Dask dashboard: {summary.dashboard}")
+    summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
+    with store.lease(uuid.uuid4().hex):
+        ledger = store.ledger(clean=True)
+        todo = [files for files in bins if files.bin.id not in ledger.bins]
+        summary.bins_listed = len(bins) + len(list_failures)
+        summary.bins_already_complete = len(bins) - len(todo)
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+        summary.dashboard = dashboard_link(client)
+        if summary.dashboard:
+            reporter.message(f"Dask dashboard: {summary.dashboard}")
+        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+        total_bytes = sum(files.roi_size for files in todo)
+        target = balanced_target(total_bytes, n_workers, int(request.partition_mb * MB))
+        partitions = partition(todo, target)
+        summary.partition_mb = target / MB
+        summary.bins_planned, summary.partitions = len(todo), len(partitions)
+        reporter.message(
+            f"{summary.bins_listed} bins selected, {summary.bins_already_complete} already complete, "
+            f"{len(list_failures)} incomplete in the archive; classifying {len(todo)} bins "
+            f"({total_bytes / MB:,.1f} MB of images) in {len(partitions)} partitions on {n_workers} worker(s)"
+        )
+        incomplete: dict[str, str] = {}
+        try:
+            _follow(client, request, store_info, bundle_info, partitions, ledger, incomplete, summary, reporter)
+        finally:
+            store.consolidate(ledger, list_failures)
+    selected = {files.bin.id for files in bins} | {failure.bin for failure in list_failures}
+    failed = [ledger.failures[b] for b in sorted(selected) if b in ledger.failures]
+    failed += [f for f in list_failures if f.bin not in ledger.failures]
+    summary.failures = [failure.to_dict() for failure in failed]
+    summary.incomplete = [{"bin": b, "reason": reason} for b, reason in sorted(incomplete.items())]
+    summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
+    summary.seconds = time.perf_counter() - started
+    return summary
 
-    _, bins, list_failures = list_bins(
-        request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids
-    )
-    complete = store.bin_index()
-    todo = [files for files in bins if files.bin.id not in complete]
-    summary.bins_listed = len(bins) + len(list_failures)
-    summary.bins_already_complete = len(bins) - len(todo)
-    client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-    plans, meta_failures = read_metadata(client, request.archive_url, options, todo)
-    early_failures = [f for f in [*list_failures, *meta_failures] if f.bin not in complete]
-    for failure in early_failures:
-        store.write_failure(failure)
 
-    n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-    total_rois = sum(entry.n_rois for entry in plans)
-    summary.partition_rois = balanced_target(total_rois, n_workers, request.partition_rois)
-    partitions = partition(plans, summary.partition_rois)
-    summary.bins_planned, summary.partitions = len(plans), len(partitions)
-    reporter.message(
-        f"{summary.bins_listed} bins selected, {summary.bins_already_complete} already complete, "
-        f"{len(early_failures)} unreadable; classifying {len(plans)} bins ({total_rois:,} ROIs) "
-        f"in {len(partitions)} partitions of ~{summary.partition_rois:,} ROIs on {n_workers} worker(s)"
-    )
-
-    classes = tuple(store_info["classes"])
+def _follow(
+    client: Client,
+    request: ClassifyRequest,
+    store_info: dict[str, Any],
+    bundle_info: dict[str, Any],
+    partitions: list[list[Any]],
+    ledger: Any,
+    incomplete: dict[str, str],
+    summary: RunSummary,
+    reporter: Reporter,
+) -> None:
+    """Submit the partitions and take in their commits as they come; stop at the first configuration fault."""
     resources = {GPU_RESOURCE: 1} if workers_have_gpus(client) else None
     run_id = uuid.uuid4().hex[:8]
     futures = {}
-    for index, bins_of_partition in enumerate(partitions):
+    for bins in partitions:
         task = PartitionTask(
-            index=index,
-            bins=tuple(bins_of_partition),
+            part=partition_id([files.bin.id for files in bins], run_id),
+            bins=tuple(bins),
             archive_url=request.archive_url,
             store_url=request.store_url,
             bundle_url=request.bundle_url,
             bundle_hash=bundle_info["content_hash"],
-            classes=classes,
-            archive_options=options,
-            store_options=options,
-            bundle_options=options,
+            classes=tuple(store_info["classes"]),
+            archive_options=request.storage_options,
+            store_options=request.storage_options,
+            bundle_options=request.storage_options,
             batch_size=request.batch_size,
+            feeders=request.feeders,
         )
-        future = client.submit(
-            classify_partition, task, key=f"classify-{run_id}-{index}", pure=False, retries=2, resources=resources
-        )
-        futures[future] = task
-
-    reporter.start(len(plans), total_rois)
-    failures: list[BinFailure] = list(early_failures)
+        futures[client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
+                               resources=resources)] = task  # fmt: skip
+    reporter.start(sum(len(bins) for bins in partitions))
     try:
         for future in as_completed(list(futures)):
-            task = futures[future]
+            task = futures.pop(future)
             try:
                 result: PartitionResult = future.result()
             except Exception as err:
-                summary.errors.append(f"partition {task.index} ({len(task.bins)} bins): {type(err).__name__}: {err}")
-                log.error("partition %d failed after retries: %s", task.index, err)
-                reporter.advance(len(task.bins), task.n_rois)
+                reason = redact_text(f"partition lost: {type(err).__name__}: {err}")
+                log.error("partition %s failed after retries: %s", task.part, reason)
+                incomplete.update({files.bin.id: reason for files in task.bins})
+                reporter.advance(len(task.bins), 0)
                 continue
-            summary.bins_done += len(result.done) + len(result.skipped)
-            summary.rois += result.rois
-            failures.extend(result.failures)
-            reporter.advance(len(task.bins), task.n_rois)
+            if result.configuration_error:
+                for pending in futures:
+                    pending.cancel()
+                raise ConfigurationError(result.configuration_error)
+            commit = result.commit
+            assert commit is not None
+            ledger.add(commit)
+            incomplete.update({entry["bin"]: entry["reason"] for entry in commit.incomplete})
+            summary.bins_done += len(commit.bins)
+            summary.rois += sum(record.n_rois for record in commit.bins)
+            reporter.advance(len(task.bins), sum(record.n_rois for record in commit.bins))
             future.release()
     finally:
         reporter.stop()
-
-    summary.bins_failed = len(failures)
-    summary.failures = [failure.to_dict() for failure in failures]
-    store.consolidate()
-    summary.seconds = time.perf_counter() - started
-    return summary

@@ -1,10 +1,14 @@
-"""Worker side: one partition task = for each bin, read (ranged) -> predict -> write -> mark complete.
+"""Worker side: one partition task = feed its bins -> batches across bins -> predict -> commit the partition.
 
-The model bundle is loaded once per worker process and kept (keyed by URL and content hash), so tasks carry only
-URLs and a small plan; TensorFlow is configured once per process before the bundle loads (`pipeline.cluster.runtime`).
-The next bin's reads run in a prefetch thread and the previous bin's writes in a write-behind thread while the current
-bin is on the model, so object-storage latency hides behind inference; at most three bins are in memory at once,
-whatever the partition size.
+The model bundle, its compiled predictor and the feeder pool are made once per worker process and kept (keyed by
+URL and content hash), so tasks carry only URLs and a small plan. Feeders read and preprocess the next bins while
+the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
+(`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
+(`model.inference`). The partition is committed once, at the end: its arrays, then its commit record.
+
+Faults: a bad bin becomes a data failure in the commit; a transient fault that outlasts its retries leaves the bin
+out of the commit (incomplete: the next run redoes it); a configuration fault (credentials, a bundle that cannot
+run) ends the task with `configuration_error` set, and the client stops the run.
 """
 
 from __future__ import annotations
@@ -14,32 +18,40 @@ import os
 import resource
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from pipeline.cluster.local import visible_gpus
 from pipeline.cluster.runtime import configure_tensorflow
-from pipeline.ifcb.archive import open_archive
-from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
+from pipeline.faults import ConfigurationError, with_retries
+from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
+from pipeline.job.batching import Batch, BatchAssembler, ScoreCollector
+from pipeline.job.feeder import Feeder, LoadedBin, default_feeders, worker_cores
 from pipeline.job.hold import hold_if_asked
-from pipeline.job.plan import BinPlan
-from pipeline.results.store import BinResult, ResultStore
+from pipeline.redact import redact_text, redact_url
+from pipeline.results.records import BinResult, Commit
+from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
+#: Rows per model call when the task does not say: large on a GPU (the device is fed in big transfers), a few
+#: hundred on CPU (bigger gains nothing there and costs memory).
+GPU_BATCH, CPU_BATCH = 4096, 256
+
 _lock = threading.Lock()
-_bundles: dict[tuple[str, str], Any] = {}
+_cache: dict[tuple[Any, ...], Any] = {}
 
 
 @dataclass(frozen=True)
 class PartitionTask:
-    """Everything a partition task needs: URLs, options and the bins (no model, no pixels)."""
+    """Everything a partition task needs: URLs, options and the bins' files (no model, no pixels)."""
 
-    index: int
-    bins: tuple[BinPlan, ...]
+    part: str
+    bins: tuple[BinFiles, ...]
     archive_url: str
     store_url: str
     bundle_url: str
@@ -48,147 +60,164 @@ class PartitionTask:
     archive_options: dict[str, Any] = field(default_factory=dict)
     store_options: dict[str, Any] = field(default_factory=dict)
     bundle_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int = 256
+    batch_size: int | None = None  # None: GPU_BATCH or CPU_BATCH, by the worker's device
+    feeders: int | None = None  # feeder processes on a GPU worker (0: threads); None: by the worker's cores
 
     @property
-    def n_rois(self) -> int:
-        return sum(entry.n_rois for entry in self.bins)
+    def roi_bytes(self) -> int:
+        return sum(files.roi_size for files in self.bins)
 
 
 @dataclass
 class PartitionResult:
-    """What a partition did: bins written, bins found already complete (a retried task), failures, timings."""
+    """What a partition task did: its commit (or why there is none), ROIs scored, timings, memory."""
 
-    index: int
-    done: list[str] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-    failures: list[BinFailure] = field(default_factory=list)
+    part: str
+    commit: Commit | None = None
+    already_committed: bool = False  # a retried task found its first attempt's commit
+    configuration_error: str | None = None
     rois: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: {"read_wait": 0.0, "predict": 0.0, "write_wait": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: {"feed_wait": 0.0, "model": 0.0, "commit": 0.0})
     peak_rss_bytes: int = 0
+
+
+def _cached(key: tuple[Any, ...], make: Any) -> Any:
+    """One object per key per worker process (bundles, predictors, feeder pools outlive tasks)."""
+    with _lock:
+        if key not in _cache:
+            _cache[key] = make()
+        return _cache[key]
 
 
 def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: str) -> Any:
     """The bundle for (url, hash), loaded at most once per process; refuses a bundle changed since planning."""
-    key = (url, content_hash)
-    with _lock:
-        if key not in _bundles:
-            from model.bundle import load_bundle
 
-            configure_tensorflow()
-            bundle = load_bundle(url, storage_options)
-            if bundle.content_hash != content_hash:
-                raise RuntimeError(
-                    f"the bundle at {url} changed during the run (hash {bundle.content_hash}, planned {content_hash})"
-                )
-            _bundles[key] = bundle
-            log.info("loaded bundle %s (%s) in worker process %d", url, content_hash[:12], os.getpid())
-        return _bundles[key]
+    def load() -> Any:
+        from model.bundle import load_bundle
 
+        configure_tensorflow()
+        bundle = load_bundle(url, storage_options)
+        if bundle.content_hash != content_hash:
+            raise ConfigurationError(
+                f"the bundle at {redact_url(url)} changed during the run "
+                f"(hash {bundle.content_hash}, planned {content_hash})"
+            )
+        log.info("loaded bundle %s (%s) in worker process %d", redact_url(url), content_hash[:12], os.getpid())
+        return bundle
 
-@dataclass
-class _Loaded:
-    meta: BinMeta
-    images: list[tuple[int, np.ndarray]]
+    return _cached(("bundle", url, content_hash), load)
 
 
-def _load(fs: Any, store: ResultStore, entry: BinPlan) -> _Loaded | BinFailure | None:
-    """Read one bin (None when it is already complete); a bad bin becomes a failure record."""
-    if store.is_complete(entry.bin):
-        return None
-    try:
-        meta = read_bin_meta(fs, entry.files)
-    except Exception as err:
-        return BinFailure.from_error(entry.bin, err, default_stage="adc")
-    try:
-        return _Loaded(meta, read_bin_images(fs, meta))
-    except Exception as err:
-        return BinFailure.from_error(entry.bin, err, default_stage="roi")
+def _predictor(task: PartitionTask, bundle: Any) -> Any:
+    from model.inference import Predictor
+
+    return _cached(("predictor", task.bundle_url, task.bundle_hash), lambda: Predictor(bundle.model))
+
+
+def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
+    processes, threads = default_feeders(gpu, worker_cores())
+    if task.feeders is not None:
+        processes, threads = (task.feeders, 0) if task.feeders else (0, threads or 2)
+    dtype = np.dtype(bundle.model.inputs[0].dtype)
+    key = ("feeder", task.archive_url, repr(sorted(task.archive_options.items())), bundle.preprocess, processes)
+    return _cached(
+        key,
+        lambda: Feeder(
+            task.archive_url, task.archive_options, bundle.preprocess, dtype, processes=processes, threads=threads
+        ),
+    )
 
 
 def classify_partition(task: PartitionTask) -> PartitionResult:
-    """Task: classify every bin of the partition; one bad bin is recorded and the rest go on.
-
-    Three stages overlap: the next bin is read (prefetch thread) and the previous bin is written (write-behind
-    thread) while the current bin is on the model. Each side holds at most one bin, so memory stays bounded.
-    """
-    bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash)
-    if list(bundle.classes) != list(task.classes):
-        raise RuntimeError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
-    fs, _ = open_archive(task.archive_url, task.archive_options)
+    """Task: classify every bin of the partition and commit it; one bad bin is recorded and the rest go on."""
+    started = time.perf_counter()
+    result = PartitionResult(part=task.part)
     store = ResultStore(task.store_url, task.store_options)
-    result = PartitionResult(index=task.index)
-    with (
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifcbflow-read") as reader,
-        ThreadPoolExecutor(max_workers=1, thread_name_prefix="ifcbflow-write") as writer,
-    ):
-        reading: Future | None = reader.submit(_load, fs, store, task.bins[0]) if task.bins else None
-        writing: Future | None = None
-        for position, entry in enumerate(task.bins):
-            loaded = _wait(reading, result, "read_wait")
-            following = position + 1
-            reading = reader.submit(_load, fs, store, task.bins[following]) if following < len(task.bins) else None
-            if loaded is None:
-                result.skipped.append(entry.bin)
-                continue
-            if isinstance(loaded, BinFailure):
-                result.failures.append(loaded)
-                continue
-            classified = _predict(bundle, loaded, task, result)
-            if isinstance(classified, BinFailure):
-                result.failures.append(classified)
-                continue
-            _collect(_wait(writing, result, "write_wait"), result)
-            writing = writer.submit(_write, store, classified, list(task.classes))
-        _collect(_wait(writing, result, "write_wait"), result)
-    for failure in result.failures:
-        store.write_failure(failure)
+    existing = with_retries(lambda: store.committed(task.part), f"reading the commit of {task.part}")
+    if existing is not None:
+        result.commit, result.already_committed = existing, True
+        return result
+    try:
+        bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash)
+        if list(bundle.classes) != list(task.classes):
+            raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
+        gpu = bool(visible_gpus())
+        results, failures, incomplete = _score(task, bundle, gpu, result)
+    except ConfigurationError as err:
+        result.configuration_error = redact_text(str(err))
+        return result
+    except Exception as err:
+        from model.bundle import BundleError
+
+        if isinstance(err, BundleError):
+            result.configuration_error = redact_text(str(err))
+            return result
+        raise
+    commit_started = time.perf_counter()
+    result.commit = with_retries(
+        lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete),
+        f"committing partition {task.part}",
+    )
+    result.seconds["commit"] = time.perf_counter() - commit_started
+    result.rois = sum(len(r.roi_numbers) for r in results)
+    result.seconds["total"] = time.perf_counter() - started
     result.peak_rss_bytes = peak_rss_bytes()
     hold_if_asked()
     return result
 
 
-def _wait(future: Future | None, result: PartitionResult, what: str) -> Any:
-    """The future's value (None for no future), adding the time spent waiting for it to `result.seconds[what]`."""
-    if future is None:
-        return None
-    started = time.perf_counter()
-    value = future.result()
-    result.seconds[what] += time.perf_counter() - started
-    return value
+def _score(
+    task: PartitionTask, bundle: Any, gpu: bool, out: PartitionResult
+) -> tuple[list[BinResult], list[BinFailure], list[dict[str, str]]]:
+    """Feed, batch and predict every bin; returns (classified bins in task order, data failures, incomplete)."""
+    size = bundle.preprocess.size
+    predictor = _predictor(task, bundle)
+    feeder = _feeder(task, bundle, gpu)
+    batch_size = task.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    assembler = BatchAssembler(batch_size, (size, size, 1), np.dtype(bundle.model.inputs[0].dtype))
+    collector = ScoreCollector(len(task.classes))
+    loaded: dict[str, LoadedBin] = {}
+    failures: list[BinFailure] = []
+    incomplete: list[dict[str, str]] = []
+    results: list[BinResult] = []
 
+    def batches() -> Iterator[tuple[np.ndarray, Batch]]:
+        items = feeder.load(task.bins)
+        while True:
+            waited = time.perf_counter()
+            item = next(items, None)
+            out.seconds["feed_wait"] += time.perf_counter() - waited
+            if item is None:
+                break
+            if isinstance(item, BinFailure):
+                if item.kind == "transient":
+                    incomplete.append({"bin": item.bin, "reason": item.reason})
+                else:
+                    failures.append(item)
+                continue
+            key = item.files.bin.id
+            loaded[key] = item
+            collector.expect(key, len(item.roi_numbers))
+            for batch in assembler.add(key, item.inputs):
+                yield batch.inputs, batch
+            item.release()
+        for batch in assembler.finish():
+            yield batch.inputs, batch
 
-def _predict(bundle: Any, loaded: _Loaded, task: PartitionTask, out: PartitionResult) -> BinResult | BinFailure:
-    bin_id = loaded.meta.bin.id
-    started = time.perf_counter()
-    try:
-        scores = bundle.predict([image for _, image in loaded.images], batch_size=task.batch_size)
-    except Exception as err:
-        return BinFailure.from_error(bin_id, err, default_stage="predict")
-    finally:
-        out.seconds["predict"] += time.perf_counter() - started
-    roi_numbers = np.array([number for number, _ in loaded.images], dtype=np.int64)
-    return BinResult(bin_id, loaded.meta.bin.time, roi_numbers, scores, loaded.meta.ml_analyzed)
+    def finish_ready() -> None:
+        for key, scores in collector.ready():
+            item = loaded.pop(key)
+            results.append(BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed))
 
-
-def _write(store: ResultStore, classified: BinResult, classes: list[str]) -> tuple[BinResult, BinFailure | None]:
-    """Write one bin and mark it complete (in the write-behind thread); a failure becomes a record."""
-    try:
-        store.write_bin(classified, classes)
-    except Exception as err:
-        return classified, BinFailure.from_error(classified.bin, err, default_stage="write")
-    return classified, None
-
-
-def _collect(written: tuple[BinResult, BinFailure | None] | None, out: PartitionResult) -> None:
-    if written is None:
-        return
-    classified, failure = written
-    if failure is not None:
-        out.failures.append(failure)
-    else:
-        out.done.append(classified.bin)
-        out.rois += len(classified.roi_numbers)
+    model_started = time.perf_counter()
+    for scores, batch in predictor.run(batches()):
+        collector.take(batch, scores)
+        finish_ready()
+    finish_ready()  # bins of 0 ROIs after the last batch
+    out.seconds["model"] = time.perf_counter() - model_started - out.seconds["feed_wait"]
+    if collector.pending:
+        raise RuntimeError(f"partition {task.part}: {collector.pending} bin(s) left without scores")
+    return results, failures, incomplete
 
 
 def peak_rss_bytes() -> int:

@@ -56,8 +56,8 @@ def export_dashboard(store: ResultStore, out_url: str, storage_options: dict[str
     classifier_name = f"ifcbflow {info.get('bundle_arch', 'model')} {model_hash[:12]}"
     fs, root = url_to_fs(out_url, **(storage_options or {}))
     written = []
-    for bin_id in sorted(store.bin_index()):
-        roi_numbers, scores = store.read_bin(bin_id)
+    for record, roi_numbers, scores in store.iter_bins():
+        bin_id = record.bin
         path = posixpath.join(root, dashboard_path(bin_id))
         fs.makedirs(posixpath.dirname(path), exist_ok=True)
         fs.pipe_file(
@@ -70,7 +70,7 @@ def export_dashboard(store: ResultStore, out_url: str, storage_options: dict[str
 
 def export_csv(store: ResultStore, out_url: str, storage_options: dict[str, Any] | None = None) -> int:
     """The per-bin table: bin, time, ml_analyzed, n_rois, then `<class>_count` and `<class>_per_ml` per class."""
-    summary = store.summary_dataset()
+    summary = store.summary()
     classes = [str(c) for c in summary["class"].values]
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")

@@ -10,21 +10,21 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.redact import redact_url
 from pipeline.results.store import ResultStore
 
 
 def store_report(store: ResultStore) -> dict[str, Any]:
     """Totals of a store: bins complete/failed, ROIs, per-class counts, failures, model and archive."""
-    info = store.info()
-    if info is None:
-        raise FileNotFoundError(f"no ifcbflow store at {store.url}")
-    summary = store.summary_dataset()
-    failures = [f.to_dict() for f in store.failures()]
+    ledger = store.ledger()
+    info = store.info() or {}
+    summary = store.summary(ledger)
+    failures = [ledger.failures[bin_id].to_dict() for bin_id in sorted(ledger.failures)]
     classes = [str(c) for c in summary["class"].values]
     totals = summary.counts.sum("bin").values if summary.sizes["bin"] else np.zeros(len(classes), dtype=np.int64)
     times = summary.time.values
     return {
-        "store": store.url,
+        "store": redact_url(store.url),
         "bundle_hash": info.get("bundle_hash"),
         "bundle_arch": info.get("bundle_arch"),
         "archive_urls": info.get("archive_urls", []),
@@ -60,7 +60,7 @@ def plot_concentrations(store: ResultStore, png_path: str) -> None:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    summary = store.summary_dataset()
+    summary = store.summary()
     figure, axes = plt.subplots(figsize=(10, 5), layout="constrained")
     for i, name in enumerate(summary["class"].values):
         axes.plot(summary.time.values, summary.concentration.values[:, i], marker=".", label=str(name))

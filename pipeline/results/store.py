@@ -2,57 +2,74 @@
 
 Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open it)::
 
-    STORE/zarr.json                 root attributes: classes (ordered), bundle_hash, bundle_arch, bundle_url,
-                                    archive_urls, versions, layout
-    STORE/bins/<bin_id>/            one group per classified bin
-        scores   (roi, class)       float32 class scores, one row per ROI with an image
-        roi      (roi)              ROI numbers (1-based .adc rows): the index of the `roi` dimension
-        class    (class)            class names, in the bundle's order
-        attributes                  bin, time, n_rois, ml_analyzed, counts (argmax per class), complete (written LAST)
-    STORE/failures/<bin_id>/        a group per failed bin; attributes bin, stage, reason (removed when it succeeds)
-    STORE/summary/                  bin x class table consolidated by the client after each run:
-                                    counts, concentration (per mL), ml_analyzed, n_rois, time; coords bin, class
+    STORE/zarr.json              root attributes: layout, classes (ordered), bundle_hash, bundle_arch, bundle_url,
+                                 archive_urls (credentials redacted), versions
+    STORE/parts/<part>/          one group per committed partition: its bins' ROIs, contiguous, in bin order
+        scores     (roi, class)  float32 class scores
+        roi_number (roi)         ROI numbers (1-based .adc rows)
+        bin        (roi)         the bin of each ROI
+        time       (roi)         the bin's sample time (UTC)
+    STORE/commits/<part>/        the partition's commit: a group whose attributes list its bins (time, n_rois,
+                                 ml_analyzed, counts, roi_offset), failed bins and incomplete bins. Written LAST.
+    STORE/summary/               bin x class, rewritten by the client after each run: counts, concentration (per mL),
+                                 ml_analyzed, n_rois, time, and where each bin's ROIs are (part, roi_offset)
+    STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins
+    STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
-Why this shape: a bin is the unit of commit. Its arrays are written first and its group attributes (with
-`complete: true`) last, so a bin is either complete or redone by the next run; no separate database can drift from the
-data. Per-bin data holds no timestamps and fixed codec settings, so a task that Dask retries writes identical bytes.
+Why this shape. The unit of commit is a partition (many bins): its arrays are written first and its commit group
+last, so a partition is either committed or redone, and a bin is complete exactly when a commit lists it. Writing a
+partition costs a handful of PUTs whatever its number of bins, and none of them is a probe (`exists`, `info`): a
+first run sends well under one store request per bin. A rerun reads the summary (a few GETs) and lists `commits/`
+(one request per thousand partitions), so its cost does not grow with the number of complete bins. Partition ids
+are derived from their bins and all bytes are deterministic (fixed codecs, no timestamps), so a task that Dask
+retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run.
 
-Reading with xarray::
+One run at a time: a run takes the store's lease (created only if absent: an exclusive create on object storage and
+on local disks) and renews it while it runs; a second run is refused while the lease is live. A killed run's lease
+expires after `LEASE_TTL_S` (at once when the killed process was on this host), so it never locks the store.
 
-    import xarray as xr
-    summary = xr.open_zarr("s3://bucket/results.zarr", group="summary", consolidated=False,
-                           storage_options={...})
-    summary.concentration.sel({"class": "diatom"}).plot.line(x="time")  # per mL over time
-    one_bin = xr.open_zarr(url, group="bins/D20240101T000000_IFCB999", consolidated=False)
-    one_bin.scores.sel(roi=7)                                       # scores of ROI 7, labelled by class
-    tree = xr.open_datatree(url, engine="zarr", consolidated=False)  # everything at once
+A store of the first layout (`ifcbflow-store/1`, one group per bin) is refused with a message that points to
+`ifcbflow migrate`, which rewrites it in this layout.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
+import logging
+import os
 import posixpath
+import socket
+import threading
+import time
 import warnings
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 import zarr
 from fsspec.core import url_to_fs
-from zarr.api.asynchronous import open_group as open_group_async
 from zarr.codecs import BytesCodec, ZstdCodec
+from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
+from zarr.storage import MemoryStore
 
-from model.decision import class_counts
 from model.versions import installed_versions
 from pipeline.ifcb.errors import BinFailure
+from pipeline.redact import redact_url
+from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, iso_utc
+from pipeline.results.summary import ledger_dataset, summary_dataset
 
-LAYOUT = "ifcbflow-store/1"
-BINS = "bins"
-FAILURES = "failures"
-SUMMARY = "summary"
+log = logging.getLogger(__name__)
+
+LAYOUT = "ifcbflow-store/2"
+OLD_LAYOUTS = ("ifcbflow-store/1",)
+PARTS, COMMITS, SUMMARY, LEDGER, LEASE = "parts", "commits", "summary", "ledger", "lease.json"
+#: A run's lease lasts this long without renewal (a killed run blocks the store no longer); renewed every quarter.
+LEASE_TTL_S = 120.0
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
@@ -62,29 +79,26 @@ class StoreMismatchError(RuntimeError):
     """The store holds results of another model (or is not an ifcbflow store): never mix two models' results."""
 
 
-@dataclass(frozen=True)
-class BinResult:
-    """One classified bin, as written to and read back from the store."""
-
-    bin: str
-    time: datetime
-    roi_numbers: np.ndarray  # int64 (roi,)
-    scores: np.ndarray  # float32 (roi, class)
-    ml_analyzed: float | None
-
-    @property
-    def counts(self) -> np.ndarray:
-        """ROIs per class by the model's decision rule."""
-        return class_counts(self.scores)
+class StoreBusyError(RuntimeError):
+    """Another live run holds the store's lease."""
 
 
-def iso_utc(moment: datetime) -> str:
-    """A UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no sub-seconds: stable bytes)."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+class StoreLayoutError(StoreMismatchError):
+    """The store was written by an earlier ifcbflow in another layout; `ifcbflow migrate` converts it."""
+
+
+def partition_id(bins: Sequence[str], run: str) -> str:
+    """A partition's id: its first bin (so listings sort by time) and a digest of the run and all its bins.
+
+    The same within a run (a retried task rewrites the same keys with the same bytes), new in the next run (a bin
+    that failed and is retried there gets a new commit, never one the summary already counts).
+    """
+    digest = hashlib.sha256("\n".join([run, *bins]).encode()).hexdigest()[:12]
+    return f"{bins[0] if bins else 'empty'}-{digest}"
 
 
 class ResultStore:
-    """Access to one output store: the client's ledger reads and the workers' per-bin writes.
+    """Access to one output store: the client's ledger and summary, the workers' partition commits, readers.
 
     Cheap to construct and picklable by its arguments (url + storage_options), so tasks carry only those.
     """
@@ -96,7 +110,13 @@ class ResultStore:
         self.root = root.rstrip("/") or root
         self._zarr_store: Any = None
 
-    # --- zarr access -------------------------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "storage_options": self.storage_options}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["storage_options"])  # type: ignore[misc]
+
+    # --- bytes in and out ---------------------------------------------------------------------------------------
     @property
     def zarr_store(self) -> Any:
         """The zarr store object (FsspecStore for object storage, LocalStore for local paths)."""
@@ -108,37 +128,63 @@ class ResultStore:
                 self._zarr_store = zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options)
         return self._zarr_store
 
-    def _group(self, path: str, mode: str = "a", attributes: dict[str, Any] | None = None) -> zarr.Group:
-        return zarr.open_group(
-            self.zarr_store, path=path, mode=mode, zarr_format=3, use_consolidated=False, attributes=attributes
-        )
+    def read_document(self, key: str) -> dict[str, Any] | None:
+        buffer = sync(self.zarr_store.get(key, prototype=default_buffer_prototype()))
+        return None if buffer is None else json.loads(buffer.to_bytes())
 
-    def _read_json(self, key: str) -> dict[str, Any] | None:
+    def read_documents(self, keys: list[str]) -> dict[str, dict[str, Any]]:
+        """Many small JSON documents at once (concurrent requests on object storage); missing ones are left out."""
+
+        async def read_all() -> list[Any]:
+            prototype = default_buffer_prototype()
+            return await asyncio.gather(*(self.zarr_store.get(key, prototype=prototype) for key in keys))
+
+        buffers = sync(read_all()) if keys else []
+        return {key: json.loads(buffer.to_bytes()) for key, buffer in zip(keys, buffers, strict=True) if buffer}
+
+    def write_documents(self, documents: dict[str, bytes]) -> None:
+        """PUT every key concurrently (one request each on object storage; no listing, no probe)."""
+
+        async def write_all() -> None:
+            prototype = default_buffer_prototype()
+            await asyncio.gather(
+                *(self.zarr_store.set(key, prototype.buffer.from_bytes(data)) for key, data in documents.items())
+            )
+
+        sync(write_all())
+
+    def children(self, folder: str) -> list[str]:
+        """Names directly under `folder`, listed afresh (one request per thousand names on object storage)."""
+        path = posixpath.join(self.root, folder)
         try:
-            return json.loads(self.fs.cat_file(posixpath.join(self.root, key)))
-        except FileNotFoundError:
-            return None
-
-    def _read_many_json(self, keys: list[str]) -> dict[str, dict[str, Any]]:
-        """Read many small JSON objects at once (concurrent requests on object storage); missing ones omitted."""
-        if not keys:
-            return {}
-        paths = {posixpath.join(self.root, key): key for key in keys}
-        data = self.fs.cat(list(paths), on_error="omit")
-        return {paths[path]: json.loads(content) for path, content in data.items() if path in paths}
-
-    def _children(self, folder: str) -> list[str]:
-        try:
-            entries = self.fs.ls(posixpath.join(self.root, folder), detail=True)
+            entries = self.fs.ls(path, detail=False, refresh=True)
         except FileNotFoundError:
             return []
-        return sorted(posixpath.basename(e["name"].rstrip("/")) for e in entries if e["type"] == "directory")
+        names = {posixpath.basename(str(entry).rstrip("/")) for entry in entries}
+        return sorted(name for name in names if name and name != "zarr.json")
+
+    def remove(self, folder: str) -> None:
+        path = posixpath.join(self.root, folder)
+        with contextlib.suppress(FileNotFoundError):
+            self.fs.rm(path, recursive=True)
+        self.fs.invalidate_cache(path)
 
     # --- the run's identity --------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any] | None:
         """Root attributes (classes, bundle hash, archives, versions), or None when no store exists here."""
-        meta = self._read_json("zarr.json")
+        meta = self.read_document("zarr.json")
         return None if meta is None else meta.get("attributes", {})
+
+    def check_layout(self, info: dict[str, Any]) -> None:
+        """Refuse a store of another layout, saying how to convert one of ours."""
+        layout = info.get("layout")
+        if layout in OLD_LAYOUTS:
+            raise StoreLayoutError(
+                f"{redact_url(self.url)} was written by an earlier ifcbflow (layout {layout}, one group per bin). "
+                f"Convert it once with `ifcbflow migrate {redact_url(self.url)}`, then rerun."
+            )
+        if layout != LAYOUT:
+            raise StoreMismatchError(f"{redact_url(self.url)} is not an ifcbflow store (layout {layout!r})")
 
     def prepare(self, *, bundle_info: dict[str, Any], bundle_url: str, archive_url: str) -> dict[str, Any]:
         """Create the store for this bundle, or check that an existing one was made with the same bundle.
@@ -148,165 +194,351 @@ class ResultStore:
         info = self.info()
         if info is None:
             if self.fs.exists(self.root) and self.fs.ls(self.root):
-                raise StoreMismatchError(f"{self.url} exists and is not an ifcbflow store; choose another --out")
+                raise StoreMismatchError(
+                    f"{redact_url(self.url)} exists and is not an ifcbflow store; choose another --out"
+                )
             info = {
                 "layout": LAYOUT,
                 "classes": list(bundle_info["classes"]),
                 "bundle_hash": bundle_info["content_hash"],
                 "bundle_arch": bundle_info.get("arch"),
-                "bundle_url": bundle_url,
-                "archive_urls": [archive_url],
+                "bundle_url": redact_url(bundle_url),
+                "archive_urls": [redact_url(archive_url)],
                 "versions": installed_versions(),
             }
-            self._group("", mode="w", attributes=info)
+            self.write_documents(
+                {
+                    "zarr.json": group_document(info),
+                    f"{PARTS}/zarr.json": group_document({}),
+                    f"{COMMITS}/zarr.json": group_document({}),
+                }
+            )
             return info
-        if info.get("layout") != LAYOUT:
-            raise StoreMismatchError(f"{self.url} is not an ifcbflow store (layout {info.get('layout')!r})")
+        self.check_layout(info)
         if info.get("bundle_hash") != bundle_info["content_hash"]:
             raise StoreMismatchError(
-                f"refusing to write to {self.url}: it holds results of model bundle {info.get('bundle_hash')} "
-                f"({info.get('bundle_url')}), but the requested bundle {bundle_url} has hash "
-                f"{bundle_info['content_hash']}. One store holds one model's results: use a new --out for this model."
+                f"refusing to write to {redact_url(self.url)}: it holds results of model bundle "
+                f"{info.get('bundle_hash')} ({info.get('bundle_url')}), but the requested bundle "
+                f"{redact_url(bundle_url)} has hash {bundle_info['content_hash']}. One store holds one model's "
+                "results: use a new --out for this model."
             )
-        if archive_url not in info.get("archive_urls", []):
-            info["archive_urls"] = [*info.get("archive_urls", []), archive_url]
-            self._group("", mode="r+").attrs.put(info)
+        archive = redact_url(archive_url)
+        if archive not in info.get("archive_urls", []):
+            info["archive_urls"] = [*info.get("archive_urls", []), archive]
+            self.write_documents({"zarr.json": group_document(info)})
         return info
 
-    # --- the ledger ------------------------------------------------------------------------------------------------
-    def bin_index(self) -> dict[str, dict[str, Any]]:
-        """Attributes of every complete bin, by bin id (reads each bin group's zarr.json, concurrently)."""
-        names = self._children(BINS)
-        metas = self._read_many_json([f"{BINS}/{name}/zarr.json" for name in names])
-        index = {}
-        for meta in metas.values():
-            attrs = meta.get("attributes", {})
-            if attrs.get("complete") is True:
-                index[attrs["bin"]] = attrs
-        return index
+    # --- one run at a time ------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
+        """Hold the store's lease for the body (renewed in the background); refuse if another live run holds it."""
+        since = time.time()
+        self._take_lease(owner, ttl_s, since)
+        stop = threading.Event()
 
-    def is_complete(self, bin_id: str) -> bool:
-        """Whether `bin_id` is committed (one small read): lets a retried task skip bins its first attempt did."""
-        meta = self._read_json(f"{BINS}/{bin_id}/zarr.json")
-        return bool(meta and meta.get("attributes", {}).get("complete") is True)
+        def renew() -> None:
+            while not stop.wait(ttl_s / 4):
+                holder = self._lease_holder()
+                if holder is not None and holder.get("owner") != owner:
+                    log.error("the store's lease was taken over by %s@%s", holder.get("pid"), holder.get("host"))
+                    return
+                self.fs.pipe_file(self._lease_path, self._lease_document(owner, ttl_s, since))
 
-    def failures(self) -> list[BinFailure]:
-        """Failure records of bins not complete, by bin id."""
-        names = self._children(FAILURES)
-        metas = self._read_many_json([f"{FAILURES}/{name}/zarr.json" for name in names])
-        records = [BinFailure(**meta["attributes"]) for meta in metas.values() if meta.get("attributes")]
-        return sorted(records, key=lambda failure: failure.bin)
-
-    # --- worker-side writes ------------------------------------------------------------------------------------------
-    def write_bin(self, result: BinResult, classes: list[str]) -> None:
-        """Write one bin's scores, then mark it complete (last); the same input writes the same bytes."""
-        n_classes = result.scores.shape[1]
-        if n_classes != len(classes):
-            raise ValueError(f"scores have {n_classes} columns but the store has {len(classes)} classes")
-        self.clear_failure(result.bin)  # first: a crash before the commit leaves the bin simply not done
-        sync(self._write_bin(result, classes))
-
-    async def _write_bin(self, result: BinResult, classes: list[str]) -> None:
-        """The bin's documents and chunks written concurrently (one round trip each step on object storage)."""
-        group = await open_group_async(
-            store=self.zarr_store, path=f"{BINS}/{result.bin}", mode="w", zarr_format=3, use_consolidated=False
-        )
-        n_rois, n_classes = result.scores.shape
-        rows = max(n_rois, 1)  # zarr chunks cannot be empty; an empty bin is a (0, n_classes) array
-        numeric = (
-            ("scores", result.scores.astype(np.float32, copy=False), (rows, n_classes), ("roi", "class")),
-            ("roi", result.roi_numbers.astype(np.int64, copy=False), (rows,), ("roi",)),
-        )
-        arrays = await asyncio.gather(
-            *(
-                group.create_array(
-                    name,
-                    shape=data.shape,
-                    chunks=chunks,
-                    dtype=data.dtype,
-                    dimension_names=dims,
-                    serializer=_SERIALIZER,
-                    compressors=_COMPRESSORS,
-                    fill_value=0,
-                )
-                for name, data, chunks, dims in numeric
-            ),
-            group.create_array("class", shape=(n_classes,), dtype=str, dimension_names=("class",)),
-        )
-        values = [data for _, data, _, _ in numeric] + [np.asarray(classes, dtype=object)]
-        await asyncio.gather(
-            *(array.setitem(..., data) for array, data in zip(arrays, values, strict=True) if data.size)
-        )
-        await group.update_attributes(
-            {
-                "bin": result.bin,
-                "time": iso_utc(result.time),
-                "n_rois": int(n_rois),
-                "ml_analyzed": result.ml_analyzed,
-                "counts": [int(c) for c in result.counts],
-                "complete": True,
-            }
-        )
-
-    def write_failure(self, failure: BinFailure) -> None:
-        """Record why a bin failed (replacing an older record of the same bin)."""
-        self._group(f"{FAILURES}/{failure.bin}", mode="w", attributes=failure.to_dict())
-
-    def clear_failure(self, bin_id: str) -> None:
-        path = posixpath.join(self.root, FAILURES, bin_id)
-        if self.fs.exists(path):
-            self.fs.rm(path, recursive=True)
-
-    # --- reading results --------------------------------------------------------------------------------------------
-    def read_bin(self, bin_id: str) -> tuple[np.ndarray, np.ndarray]:
-        """(ROI numbers int64 (roi,), scores float32 (roi, class)) of a complete bin."""
-        group = self._group(f"{BINS}/{bin_id}", mode="r")
-        return np.asarray(group["roi"][...]), np.asarray(group["scores"][...])
-
-    def summary_dataset(self, index: dict[str, dict[str, Any]] | None = None):  # -> xr.Dataset
-        """The bin x class table of complete bins, sorted by time: counts, concentration (per mL), volume, time."""
-        import pandas as pd
-        import xarray as xr
-
-        info = self.info() or {}
-        classes = list(info.get("classes", []))
-        index = self.bin_index() if index is None else index
-        rows = sorted(index.values(), key=lambda attrs: (attrs["time"], attrs["bin"]))
-        counts = np.array([row["counts"] for row in rows], dtype=np.int64).reshape(len(rows), len(classes))
-        volume = np.array([np.nan if row["ml_analyzed"] is None else row["ml_analyzed"] for row in rows], dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            concentration = np.where(volume[:, None] > 0, counts / volume[:, None], np.nan)
-        times = pd.to_datetime([row["time"] for row in rows], utc=True).tz_localize(None).values
-        dataset = xr.Dataset(
-            {
-                "counts": (("bin", "class"), counts, {"long_name": "ROIs per class (argmax)"}),
-                "concentration": (("bin", "class"), concentration, {"units": "mL-1", "long_name": "count / volume"}),
-                "ml_analyzed": ("bin", volume, {"units": "mL", "long_name": "volume analysed (NaN: unknown)"}),
-                "n_rois": ("bin", np.array([row["n_rois"] for row in rows], dtype=np.int64)),
-            },
-            coords={
-                "bin": ("bin", np.array([row["bin"] for row in rows], dtype=object)),
-                "class": ("class", np.array(classes, dtype=object)),
-                "time": ("bin", times.astype("datetime64[ns]"), {"long_name": "bin sample time (UTC)"}),
-            },
-            attrs={key: info[key] for key in ("bundle_hash", "bundle_arch") if key in info},
-        )
-        dataset["time"].encoding.update({"units": "seconds since 1970-01-01", "dtype": "int64"})
-        return dataset
-
-    def consolidate(self, index: dict[str, dict[str, Any]] | None = None) -> int:
-        """Rewrite the `summary` group from the complete bins (client side, after a run); returns its bin count."""
-        dataset = self.summary_dataset(index)
-        target = self.url if self._is_remote else self.root
-        kwargs = {"storage_options": self.storage_options} if self._is_remote else {}
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)  # zarr's notes on string dtypes
-            dataset.to_zarr(target, group=SUMMARY, mode="w", consolidated=False, zarr_format=3, **kwargs)
-        return dataset.sizes["bin"]
+        renewer = threading.Thread(target=renew, name="ifcbflow-lease", daemon=True)
+        renewer.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            renewer.join()
+            holder = self._lease_holder()
+            if holder is not None and holder.get("owner") == owner:
+                self.fs.rm_file(self._lease_path)
 
     @property
-    def _is_remote(self) -> bool:
-        return not isinstance(self.zarr_store, zarr.storage.LocalStore)
+    def _lease_path(self) -> str:
+        return posixpath.join(self.root, LEASE)
+
+    def _lease_document(self, owner: str, ttl_s: float, since: float) -> bytes:
+        holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since}
+        return json.dumps({**holder, "expires": time.time() + ttl_s}).encode()
+
+    def _lease_holder(self) -> dict[str, Any] | None:
+        try:
+            return json.loads(self.fs.cat_file(self._lease_path))
+        except FileNotFoundError:
+            return None
+
+    def _take_lease(self, owner: str, ttl_s: float, since: float) -> None:
+        for _ in range(2):  # a second try after removing an expired lease
+            try:
+                self._create_exclusive(self._lease_path, self._lease_document(owner, ttl_s, since))
+                return
+            except FileExistsError:
+                holder = self._lease_holder()
+            if holder is not None and holder.get("expires", 0) > time.time() and _alive(holder):
+                since = datetime.fromtimestamp(holder["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+                raise StoreBusyError(
+                    f"{redact_url(self.url)} is being written by another run (process {holder.get('pid')} on "
+                    f"{holder.get('host')}, since {since}); wait for it to finish. A run that was killed releases "
+                    f"the store {ttl_s / 60:.0f} minutes after its last sign of life."
+                )
+            log.warning("taking over the expired lease of a run that stopped without releasing it: %s", holder)
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self._lease_path)
+        raise StoreBusyError(f"{redact_url(self.url)}: another run took the store's lease at the same moment")
+
+    def _create_exclusive(self, path: str, data: bytes) -> None:
+        """Write `path` only if it does not exist (FileExistsError otherwise), atomically where the store can."""
+        if isinstance(self.zarr_store, zarr.storage.LocalStore):
+            with open(path, "xb") as f:
+                f.write(data)
+        else:
+            self.fs.pipe_file(path, data, mode="create")
+        self.fs.invalidate_cache(path)
+
+    # --- worker side: commit one partition ------------------------------------------------------------------------
+    def committed(self, part: str) -> Commit | None:
+        """The commit of `part` when it exists (a retried task finds its first attempt's work done)."""
+        meta = self.read_document(f"{COMMITS}/{part}/zarr.json")
+        return None if meta is None else Commit.from_attributes(meta["attributes"])
+
+    def commit_partition(
+        self,
+        part: str,
+        results: Sequence[BinResult],
+        classes: Sequence[str],
+        failures: Sequence[BinFailure] = (),
+        incomplete: Sequence[dict[str, str]] = (),
+    ) -> Commit:
+        """Write the partition's arrays, then its commit (last). The same input writes the same bytes."""
+        n_classes = len(classes)
+        for result in results:
+            if result.scores.shape[1:] != (n_classes,):
+                raise ValueError(f"bin {result.bin}: scores {result.scores.shape}, the store has {n_classes} classes")
+        commit = Commit(part=part, failures=list(failures), incomplete=list(incomplete))
+        offset = 0
+        for result in results:
+            n = len(result.roi_numbers)
+            commit.bins.append(
+                BinRecord(
+                    bin=result.bin,
+                    time=iso_utc(result.time),
+                    n_rois=n,
+                    ml_analyzed=result.ml_analyzed,
+                    counts=[int(c) for c in result.counts],
+                    part=part,
+                    roi_offset=offset,
+                )
+            )
+            offset += n
+        if results:
+            self.write_documents(_partition_documents(part, results, n_classes))
+        self.write_documents({f"{COMMITS}/{part}/zarr.json": group_document(commit.to_attributes())})
+        return commit
+
+    # --- client side: the ledger -----------------------------------------------------------------------------------
+    def ledger(self, *, clean: bool = False) -> Ledger:
+        """Complete and failed bins: the summary's, plus commits it does not show yet (a run that stopped early).
+
+        With `clean` (only while this run holds the store), partitions without a commit are deleted: their
+        writer died before committing and their bins will be redone.
+        """
+        info = self.info()
+        if info is None:
+            raise FileNotFoundError(f"no ifcbflow store at {redact_url(self.url)}")
+        self.check_layout(info)
+        ledger = self._consolidated_ledger()
+        committed = self.children(COMMITS)
+        pending = [part for part in committed if part not in ledger.parts]
+        documents = self.read_documents([f"{COMMITS}/{part}/zarr.json" for part in pending])
+        for part in pending:
+            meta = documents.get(f"{COMMITS}/{part}/zarr.json")
+            if meta is not None:
+                ledger.add(Commit.from_attributes(meta["attributes"]))
+        if clean:
+            done = set(committed)
+            for part in self.children(PARTS):
+                if part not in done:
+                    self.remove(f"{PARTS}/{part}")
+        return ledger
+
+    def _consolidated_ledger(self) -> Ledger:
+        """The ledger as the last consolidation wrote it (`summary` and `ledger` groups); empty before any."""
+        ledger = Ledger()
+        tables = self._read_tables(
+            {
+                SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "part", "roi_offset"),
+                LEDGER: ("consolidated_part", "failed_bin", "failed_stage", "failed_reason"),
+            }
+        )
+        summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
+        if summary is not None:
+            times = summary["time"].astype("datetime64[s]")
+            for i, bin_id in enumerate(summary["bin"].tolist()):
+                volume = float(summary["ml_analyzed"][i])
+                ledger.bins[str(bin_id)] = BinRecord(
+                    bin=str(bin_id),
+                    time=f"{np.datetime_as_string(times[i], unit='s')}Z",
+                    n_rois=int(summary["n_rois"][i]),
+                    ml_analyzed=None if np.isnan(volume) else volume,
+                    counts=[int(c) for c in summary["counts"][i]],
+                    part=str(summary["part"][i]),
+                    roi_offset=int(summary["roi_offset"][i]),
+                )
+        if kept is not None:
+            ledger.parts = {str(part) for part in kept["consolidated_part"].tolist()}
+            for bin_id, stage, reason in zip(
+                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(), strict=True
+            ):
+                ledger.failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
+        return ledger
+
+    def _read_tables(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, np.ndarray]]:
+        """Whole arrays of small groups, by group and name (groups that do not exist are left out)."""
+        tables = {}
+        for group_path, names in wanted.items():
+            try:
+                group = zarr.open_group(self.zarr_store, path=group_path, mode="r", zarr_format=3)
+            except FileNotFoundError:
+                continue
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)
+                tables[group_path] = {name: np.asarray(group[name][...]) for name in names if name in group}
+        return tables
+
+    def consolidate(self, ledger: Ledger, extra_failures: Sequence[BinFailure] = ()) -> int:
+        """Rewrite `summary` and `ledger` from `ledger` (and failures found by listing); returns the bin count.
+
+        Written in memory with xarray, then PUT key by key; keys of the previous version that the new one does not
+        have are deleted after, so a reader never sees a summary without its arrays.
+        """
+        info = self.info() or {}
+        failures = dict(ledger.failures)
+        for failure in extra_failures:
+            if failure.bin not in ledger.bins:
+                failures[failure.bin] = failure
+        documents: dict[str, bytes] = {}
+        for group_path, dataset in (
+            (SUMMARY, summary_dataset(ledger.bins.values(), info)),
+            (LEDGER, ledger_dataset(ledger.parts, failures.values())),
+        ):
+            contents: dict[str, Any] = {}
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", category=UserWarning)  # zarr's notes on string dtypes
+                dataset.to_zarr(MemoryStore(contents), mode="w", consolidated=False, zarr_format=3)
+            documents.update({f"{group_path}/{key}": _bytes(value) for key, value in contents.items()})
+        stale = [key for key in self._keys_under(SUMMARY) + self._keys_under(LEDGER) if key not in documents]
+        self.write_documents(documents)
+        for key in stale:
+            self.fs.rm_file(posixpath.join(self.root, key))
+        ledger.changed = False
+        return len(ledger.bins)
+
+    def _keys_under(self, folder: str) -> list[str]:
+        path = posixpath.join(self.root, folder)
+        try:
+            found = self.fs.find(path, withdirs=False)
+        except FileNotFoundError:
+            return []
+        prefix = self.root.rstrip("/") + "/"
+        return [str(name)[len(prefix) :] for name in found]
+
+    # --- reading results --------------------------------------------------------------------------------------------
+    def summary(self, ledger: Ledger | None = None):  # -> xr.Dataset
+        """The bin x class table of every complete bin (from the ledger: right even before a consolidation)."""
+        return summary_dataset((ledger or self.ledger()).bins.values(), self.info() or {})
+
+    def read_part(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(bin per ROI, ROI numbers, scores) of a committed partition."""
+        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        return np.asarray(group["bin"][...]), np.asarray(group["roi_number"][...]), np.asarray(group["scores"][...])
+
+    def read_bin(self, bin_id: str, ledger: Ledger | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(ROI numbers int64 (roi,), scores float32 (roi, class)) of a complete bin."""
+        record = (ledger or self.ledger()).bins[bin_id]
+        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{record.part}", mode="r", zarr_format=3)
+        rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
+        return np.asarray(group["roi_number"][rows], dtype=np.int64), np.asarray(group["scores"][rows])
+
+    def iter_bins(self, ledger: Ledger | None = None) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray]]:
+        """Every complete bin with its ROI numbers and scores, in time order, reading each partition once."""
+        records = sorted((ledger or self.ledger()).bins.values(), key=lambda r: (r.time, r.bin))
+        by_part: dict[str, list[BinRecord]] = {}
+        for record in records:
+            by_part.setdefault(record.part, []).append(record)
+        loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        remaining = {part: len(members) for part, members in by_part.items()}
+        for record in records:
+            if record.part not in loaded:
+                _, numbers, scores = self.read_part(record.part)
+                loaded[record.part] = (numbers, scores)
+            numbers, scores = loaded[record.part]
+            rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
+            yield record, numbers[rows].astype(np.int64), scores[rows]
+            remaining[record.part] -= 1
+            if remaining[record.part] == 0:
+                del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
+
+
+def _alive(holder: dict[str, Any]) -> bool:
+    """Whether a lease's holder may still be running: a process of this host is checked, others are trusted."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(holder.get("pid", 0)), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, ValueError):
+        return True
+    return True
+
+
+def _bytes(value: Any) -> bytes:
+    return value.to_bytes() if hasattr(value, "to_bytes") else bytes(value)
+
+
+def group_document(attributes: dict[str, Any]) -> bytes:
+    """A zarr v3 group's `zarr.json`, with stable bytes (sorted keys; our own attributes only)."""
+    document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
+    return json.dumps(document, indent=2, sort_keys=True, allow_nan=False).encode()
+
+
+def _partition_documents(part: str, results: Sequence[BinResult], n_classes: int) -> dict[str, bytes]:
+    """Every key of `parts/<part>` (the group, its arrays' metadata and one chunk each), built in memory.
+
+    ROI-level arrays, so that xarray reads a partition (and `open_rois` the whole store) as one table of ROIs:
+    `scores` (roi, class), and per ROI its `roi_number`, `bin` and `time` (CF-encoded, decoded by xarray).
+    """
+    scores = np.concatenate([r.scores.astype(np.float32, copy=False) for r in results]).reshape(-1, n_classes)
+    numbers = np.concatenate([np.asarray(r.roi_numbers, dtype=np.int32) for r in results])
+    bins = np.concatenate([np.full(len(r.roi_numbers), r.bin, dtype=object) for r in results])
+    seconds = np.concatenate([np.full(len(r.roi_numbers), int(r.time.timestamp()), dtype=np.int64) for r in results])
+    rows = max(len(numbers), 1)  # zarr chunks cannot be empty
+    contents: dict[str, Any] = {}
+    group = zarr.open_group(MemoryStore(contents), mode="w", zarr_format=3)
+    for name, data, attributes in (
+        ("scores", scores, {"long_name": "class scores"}),
+        ("roi_number", numbers, {"long_name": "ROI number (1-based .adc row)"}),
+        ("time", seconds, {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian"}),
+    ):
+        array = group.create_array(
+            name,
+            shape=data.shape,
+            chunks=(rows, *data.shape[1:]),
+            dtype=data.dtype,
+            dimension_names=("roi", "class")[: data.ndim],
+            serializer=_SERIALIZER,
+            compressors=_COMPRESSORS,
+            fill_value=0,
+            attributes=attributes,
+        )
+        if data.size:
+            array[...] = data
+    names = group.create_array("bin", shape=bins.shape, chunks=(rows,), dtype=str, dimension_names=("roi",))
+    if bins.size:
+        names[...] = bins
+    return {f"{PARTS}/{part}/{key}": _bytes(value) for key, value in sorted(contents.items())}
 
 
 def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # -> xr.Dataset

@@ -1,0 +1,42 @@
+"""The exit codes of `ifcbflow` commands, one meaning each, so batch scripts and schedulers can act on them."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from pipeline.redact import redact_text
+
+#: Every selected bin is complete in the store (or the command did what it was asked).
+OK = 0
+#: The run finished, but some bins failed (bad data, recorded in the store) or stayed incomplete (transient faults
+#: that outlasted their retries, or lost partitions): the report lists them, and a rerun redoes the incomplete ones.
+NOT_COMPLETE = 1
+#: Usage or configuration error: bad flags, an empty time window, a missing archive, unknown bins, credentials or
+#: permissions, a bundle that cannot run, a store of another model or held by another run. Nothing was classified.
+USAGE = 2
+#: Stopped by a signal N (SIGTERM, SIGHUP, SIGINT): 128 + N, as shells report it.
+SIGNAL_BASE = 128
+
+HELP = (
+    "Exit codes: 0 every selected bin complete; 1 some bins failed or stayed incomplete (listed; rerun to redo the "
+    "incomplete); 2 usage or configuration error (nothing classified); 128+N stopped by signal N."
+)
+
+
+@contextlib.contextmanager
+def refusals(console: Console) -> Iterator[None]:
+    """Errors that mean "this cannot run as asked": one line on stderr and exit code 2, never a traceback."""
+    from model.bundle import BundleError
+    from pipeline.faults import ConfigurationError
+    from pipeline.job.run import UsageError
+    from pipeline.results.store import StoreBusyError, StoreMismatchError
+
+    try:
+        yield
+    except (UsageError, ConfigurationError, StoreMismatchError, StoreBusyError, BundleError, FileNotFoundError) as err:
+        console.print(f"[red]error:[/red] {redact_text(str(err))}", highlight=False)
+        raise typer.Exit(USAGE) from None

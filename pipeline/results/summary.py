@@ -1,0 +1,65 @@
+"""The summary (bin x class: counts, concentrations, volume, time) and the ledger tables, as xarray Datasets.
+
+The client rewrites both from the store's ledger after every run, so `xr.open_zarr(store, group="summary")` always
+shows exactly the complete bins. Concentration is count / volume analysed (per mL), NaN where the volume is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from pipeline.ifcb.errors import BinFailure
+from pipeline.results.records import BinRecord
+
+_TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+
+
+def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Dataset:
+    """The bin x class table of complete bins, sorted by time."""
+    classes = list(info.get("classes", []))
+    rows = sorted(records, key=lambda record: (record.time, record.bin))
+    counts = np.array([row.counts for row in rows], dtype=np.int64).reshape(len(rows), len(classes))
+    volume = np.array([np.nan if row.ml_analyzed is None else row.ml_analyzed for row in rows], dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        concentration = np.where(volume[:, None] > 0, counts / volume[:, None], np.nan)
+    times = pd.to_datetime([row.time for row in rows], utc=True).tz_localize(None).values.astype("datetime64[ns]")
+    dataset = xr.Dataset(
+        {
+            "counts": (("bin", "class"), counts, {"long_name": "ROIs per class (argmax)"}),
+            "concentration": (("bin", "class"), concentration, {"units": "mL-1", "long_name": "count / volume"}),
+            "ml_analyzed": ("bin", volume, {"units": "mL", "long_name": "volume analysed (NaN: unknown)"}),
+            "n_rois": ("bin", np.array([row.n_rois for row in rows], dtype=np.int64)),
+            "part": ("bin", np.array([row.part for row in rows], dtype=object), {"long_name": "partition group"}),
+            "roi_offset": (
+                "bin",
+                np.array([row.roi_offset for row in rows], dtype=np.int64),
+                {"long_name": "first row of the bin's ROIs in parts/<part>"},
+            ),
+        },
+        coords={
+            "bin": ("bin", np.array([row.bin for row in rows], dtype=object)),
+            "class": ("class", np.array(classes, dtype=object)),
+            "time": ("bin", times, {"long_name": "bin sample time (UTC)"}),
+        },
+        attrs={key: info[key] for key in ("bundle_hash", "bundle_arch") if key in info},
+    )
+    dataset["time"].encoding.update(_TIME_ENCODING)
+    return dataset
+
+
+def ledger_dataset(parts: Iterable[str], failures: Iterable[BinFailure]) -> xr.Dataset:
+    """Partitions the summary includes, and failed bins (not complete) with the stage and reason of the failure."""
+    failed = sorted(failures, key=lambda failure: failure.bin)
+    return xr.Dataset(
+        {
+            "consolidated_part": ("part", np.array(sorted(parts), dtype=object)),
+            "failed_bin": ("failed", np.array([f.bin for f in failed], dtype=object)),
+            "failed_stage": ("failed", np.array([f.stage for f in failed], dtype=object)),
+            "failed_reason": ("failed", np.array([f.reason for f in failed], dtype=object)),
+        }
+    )
