@@ -1,6 +1,6 @@
 """Model-only throughput: the bound the distributed classify job is measured against, and training speed.
 
-Inference: images/s of the utopia-b3 CNN on already preprocessed tensors (no I/O, no decoding), for several
+Inference: images/s of the utopia-b3 CNN on already preprocessed uint8 tensors (no I/O, no decoding), for several
 batch sizes, through `model.predict`, `model.predict_on_batch` (what `Bundle.predict` uses) and a jit-compiled
 `tf.function` (XLA). Training: images/s of `model.fit` steps under MirroredStrategy with 1 and 2 replicas (each in
 a fresh process, since logical CPU devices must be set before TensorFlow starts). Prints markdown tables.
@@ -42,7 +42,7 @@ def bench_inference(arch: str, n_images: int, batch_sizes: list[int], repeats: i
 
     model = build(arch, 10)
     size = model.input_shape[1]
-    x = np.random.default_rng(0).uniform(0, 255, (n_images, size, size, 1)).astype(np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (n_images, size, size, 1), dtype=np.uint8)  # what preprocess makes
     rows = []
     for batch in batch_sizes:
         chunks = [x[i : i + batch] for i in range(0, n_images, batch)]
@@ -76,7 +76,7 @@ def _step_clock_class() -> type:
 
 
 def bench_training(arch: str, replicas: int, batch_per_replica: int, steps: int) -> dict:
-    """Run in a fresh process: images/s of `fit` steps (after a warm-up epoch) on preprocessed random tensors."""
+    """Run in a fresh process: images/s of `fit` steps (after a warm-up epoch) on preprocessed random uint8 tensors."""
     from model.train import make_strategy
 
     strategy = make_strategy(replicas)
@@ -92,7 +92,7 @@ def bench_training(arch: str, replicas: int, batch_per_replica: int, steps: int)
         model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="sparse_categorical_crossentropy")
     size = model.input_shape[1]
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (global_batch * steps, size, size, 1)).astype(np.float32)
+    x = rng.integers(0, 256, (global_batch * steps, size, size, 1), dtype=np.uint8)
     y = rng.integers(0, 10, len(x))
     data = tf.data.Dataset.from_tensor_slices((x, y)).batch(global_batch).repeat().prefetch(2)
     model.fit(data, epochs=1, steps_per_epoch=2, verbose=0)  # warm-up: tracing and first allocations
@@ -130,7 +130,7 @@ def main() -> None:
     gpus = tf.config.list_physical_devices("GPU")
     where = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores"
     methods = ["predict", "predict_on_batch", "tf.function+XLA"]
-    print(f"\n### {args.arch} inference, images/s on preprocessed tensors ({args.images} images; {where})\n")
+    print(f"\n### {args.arch} inference, images/s on preprocessed uint8 tensors ({args.images} images; {where})\n")
     print("| batch | " + " | ".join(methods) + " |")
     print("|---:|" + "---:|" * len(methods))
     for row in inference:

@@ -1,11 +1,14 @@
 """CNN architectures by name, so the trainer and the CLI take `--arch NAME` and a new one is one decorated function.
 
-Every builder returns a Keras 3 functional model taking (input_size, input_size, 1) float32 images (0..255, see
-`model.preprocess`) and giving class probabilities; the last layer is float32 so mixed precision stays stable.
+Every builder returns a Keras 3 functional model taking (input_size, input_size, 1) uint8 images (`model.preprocess`
+output) and giving class probabilities. uint8 crosses to the device (a quarter of float32's bytes); the first layer,
+`uint8_image_input`'s cast, turns it into the compute dtype there. The last layer is float32 so mixed precision stays
+stable.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 
 import keras
@@ -13,6 +16,7 @@ from keras import layers
 
 Builder = Callable[[int, int], keras.Model]
 _REGISTRY: dict[str, Builder] = {}
+CAST_LAYER = "input_cast"
 
 
 def register(name: str) -> Callable[[Builder], Builder]:
@@ -41,6 +45,44 @@ def build(name: str, n_classes: int, input_size: int = 128) -> keras.Model:
     return _REGISTRY[name](n_classes, input_size)
 
 
+def _signature(model: keras.Model) -> list[tuple[str, ...]]:
+    """What decides a model's computation, without names: layer types and their shape-relevant settings."""
+    keys = ("filters", "kernel_size", "strides", "padding", "pool_size", "units", "activation", "rate", "epsilon",
+            "momentum", "center", "scale", "use_bias", "dilation_rate")  # fmt: skip
+    out = []
+    for layer in model.layers:
+        config = layer.get_config()
+        out.append((type(layer).__name__, *(json.dumps(config.get(key)) for key in keys)))
+    return out
+
+
+def registry_match(model: keras.Model) -> str | None:
+    """The registered architecture this model is identical to (same layers and settings), if any."""
+    size, n_classes = model.input_shape[1], model.output_shape[-1]
+    if model.input_shape[1:] != (size, size, 1):
+        return None
+    for name in names():
+        try:
+            candidate = build(name, n_classes, size)
+        except ValueError:
+            continue
+        if _signature(candidate) == _signature(model):
+            return name
+    return None
+
+
+def uint8_image_input(
+    shape: tuple[int, ...], scale: float = 1.0, name: str = "image"
+) -> tuple[keras.KerasTensor, keras.KerasTensor]:
+    """A uint8 model input and its cast to the layers' compute dtype, times `scale`: every model's first step.
+
+    `Rescaling` casts to its compute dtype (float32, or float16/bfloat16 under a mixed policy, both exact for
+    0..255) and is a standard layer, so bundles still load in safe mode. Returns (input, cast tensor).
+    """
+    inputs = keras.Input(shape, dtype="uint8", name=name)
+    return inputs, layers.Rescaling(scale, name=CAST_LAYER)(inputs)
+
+
 def _conv_block(x: keras.KerasTensor, filters: int, name: str) -> keras.KerasTensor:
     """Conv 3x3 'same' -> ReLU -> BatchNorm: ifcbUTOPIA normalises after the activation."""
     x = layers.Conv2D(filters, 3, padding="same", name=f"{name}_conv")(x)
@@ -56,8 +98,7 @@ def utopia_b3(n_classes: int, input_size: int) -> keras.Model:
     """
     if input_size < 81:
         raise ValueError(f"utopia-b3 needs input_size >= 81 (four 3x3/3 poolings), got {input_size}")
-    inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = inputs
+    inputs, x = uint8_image_input((input_size, input_size, 1))  # ifcbUTOPIA feeds the 0..255 grey levels as they are
     block = 0
     for stage_filters in ((32, 16), (64, 32), (128, 128, 64), (256, 256, 128)):
         for filters in stage_filters:
@@ -80,8 +121,7 @@ def utopia_b3(n_classes: int, input_size: int) -> keras.Model:
 @register("small-cnn")
 def small_cnn(n_classes: int, input_size: int) -> keras.Model:
     """A small fast CNN (a few thousand parameters) for demos and tests on a couple of CPU cores."""
-    inputs = keras.Input((input_size, input_size, 1), name="image")
-    x = layers.Rescaling(1 / 255, name="scale")(inputs)
+    inputs, x = uint8_image_input((input_size, input_size, 1), scale=1 / 255)
     for i, filters in enumerate((16, 32, 32), start=1):
         x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"conv{i}")(x)
         x = layers.BatchNormalization(momentum=0.9, name=f"bn{i}")(x)  # few steps per run: adapt fast

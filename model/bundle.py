@@ -3,6 +3,16 @@
 Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing, provenance, content hash) and
 `model.keras` (Keras 3 native file). The content hash is sha256 over the model bytes and the canonical metadata,
 so an output store can record exactly which model wrote it and a tampered file is refused on load.
+
+The model of a bundle takes uint8 (size, size, 1) images with `size == preprocess.size`, exactly what
+`model.preprocess` makes; `check_model` holds that at every save, load and import, so a mismatch stops a run before
+its first bin instead of failing every bin at predict.
+
+Format version 2 (OpenCV preprocessing, uint8 model input) refuses version 1 bundles (Pillow preprocessing,
+float32 input) with a message rather than converting them: Pillow's bilinear resize filters when it shrinks and
+OpenCV's INTER_LINEAR does not, so an old model would silently see other pixels than it was trained on. A model
+from ifcbUTOPIA's Keras 2 weights is re-imported (`ifcbflow model import ARCH.json WEIGHTS.h5`: those weights were
+trained on this OpenCV contract); a model trained by ifcbflow 1 is retrained.
 """
 
 from __future__ import annotations
@@ -22,12 +32,19 @@ from typing import IO, Any
 import fsspec
 import numpy as np
 
-from model.preprocess import PreprocessConfig, preprocess_batch
+from model.preprocess import PreprocessConfig, preprocess_into
 
 log = logging.getLogger(__name__)
 
 FORMAT = "ifcbflow-bundle"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: Why each older format version is refused, and what to do instead.
+_REFUSED_VERSIONS = {
+    1: "it was written by an older ifcbflow (format version 1: Pillow preprocessing, float32 model input) and this "
+    "ifcbflow preprocesses with OpenCV and feeds the model uint8, so the model would see other pixels than it was "
+    "trained on; re-import the original Keras 2 weights (`ifcbflow model import ARCH.json WEIGHTS.h5 --classes ... "
+    "--out NEW.zip`) or retrain (`ifcbflow train`)",
+}
 _META = "bundle.json"
 _MODEL = "model.keras"
 _REQUIRED = ("format", "format_version", "classes", "arch", "preprocess", "provenance", "content_hash")
@@ -51,13 +68,59 @@ class Bundle:
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities float32 (n, n_classes) for uint8 2-D ROIs, in `self.classes` order.
 
-        Preprocessing runs per batch so memory stays bounded for any number of images.
+        Preprocessing fills one reused uint8 batch buffer, so memory stays bounded for any number of images.
         """
         out = np.empty((len(images), len(self.classes)), dtype=np.float32)
+        size = self.preprocess.size
+        buffer = np.empty((min(batch_size, len(images)), size, size, 1), dtype=np.uint8)
         for start in range(0, len(images), batch_size):
-            batch = preprocess_batch(images[start : start + batch_size], self.preprocess)
-            out[start : start + len(batch)] = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+            chunk = images[start : start + batch_size]
+            batch = preprocess_into(chunk, self.preprocess, buffer[: len(chunk)])
+            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
         return out
+
+
+def check_model(model: Any, n_classes: int, config: PreprocessConfig) -> None:
+    """Refuse a model that cannot take this preprocessing's images or does not give one score per class.
+
+    The model must have one uint8 (size, size, 1) input with `size == config.size` and one (n, n_classes) output.
+    """
+    if len(model.inputs) != 1 or len(model.outputs) != 1:
+        counts = f"{len(model.inputs)} and {len(model.outputs)}"
+        raise BundleError(f"the model must have one input and one output, not {counts}")
+    shape, size = tuple(model.input_shape[1:]), config.size
+    if shape != (size, size, 1):
+        raise BundleError(
+            f"the model's input shape {shape} does not match the preprocessing size {size}: "
+            f"the model must take ({size}, {size}, 1) images"
+        )
+    dtype = model.inputs[0].dtype
+    if dtype != "uint8":
+        raise BundleError(
+            f"the model takes {dtype} input but bundles feed it uint8; import it with `ifcbflow model import`, "
+            "which adds the cast"
+        )
+    if len(model.output_shape) != 2 or model.output_shape[-1] != n_classes:
+        raise BundleError(f"the model has {model.output_shape[-1]} outputs but {n_classes} class names were given")
+
+
+def default_preprocess(model: Any) -> PreprocessConfig:
+    """The contract at the model's input size, for an imported model (at the default size if the model has none, so
+    that `check_model` then names both shapes)."""
+    return PreprocessConfig(size=model.input_shape[1] or PreprocessConfig().size)
+
+
+def load_keras_model(data: bytes, what: str) -> Any:
+    """A Keras 3 native file's bytes -> the model, in safe mode (no code from the file runs) and uncompiled."""
+    import keras
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / _MODEL
+        path.write_bytes(data)
+        try:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as err:  # Keras raises many types for a bad file; all mean the same to the caller
+            raise BundleError(f"{what} cannot be loaded: {err}") from err
 
 
 def _metadata(bundle: Bundle) -> dict[str, Any]:
@@ -101,9 +164,7 @@ def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None
     """Write the bundle to `url` (any fsspec URL) in one write; set and return its content hash."""
     if len(set(bundle.classes)) != len(bundle.classes):
         raise BundleError(f"class names must be unique, got {bundle.classes}")
-    n_outputs = bundle.model.output_shape[-1]
-    if n_outputs != len(bundle.classes):
-        raise BundleError(f"the model has {n_outputs} outputs but {len(bundle.classes)} classes were given")
+    check_model(bundle.model, len(bundle.classes), bundle.preprocess)
     bundle.provenance = _json_safe(bundle.provenance)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / _MODEL
@@ -151,6 +212,8 @@ def _parse_metadata(archive: zipfile.ZipFile, url: str) -> dict[str, Any]:
     missing = [key for key in _REQUIRED if key not in metadata]
     if missing:
         raise BundleError(f"{url}: {_META} lacks required keys {missing}")
+    if metadata["format"] == FORMAT and metadata["format_version"] in _REFUSED_VERSIONS:
+        raise BundleError(f"{url}: this bundle cannot be used: {_REFUSED_VERSIONS[metadata['format_version']]}")
     if metadata["format"] != FORMAT or metadata["format_version"] != FORMAT_VERSION:
         raise BundleError(
             f"{url}: unsupported bundle format {metadata['format']!r} version {metadata['format_version']!r}; "
@@ -174,8 +237,6 @@ def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) ->
 
 def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bundle:
     """Load and verify a bundle from any fsspec URL; Keras loads in safe mode (no arbitrary code from the file)."""
-    import keras
-
     archive = _open_zip(_read_bytes(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
     model_bytes = archive.read(_MODEL)
@@ -189,16 +250,12 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bund
         preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
     except (TypeError, ValueError) as err:
         raise BundleError(f"{url}: bad preprocessing parameters: {err}") from None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / _MODEL
-        path.write_bytes(model_bytes)
-        try:
-            model = keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as err:  # Keras raises many types for a bad file; all mean the same to the caller
-            raise BundleError(f"{url}: the model inside the bundle cannot be loaded: {err}") from err
+    model = load_keras_model(model_bytes, f"{url}: the model inside the bundle")
     classes = list(metadata["classes"])
-    if model.output_shape[-1] != len(classes):
-        raise BundleError(f"{url}: the model has {model.output_shape[-1]} outputs but {len(classes)} classes")
+    try:
+        check_model(model, len(classes), preprocess)
+    except BundleError as err:
+        raise BundleError(f"{url}: {err}") from None
     return Bundle(
         model=model,
         classes=classes,

@@ -4,6 +4,10 @@ Keras 3 cannot reliably load Keras 2 HDF5 weights, and `model_from_json` of old 
 both files are read as plain data: the JSON config is rebuilt layer by layer from a whitelist of layer types with
 explicitly translated arguments, and each layer's arrays are read with h5py by the names listed in its
 `weight_names` attribute (Keras 2.x layout: root attr `layer_names`, one group per layer).
+
+The rebuilt model takes uint8 like every bundle's model: the Keras 2 input becomes a uint8 input followed by the
+exact cast to float (`architectures.uint8_image_input`), so it computes what the Keras 2 model computed on the same
+grey levels as floats.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import h5py
 import numpy as np
 
 from model import architectures
-from model.bundle import Bundle
+from model.bundle import Bundle, check_model, default_preprocess
 from model.preprocess import PreprocessConfig
 from model.versions import installed_versions
 
@@ -117,7 +121,8 @@ def _chain(config: dict[str, Any], class_name: str) -> tuple[list[int], list[dic
 
 
 def model_from_keras2_json(text: str) -> Any:
-    """Rebuild a Keras 2 `to_json()` architecture as a Keras 3 functional model (untrained, same layer names)."""
+    """Rebuild a Keras 2 `to_json()` architecture as a Keras 3 functional model taking uint8 (untrained, same layer
+    names, plus the input cast)."""
     import keras
 
     try:
@@ -127,8 +132,7 @@ def model_from_keras2_json(text: str) -> Any:
         raise Keras2ImportError(f"not a Keras model JSON (`model.to_json()`): {err}") from None
     try:
         shape, body = _chain(config, class_name)
-        inputs = keras.Input(tuple(shape), name=config.get("name", "model") + "_input")
-        x = inputs
+        inputs, x = architectures.uint8_image_input(tuple(shape), name=config.get("name", "model") + "_input")
         for spec in body:
             x = _layer(spec["class_name"], spec["config"], len(x.shape))(x)
     except KeyError as err:
@@ -183,32 +187,6 @@ def set_keras2_weights(model: Any, weights: dict[str, list[tuple[str, np.ndarray
         raise Keras2ImportError(f"the weights file has weights for layers not in the architecture: {sorted(extra)}")
 
 
-def _signature(model: Any) -> list[tuple[Any, ...]]:
-    """What decides a model's computation, without names: layer types and their shape-relevant settings."""
-    keys = ("filters", "kernel_size", "strides", "padding", "pool_size", "units", "activation", "rate", "epsilon",
-            "momentum", "center", "scale", "use_bias", "dilation_rate")  # fmt: skip
-    out = []
-    for layer in model.layers:
-        config = layer.get_config()
-        out.append((type(layer).__name__, *(json.dumps(config.get(key)) for key in keys)))
-    return out
-
-
-def registry_match(model: Any) -> str | None:
-    """The registered architecture this model is identical to (same layers and settings), if any."""
-    size, n_classes = model.input_shape[1], model.output_shape[-1]
-    if model.input_shape[1:] != (size, size, 1):
-        return None
-    for name in architectures.names():
-        try:
-            candidate = architectures.build(name, n_classes, size)
-        except ValueError:
-            continue
-        if _signature(candidate) == _signature(model):
-            return name
-    return None
-
-
 def import_keras2(
     architecture_url: str,
     weights_url: str,
@@ -217,7 +195,8 @@ def import_keras2(
     preprocess_config: PreprocessConfig | None = None,
     storage_options: dict[str, Any] | None = None,
 ) -> Bundle:
-    """Keras 2 JSON + HDF5 weights -> an unsaved Bundle (save it with `save_bundle`).
+    """Keras 2 JSON + HDF5 weights -> an unsaved Bundle (save it with `save_bundle`); raises Keras2ImportError for
+    files it cannot translate and BundleError for a model that does not fit `classes` or the preprocessing.
 
     `classes` is the model's output order (index 0 first); the preprocessing default is the ifcbUTOPIA contract at
     the model's input size.
@@ -229,16 +208,9 @@ def import_keras2(
         data = f.read()
     model = model_from_keras2_json(text)
     set_keras2_weights(model, read_keras2_weights(data))
-    n_outputs = model.output_shape[-1]
-    if n_outputs != len(classes):
-        raise Keras2ImportError(f"the model has {n_outputs} outputs but {len(classes)} class names were given")
-    size = model.input_shape[1]
-    if model.input_shape[1:] != (size, size, 1):
-        raise Keras2ImportError(f"input shape {model.input_shape[1:]} is not a square one-channel image")
-    config = preprocess_config or PreprocessConfig(size=size)
-    if config.size != size:
-        raise Keras2ImportError(f"preprocessing size {config.size} differs from the model input size {size}")
-    arch = registry_match(model) or f"keras2:{model.name}"
+    config = preprocess_config or default_preprocess(model)
+    check_model(model, len(classes), config)
+    arch = architectures.registry_match(model) or f"keras2:{model.name}"
     document = json.loads(text)
     log.info("imported %s (%d layers, arch %s)", architecture_url, len(model.layers), arch)
     return Bundle(

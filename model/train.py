@@ -1,9 +1,11 @@
 """Training: labelled ROIs in, a verified model bundle out.
 
 Data-parallel over every local GPU with `tf.distribute.MirroredStrategy` (or N logical CPU devices, so laptops and
-tests run the same multi-replica code). Preprocessing is `model.preprocess`, the function inference uses, run in a
-parallel tf.data map and cached. A killed run resumes from its last finished epoch (Keras BackupAndRestore for
-weights and optimizer; `EpochLedger` for the best epoch, early-stopping patience and the history CSV).
+tests run the same multi-replica code), so it needs Keras' TensorFlow backend. Preprocessing is `model.preprocess`,
+the function inference uses, run in a parallel tf.data map; its uint8 images are cached and augmented as uint8
+(a quarter of float32's memory) and cast on the device by the model's first layer. A killed run resumes from its
+last finished epoch (Keras BackupAndRestore for weights and optimizer; `EpochLedger` for the best epoch,
+early-stopping patience and the history CSV).
 """
 
 from __future__ import annotations
@@ -32,6 +34,19 @@ from model.versions import installed_versions
 log = logging.getLogger(__name__)
 
 HISTORY_CSV = "history.csv"
+
+
+def require_tensorflow_backend() -> None:
+    """Raise RuntimeError with what to do unless Keras runs on TensorFlow: MirroredStrategy and tf.data are
+    TensorFlow's, so training cannot run on JAX (inference can)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"training needs Keras' TensorFlow backend (tf.distribute.MirroredStrategy, tf.data) but KERAS_BACKEND "
+            f"selects {backend!r}; unset KERAS_BACKEND or set it to tensorflow to train (inference runs on any backend)"
+        )
 
 
 def make_strategy(replicas: int | None = None) -> Any:
@@ -100,8 +115,9 @@ def make_dataset(
     class_weights: np.ndarray | None = None,
     augment: bool = True,
 ) -> Any:
-    """tf.data pipeline: parallel `preprocess` (cached after the first epoch); for training also shuffle,
-    flip/rot90 augmentation (when `augment`) and per-sample class weights; batched to the global batch, prefetched."""
+    """tf.data pipeline of uint8 images: parallel `preprocess` (cached after the first epoch); for training also
+    shuffle, flip/rot90 augmentation (when `augment`) and per-sample class weights; batched to the global batch,
+    prefetched."""
     import tensorflow as tf
 
     images = data.images
@@ -112,7 +128,7 @@ def make_dataset(
         return preprocess(images[int(index)], config)
 
     def to_input(index: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        image = tf.numpy_function(load, [index], tf.float32, stateful=False)
+        image = tf.numpy_function(load, [index], tf.uint8, stateful=False)
         return (tf.ensure_shape(image, (size, size, 1)), *rest)
 
     columns: tuple[np.ndarray, ...] = (np.arange(len(images)), labels)
@@ -260,7 +276,8 @@ def train(
     batch_size is per replica (global batch = batch_size x replicas). Returns the saved bundle; its provenance holds
     the data source, split, training settings, per-epoch history, validation and held-out test metrics, versions.
     """
-    strategy = make_strategy(replicas)  # first: logical CPU devices must be set before TensorFlow starts
+    require_tensorflow_backend()
+    strategy = make_strategy(replicas)  # before other TensorFlow work: logical CPU devices are set before it starts
     import keras
     import tensorflow as tf
 

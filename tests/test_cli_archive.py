@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import fsspec
@@ -17,6 +20,7 @@ from pipeline.ifcb.archive import bin_files_at
 from pipeline.ifcb.bins import read_bin_images, read_bin_meta
 
 runner = CliRunner()
+REPO = Path(__file__).resolve().parent.parent
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
 KEYS = ["bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason"]
 
@@ -85,6 +89,75 @@ def test_extract_writes_lossless_png(ifcb_data: Path, tmp_path: Path) -> None:
         with Image.open(out / f"{NEW}_{number:05d}.png") as png:
             assert png.mode == "L"
             np.testing.assert_array_equal(np.asarray(png), image)
+
+
+def _bin_images(ifcb_data: Path, name: str) -> list[tuple[int, np.ndarray]]:
+    fs, files = bin_files_at(str(ifcb_data / "bins" / name))
+    return read_bin_images(fs, read_bin_meta(fs, files))
+
+
+def _pngs(folder: Path) -> dict[str, np.ndarray]:
+    found = {}
+    for path in sorted(folder.iterdir()):
+        with Image.open(path) as png:
+            assert png.mode == "L"
+            found[path.name] = np.asarray(png)
+    return found
+
+
+def test_extract_model_input_writes_what_the_default_model_sees(ifcb_data: Path, tmp_path: Path) -> None:
+    from model.preprocess import PreprocessConfig, preprocess
+
+    out = tmp_path / "seen"
+    result = runner.invoke(app, ["extract", str(ifcb_data / "bins" / OLD), str(out), "--model-input"])
+    assert result.exit_code == 0, result.output
+    images = _bin_images(ifcb_data, OLD)
+    written = _pngs(out)
+    assert list(written) == [f"{OLD}_{n:05d}.png" for n, _ in images]
+    for number, image in images:
+        seen = written[f"{OLD}_{number:05d}.png"]
+        assert seen.shape == (128, 128) and seen.dtype == np.uint8
+        np.testing.assert_array_equal(seen, preprocess(image, PreprocessConfig())[:, :, 0])
+    assert "model-input 128x128" in result.output
+
+
+def test_extract_model_input_uses_the_bundles_preprocessing_without_tensorflow(ifcb_data: Path, tmp_path: Path) -> None:
+    from model.architectures import build
+    from model.bundle import Bundle, save_bundle
+    from model.preprocess import PreprocessConfig, preprocess
+
+    config = PreprocessConfig(size=48, pad_value=20, normalisation="none")
+    bundle_path = tmp_path / "m.zip"
+    save_bundle(Bundle(model=build("small-cnn", 2, 48), classes=["a", "b"], preprocess=config, arch="small-cnn"),
+                str(bundle_path))  # fmt: skip
+    out = tmp_path / "seen"
+    script = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from pipeline.cli.app import app\n"
+        "result = CliRunner().invoke(app, sys.argv[1:])\n"
+        "assert result.exit_code == 0, result.output\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    args = ["extract", str(ifcb_data / "bins" / NEW), str(out), "--model-input", "--model", str(bundle_path)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "False"]  # only the bundle's metadata was read
+    images = _bin_images(ifcb_data, NEW)
+    written = _pngs(out)
+    assert len(written) == len(images)
+    for number, image in images:
+        np.testing.assert_array_equal(written[f"{NEW}_{number:05d}.png"], preprocess(image, config)[:, :, 0])
+
+
+def test_extract_model_flags_are_checked(ifcb_data: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["extract", str(ifcb_data / "bins" / OLD), str(tmp_path / "a"), "--model", "m.zip"])
+    assert result.exit_code == 2 and "--model-input" in result.output
+    result = runner.invoke(app, ["extract", str(ifcb_data / "bins" / OLD), str(tmp_path / "b"), "--model-input",
+                                 "--model", str(tmp_path / "absent.zip")])  # fmt: skip
+    assert result.exit_code == 2 and "no model bundle at" in result.output
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
 
 
 def test_extract_incomplete_bin_fails(ifcb_data: Path, tmp_path: Path) -> None:

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
 from model import architectures
@@ -17,8 +18,9 @@ def _json_layers(utopia_data: Path) -> list[dict]:
 
 
 def _ours(n_classes: int = 10) -> list[keras.layers.Layer]:
+    """Our layers after the input and its uint8 cast (ifcbUTOPIA took floats: the cast is ours)."""
     model = architectures.build("utopia-b3", n_classes)
-    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return list(model.layers[2:])
 
 
 def test_utopia_b3_matches_the_deployed_json_layer_by_layer(utopia_data: Path) -> None:
@@ -62,14 +64,29 @@ def test_utopia_b3_parameter_count_and_output() -> None:
     assert model.output_shape == (None, 10)
 
 
-def test_softmax_stays_float32_under_mixed_precision() -> None:
+def test_every_architecture_takes_uint8_and_casts_first() -> None:
+    for name in architectures.names():
+        model = architectures.build(name, 3, 128)
+        assert model.inputs[0].dtype == "uint8", name
+        assert isinstance(model.layers[1], keras.layers.Rescaling) and model.layers[1].name == architectures.CAST_LAYER
+        assert model.layers[1].output.dtype == "float32", name
+
+
+@pytest.mark.parametrize(("policy", "half"), [("mixed_float16", "float16"), ("mixed_bfloat16", "bfloat16")])
+def test_softmax_stays_float32_and_the_cast_is_exact_under_mixed_precision(policy: str, half: str) -> None:
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy("mixed_float16")
+    keras.config.set_dtype_policy(policy)
     try:
         for name in architectures.names():
             model = architectures.build(name, 3, 128)
-            assert model.layers[1].compute_dtype == "float16", name  # the body really runs in half precision
+            assert model.layers[1].compute_dtype == half, name  # the cast gives the half type on the device
+            assert model.layers[2].compute_dtype == half, name  # and the body really runs in half precision
             assert model.output.dtype == "float32", name
+        inputs, cast = architectures.uint8_image_input((16, 16, 1))
+        grey_levels = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1)
+        seen = keras.Model(inputs, cast).predict_on_batch(grey_levels)
+        assert keras.backend.standardize_dtype(seen.dtype) == half
+        np.testing.assert_array_equal(np.asarray(seen, dtype=np.float32), grey_levels.astype(np.float32))
     finally:
         keras.config.set_dtype_policy(previous)
 

@@ -60,7 +60,7 @@ def test_s3_round_trip_and_cheap_info(bundle: Bundle, images, s3_server) -> None
     digest = save_bundle(bundle, url, s3_server.storage_options)
     info = read_bundle_info(url, s3_server.storage_options)
     assert info["content_hash"] == digest and info["classes"] == CLASSES and info["arch"] == "small-cnn"
-    assert info["preprocess"] == {"size": 24, "pad_value": 5, "normalisation": "minmax"}
+    assert info["preprocess"] == {"size": 24, "pad_value": 5, "normalisation": "minmax", "method": "opencv"}
     loaded = load_bundle(url, s3_server.storage_options)
     np.testing.assert_allclose(loaded.predict(images), bundle.predict(images), atol=1e-6)
     with pytest.raises(BundleError, match=r"no model bundle at s3://.*/absent"):
@@ -129,7 +129,7 @@ def test_wrong_and_incomplete_files_are_refused(bundle: Bundle, tmp_path: Path) 
 
 def test_save_checks_classes_against_the_model(bundle: Bundle, tmp_path: Path) -> None:
     wrong = Bundle(model=bundle.model, classes=["a", "b"], preprocess=bundle.preprocess, arch="small-cnn")
-    with pytest.raises(BundleError, match="3 outputs but 2 classes"):
+    with pytest.raises(BundleError, match="3 outputs but 2 class names"):
         save_bundle(wrong, str(tmp_path / "x.ifcbmodel"))
     twice = Bundle(model=bundle.model, classes=["a", "a", "b"], preprocess=bundle.preprocess, arch="small-cnn")
     with pytest.raises(BundleError, match="unique"):
@@ -140,10 +140,78 @@ def test_code_inside_a_bundle_is_not_run(tmp_path: Path) -> None:
     """The hash is no signature (anyone can recompute it), so loading must never execute code from the file."""
     import keras
 
-    inputs = keras.Input((8, 8, 1))
+    inputs = keras.Input((8, 8, 1), dtype="uint8")
     outputs = keras.layers.Lambda(lambda x: keras.ops.ones((keras.ops.shape(x)[0], 2)))(inputs)
     crafted = Bundle(model=keras.Model(inputs, outputs), classes=["a", "b"], preprocess=PreprocessConfig(size=8),
                      arch="crafted")  # fmt: skip
     save_bundle(crafted, str(tmp_path / "crafted.ifcbmodel"))
     with pytest.raises(BundleError, match=r"cannot be loaded: .*(unsafe|safe_mode)"):
         load_bundle(str(tmp_path / "crafted.ifcbmodel"))
+
+
+def _previous_format_bundle(path: Path) -> None:
+    """A bundle as format version 1 wrote it: Pillow-era preprocessing dict, float32 model input, valid hash."""
+    import keras
+
+    from model.bundle import content_hash
+
+    inputs = keras.Input((24, 24, 1), name="image")
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    model_path = path.with_suffix(".keras")
+    keras.Model(inputs, outputs).save(model_path)
+    model_bytes = model_path.read_bytes()
+    metadata = {
+        "format": "ifcbflow-bundle", "format_version": 1, "classes": CLASSES, "arch": "small-cnn",
+        "preprocess": {"size": 24, "pad_value": 0, "normalisation": "minmax"}, "provenance": {},
+    }  # fmt: skip
+    metadata["content_hash"] = content_hash(model_bytes, metadata)
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("bundle.json", json.dumps(metadata))
+        archive.writestr("model.keras", model_bytes)
+
+
+def test_a_previous_format_bundle_is_refused_with_what_to_do(tmp_path: Path) -> None:
+    old = tmp_path / "old.ifcbmodel"
+    _previous_format_bundle(old)
+    for read in (read_bundle_info, load_bundle):
+        with pytest.raises(BundleError) as caught:
+            read(str(old))
+        message = str(caught.value)
+        assert "format version 1" in message and "Pillow" in message and "float32" in message, message
+        assert "ifcbflow model import ARCH.json WEIGHTS.h5" in message and "retrain" in message, message
+
+
+def test_input_size_mismatch_is_refused_at_save_and_load(bundle: Bundle, tmp_path: Path) -> None:
+    wrong = Bundle(model=bundle.model, classes=CLASSES, preprocess=PreprocessConfig(size=32), arch="small-cnn")
+    with pytest.raises(BundleError, match=r"input shape \(24, 24, 1\) does not match the preprocessing size 32"):
+        save_bundle(wrong, str(tmp_path / "x.ifcbmodel"))
+    good = tmp_path / "good.ifcbmodel"
+    save_bundle(bundle, str(good))
+
+    def resize_preprocessing(name: str, data: bytes) -> bytes:
+        """Another writer's bundle whose metadata disagrees with its model, with a hash that is still valid."""
+        from model.bundle import content_hash
+
+        if name != "bundle.json":
+            return data
+        with zipfile.ZipFile(good) as archive:
+            model_bytes = archive.read("model.keras")
+        metadata = json.loads(data)
+        metadata["preprocess"]["size"] = 32
+        metadata["content_hash"] = content_hash(model_bytes, metadata)
+        return json.dumps(metadata).encode()
+
+    _rezip(good, tmp_path / "mismatch.ifcbmodel", resize_preprocessing)
+    with pytest.raises(BundleError, match=r"mismatch\.ifcbmodel: .*\(24, 24, 1\) does not match .* size 32"):
+        load_bundle(str(tmp_path / "mismatch.ifcbmodel"))
+
+
+def test_a_float_input_model_is_refused_at_save(tmp_path: Path) -> None:
+    import keras
+
+    inputs = keras.Input((24, 24, 1))
+    outputs = keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(inputs))
+    floats = Bundle(model=keras.Model(inputs, outputs), classes=CLASSES, preprocess=PreprocessConfig(size=24),
+                    arch="floats")  # fmt: skip
+    with pytest.raises(BundleError, match=r"takes float32 input but bundles feed it uint8.*ifcbflow model import"):
+        save_bundle(floats, str(tmp_path / "x.ifcbmodel"))

@@ -11,15 +11,16 @@ import shutil
 from pathlib import Path
 
 import h5py
+import keras
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from model import architectures
-from model.bundle import load_bundle, read_bundle_info
+from model.bundle import BundleError, load_bundle, read_bundle_info
 from model.data import load_image_folder
 from model.keras2_import import Keras2ImportError, import_keras2, model_from_keras2_json
-from model.preprocess import preprocess_batch
+from model.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.cli.app import app
 
 UTOPIA_CLASSES = ["Chloro", "Cilliate", "Crypto", "Diatom", "Dictyo", "Dinoflagellate", "Eugleno", "Other",
@@ -33,7 +34,8 @@ _WEIGHT_NAMES = {
 
 def _random_arrays(layer_specs: list[dict], rng: np.random.Generator) -> list[list[np.ndarray]]:
     """Per JSON layer, arrays of the shapes Keras 2 would store, scaled so activations stay in a sane range."""
-    shapes = [[tuple(w.shape) for w in layer.weights] for layer in architectures.build("utopia-b3", 10).layers[1:]]
+    body = architectures.build("utopia-b3", 10).layers[2:]  # after the input and its uint8 cast
+    shapes = [[tuple(w.shape) for w in layer.weights] for layer in body]
     out = []
     for spec, layer_shapes in zip(layer_specs, shapes, strict=True):
         arrays = []
@@ -81,12 +83,23 @@ def _reference(flat_arrays: list[np.ndarray]):  # -> keras.Model
     return model
 
 
+def _float_twin(model):  # -> keras.Model
+    """The model's layers (same weights) after a float32 input instead of the uint8 input and its cast: the model
+    as the importer built it before bundles took uint8."""
+    inputs = keras.Input(model.input_shape[1:])
+    x = inputs
+    for layer in model.layers[2:]:
+        x = layer(x)
+    return keras.Model(inputs, x)
+
+
 def test_imported_model_predicts_like_the_reference(keras2_files, utopia_data: Path) -> None:
     architecture, weights, flat = keras2_files
     bundle = import_keras2(str(architecture), str(weights), UTOPIA_CLASSES)
     assert bundle.arch == "utopia-b3"  # recognised as the registry architecture
     assert bundle.preprocess.size == 128 and bundle.preprocess.pad_value == 0
     assert bundle.provenance["imported_from"]["keras_version"] == "2.3.0-tf"
+    assert bundle.model.inputs[0].dtype == "uint8"
     images = load_image_folder(str(utopia_data / "labelled")).images[:24]
     x = preprocess_batch(images, bundle.preprocess)
     expected = _reference(flat).predict(x, verbose=0)
@@ -94,6 +107,8 @@ def test_imported_model_predicts_like_the_reference(keras2_files, utopia_data: P
     assert got.shape == (24, 10)
     assert expected.max(axis=1).min() < 0.99  # random weights that still give a non-degenerate softmax
     np.testing.assert_allclose(got, expected, atol=1e-5)
+    as_floats = _float_twin(bundle.model).predict(x.astype(np.float32), verbose=0)
+    np.testing.assert_allclose(got, as_floats, atol=1e-6)  # the cast changes nothing: same as float input
 
 
 def test_cli_import_then_load_and_info(keras2_files, tmp_path: Path) -> None:
@@ -108,16 +123,18 @@ def test_cli_import_then_load_and_info(keras2_files, tmp_path: Path) -> None:
     info = read_bundle_info(str(out))
     assert info["classes"] == UTOPIA_CLASSES and info["arch"] == "utopia-b3"
     bundle = load_bundle(str(out))
-    x = np.random.default_rng(1).uniform(0, 255, (4, 128, 128, 1)).astype(np.float32)
+    x = np.random.default_rng(1).integers(0, 256, (4, 128, 128, 1), dtype=np.uint8)
     np.testing.assert_allclose(bundle.model.predict(x, verbose=0), _reference(flat).predict(x, verbose=0), atol=1e-5)
     result = CliRunner().invoke(app, ["model", "info", str(out), "--json"])
     assert result.exit_code == 0 and json.loads(result.output)["content_hash"] == bundle.content_hash
 
 
-def test_class_count_must_match(keras2_files) -> None:
+def test_class_count_and_input_size_must_match(keras2_files) -> None:
     architecture, weights, _ = keras2_files
-    with pytest.raises(Keras2ImportError, match="10 outputs but 3 class names"):
+    with pytest.raises(BundleError, match="10 outputs but 3 class names"):
         import_keras2(str(architecture), str(weights), ["a", "b", "c"])
+    with pytest.raises(BundleError, match=r"input shape \(128, 128, 1\) does not match the preprocessing size 64"):
+        import_keras2(str(architecture), str(weights), UTOPIA_CLASSES, preprocess_config=PreprocessConfig(size=64))
     result = CliRunner().invoke(app, ["model", "import", str(architecture), str(weights), "--classes", "a,b",
                                       "--out", "/dev/null"])  # fmt: skip
     assert result.exit_code == 1 and "10 outputs but 2 class names" in result.output
@@ -166,4 +183,4 @@ def test_sequential_form_of_the_same_model(utopia_data: Path) -> None:
     layers[0]["config"]["batch_input_shape"] = [None, 128, 128, 1]
     sequential = {"class_name": "Sequential", "config": {"name": "sequential_1", "layers": layers}}
     model = model_from_keras2_json(json.dumps(sequential))
-    assert model.count_params() == 2_920_410 and [layer.name for layer in model.layers][1] == "conv2d_10"
+    assert model.count_params() == 2_920_410 and [layer.name for layer in model.layers][2] == "conv2d_10"

@@ -14,7 +14,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold credentials from --storage-options
 )
-model_app = typer.Typer(help="Model bundles: import a Keras 2 model, show a bundle, list architectures.")
+model_app = typer.Typer(help="Model bundles: import a Keras 3 or Keras 2 model, show a bundle, list architectures.")
 
 
 @app.callback()

@@ -1,11 +1,12 @@
-"""CLI commands on raw archives: `ls` (what is there), `extract` (a bin's ROIs as PNG), `synth` (a test archive)."""
+"""CLI commands on raw archives: `ls` (what is there), `extract` (a bin's ROIs, raw or as the model sees them, as PNG),
+`synth` (a test archive)."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 from PIL import Image
@@ -17,6 +18,9 @@ from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import roi_id
 from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
+
+if TYPE_CHECKING:
+    from model.preprocess import PreprocessConfig
 
 LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason")
 
@@ -86,26 +90,56 @@ def extract(
         ..., help="A bin: its path or URL without extension, or the path of its .hdr, .adc or .roi."
     ),
     out_dir: Path = typer.Argument(..., help="Local folder for the PNG files (created if needed)."),
+    model_input: bool = typer.Option(
+        False, "--model-input", help="Write what the model sees: each ROI preprocessed (default: the raw pixels)."
+    ),
+    model: str | None = typer.Option(
+        None, "--model", help="With --model-input: the bundle whose preprocessing to apply (default: 128x128 contract)."
+    ),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
-    """Write every ROI image of one bin as a lossless 8-bit grayscale PNG named <roi id>.png (the raw pixels)."""
+    """Write every ROI image of one bin as a lossless 8-bit grayscale PNG named <roi id>.png (the raw pixels).
+
+    With --model-input, write instead the uint8 image the model is fed (the bundle's preprocessing with --model).
+    """
+    from model.bundle import BundleError
+    from model.preprocess import preprocess
+
     options = parse_storage_options(storage_options)
+    if model is not None and not model_input:
+        raise typer.BadParameter("--model applies to --model-input only", param_hint="--model")
     try:
+        config = _model_input_config(model, options) if model_input else None
         fs, files = bin_files_at(bin_url, options)
         if files.missing:
             raise IfcbFormatError(f"bin {files.bin.id} is incomplete: missing {' and '.join(files.missing)}")
         meta = read_bin_meta(fs, files)
         images = read_bin_images(fs, meta)
-    except (FileNotFoundError, IfcbFormatError) as err:
+    except (FileNotFoundError, IfcbFormatError, BundleError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
     out_dir.mkdir(parents=True, exist_ok=True)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"extracting {files.bin.id}", total=len(images))
         for number, image in images:
-            Image.fromarray(image).save(out_dir / f"{roi_id(files.bin.id, number)}.png")
+            pixels = image if config is None else preprocess(image, config)[:, :, 0]
+            Image.fromarray(pixels).save(out_dir / f"{roi_id(files.bin.id, number)}.png")
             progress.advance(task)
-    typer.echo(f"wrote {len(images)} PNG files to {out_dir}")
+    what = "raw" if config is None else f"model-input {config.size}x{config.size}"
+    typer.echo(f"wrote {len(images)} {what} PNG files to {out_dir}")
+
+
+def _model_input_config(bundle_url: str | None, storage_options: dict[str, Any]) -> PreprocessConfig:
+    """The bundle's `PreprocessConfig`, read from its small metadata (no TensorFlow), or the default contract."""
+    from model.bundle import BundleError, read_bundle_info
+    from model.preprocess import PreprocessConfig
+
+    if bundle_url is None:
+        return PreprocessConfig()
+    try:
+        return PreprocessConfig.from_dict(read_bundle_info(bundle_url, storage_options)["preprocess"])
+    except (TypeError, ValueError) as err:
+        raise BundleError(f"{bundle_url}: bad preprocessing parameters: {err}") from None
 
 
 def synth(

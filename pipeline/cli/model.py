@@ -64,8 +64,12 @@ def train_command(
 ) -> None:
     """Train a CNN on labelled ROIs and write a model bundle; rerun the same command to resume after a kill."""
     from model.preprocess import PreprocessConfig
-    from model.train import train
+    from model.train import require_tensorflow_backend, train
 
+    try:
+        require_tensorflow_backend()  # before the data is loaded
+    except RuntimeError as err:
+        raise _fail(str(err)) from None
     options = parse_storage_options(storage_options)
     dataset = _load_labelled(data, labels, options)
     bundle = train(
@@ -138,8 +142,12 @@ def evaluate_command(
 
 
 def import_command(
-    architecture: str = typer.Argument(..., metavar="ARCH.json", help="Keras 2 `model.to_json()` file."),
-    weights: str = typer.Argument(..., metavar="WEIGHTS.h5", help="Keras 2 `model.save_weights()` HDF5 file."),
+    model_file: str = typer.Argument(
+        ..., metavar="MODEL", help="A Keras 3 native `.keras` file, or a Keras 2 `model.to_json()` file (ARCH.json)."
+    ),
+    weights: str | None = typer.Argument(
+        None, metavar="WEIGHTS.h5", help="The Keras 2 `model.save_weights()` HDF5 file that goes with ARCH.json."
+    ),
     out: str = typer.Option(..., "--out", help="Where to write the model bundle (path or fsspec URL)."),
     classes: str | None = typer.Option(None, "--classes", help="Class names in output order, comma-separated."),
     classes_file: str | None = typer.Option(None, "--classes-file", help="File with one class name per line."),
@@ -147,30 +155,38 @@ def import_command(
     normalisation: str = typer.Option("minmax", "--normalisation", help="minmax (ifcbUTOPIA) or none."),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
-    """Turn a Keras 2 model (JSON architecture + HDF5 weights, e.g. ifcbUTOPIA's) into an ifcbflow bundle."""
+    """Turn a model into a bundle: MODEL.keras (Keras 3), or ARCH.json WEIGHTS.h5 (Keras 2, e.g. ifcbUTOPIA's).
+
+    One square 1-channel input (its size sets the preprocessing size); a float input gets a cast from uint8 first.
+    """
     import fsspec
 
-    from model.bundle import save_bundle
+    from model.bundle import BundleError, save_bundle
     from model.keras2_import import Keras2ImportError, import_keras2
+    from model.keras3_import import import_keras3
     from model.preprocess import PreprocessConfig
 
     options = parse_storage_options(storage_options)
     if (classes is None) == (classes_file is None):
         raise typer.BadParameter("give exactly one of --classes and --classes-file")
+    if weights is None and model_file.lower().endswith(".json"):
+        raise typer.BadParameter("a Keras 2 ARCH.json needs its WEIGHTS.h5 as the second argument")
     if classes_file is not None:
         with fsspec.open(classes_file, "rt", **options) as f:
             names = [line.strip() for line in f if line.strip()]
     else:
         names = [name.strip() for name in (classes or "").split(",") if name.strip()]
     try:
-        bundle = import_keras2(architecture, weights, names, storage_options=options)
-        # the input size comes from the architecture; the rest of preprocessing from the flags
-        bundle.preprocess = PreprocessConfig(
-            size=bundle.preprocess.size, pad_value=pad_value, normalisation=normalisation  # type: ignore[arg-type]
-        )
-    except (Keras2ImportError, ValueError) as err:
+        # the input size comes from the model; the rest of preprocessing from the flags
+        flags = {"pad_value": pad_value, "normalisation": normalisation}
+        if weights is None:
+            bundle = import_keras3(model_file, names, storage_options=options)
+        else:
+            bundle = import_keras2(model_file, weights, names, storage_options=options)
+        bundle.preprocess = PreprocessConfig(size=bundle.preprocess.size, **flags)  # type: ignore[arg-type]
+        digest = save_bundle(bundle, out, options)
+    except (Keras2ImportError, BundleError, ValueError) as err:
         raise _fail(str(err)) from None
-    digest = save_bundle(bundle, out, options)
     console.print(f"wrote {out}: {bundle.arch}, {len(names)} classes, hash {digest[:12]}", highlight=False)
 
 
