@@ -64,19 +64,25 @@ class Bundle:
     arch: str
     provenance: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
+    _predictor: Any = field(default=None, init=False, repr=False, compare=False)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities float32 (n, n_classes) for uint8 2-D ROIs, in `self.classes` order.
 
-        Preprocessing fills one reused uint8 batch buffer, so memory stays bounded for any number of images.
+        Preprocessing fills one reused uint8 batch buffer, so memory stays bounded for any number of images; the
+        model runs through the same compiled predictor as classification (`model.inference`).
         """
+        from model.inference import Predictor
+
+        if self._predictor is None:
+            self._predictor = Predictor(self.model)
         out = np.empty((len(images), len(self.classes)), dtype=np.float32)
         size = self.preprocess.size
         buffer = np.empty((min(batch_size, len(images)), size, size, 1), dtype=np.uint8)
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = preprocess_into(chunk, self.preprocess, buffer[: len(chunk)])
-            out[start : start + len(chunk)] = np.asarray(self.model.predict_on_batch(batch), dtype=np.float32)
+            out[start : start + len(chunk)] = self._predictor.predict(batch)
         return out
 
 

@@ -35,7 +35,7 @@ def _shared_blocks() -> set[str]:
 def test_bins_come_back_in_order_with_the_model_inputs(archive: Path, mode: dict[str, int]) -> None:
     fs, bins, _ = list_bins(str(archive))
     before = _shared_blocks()
-    feeder = Feeder(str(archive), {}, CONFIG, np.dtype(np.float32), **mode)
+    feeder = Feeder(str(archive), {}, CONFIG, np.dtype(np.uint8), **mode)
     try:
         loaded = list(feeder.load(bins, ahead=2))
     finally:
