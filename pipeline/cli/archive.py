@@ -12,7 +12,7 @@ import typer
 from PIL import Image
 from rich.progress import Progress
 
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_time
+from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_window
 from pipeline.ifcb.archive import bin_files_at, scan_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
@@ -69,7 +69,7 @@ def ls(
     A bin with a missing or unreadable file is listed as failed, with the reason; other files are ignored.
     """
     options = parse_storage_options(storage_options)
-    start_time, end_time = parse_time(start, "--start"), parse_time(end, "--end")
+    start_time, end_time = parse_window(start, end)
     counts = {"ok": 0, "failed": 0, "rois": 0}
     try:
         results = scan_archive(archive_url, options, start=start_time, end=end_time)

@@ -12,7 +12,7 @@ from rich.console import Console
 
 from pipeline.cli import exit_codes
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_time
+from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_window
 from pipeline.cluster.jobqueue import JobqueueSettings
 from pipeline.job.plan import DEFAULT_PARTITION_MB
 
@@ -112,13 +112,14 @@ def classify(
         if not settings[required]:
             raise typer.BadParameter(f"--{required} is required (on the command line or in --config)")
     options = _options(settings["storage_options"])
+    start_time, end_time = parse_window(settings["start"], settings["end"])
     request = ClassifyRequest(
         archive_url=archive,
         bundle_url=settings["model"],
         store_url=settings["out"],
         storage_options=options,
-        start=parse_time(settings["start"], "--start"),
-        end=parse_time(settings["end"], "--end"),
+        start=start_time,
+        end=end_time,
         bin_ids=_bin_list(settings["bins"], options),
         partition_mb=float(settings["partition_mb"]),
         batch_size=settings["batch_size"],

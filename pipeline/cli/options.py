@@ -43,3 +43,11 @@ def parse_time(value: str | datetime | None, flag: str) -> datetime | None:
                 f"{flag} must be an ISO 8601 date or time, e.g. 2024-01-31 or 2024-01-31T12:00Z; got {value!r}"
             ) from None
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def parse_window(start: Any, end: Any) -> tuple[datetime | None, datetime | None]:
+    """`--start`/`--end` as aware datetimes; an empty window (start not before end) is a usage error, not 0 bins."""
+    low, high = parse_time(start, "--start"), parse_time(end, "--end")
+    if low is not None and high is not None and low >= high:
+        raise typer.BadParameter(f"--start {low.isoformat()} is not before --end {high.isoformat()}")
+    return low, high

@@ -17,6 +17,7 @@ from typing import Any
 import fsspec
 from fsspec.core import url_to_fs
 
+from pipeline.faults import with_retries
 from pipeline.ifcb.bins import BinFiles, BinMeta, read_many_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import BinId, parse_bin_id
@@ -65,8 +66,8 @@ def list_bins(
     found: dict[str, dict[str, str]] = {}
     bin_of: dict[str, BinId] = {}
     duplicates: dict[str, set[str]] = {}
-    listing = fs.find(root, detail=True)
-    if not listing and not fs.isdir(root):
+    listing = with_retries(lambda: fs.find(root, detail=True), f"listing {redact_url(url)}")
+    if not listing and not with_retries(lambda: fs.isdir(root), f"listing {redact_url(url)}"):
         raise FileNotFoundError(f"archive not found: {redact_url(url)}")
     for path in listing:
         parsed = split_bin_filename(path)

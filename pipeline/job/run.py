@@ -19,7 +19,7 @@ from typing import Any
 from distributed import Client, as_completed
 
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
-from pipeline.faults import ConfigurationError
+from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.archive import list_bins
 from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, partition
 from pipeline.job.reporting import Quiet, Reporter
@@ -100,7 +100,7 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     if request.start and request.end and request.start >= request.end:
         raise UsageError(f"--start {request.start.isoformat()} is not before --end {request.end.isoformat()}")
     try:
-        bundle_info = read_bundle_info(request.bundle_url, options)
+        bundle_info = with_retries(lambda: read_bundle_info(request.bundle_url, options), "reading the bundle")
     except BundleError as err:
         raise ConfigurationError(redact_text(str(err))) from None
     try:

@@ -96,7 +96,7 @@ def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: s
         from model.bundle import load_bundle
 
         configure_tensorflow()
-        bundle = load_bundle(url, storage_options)
+        bundle = with_retries(lambda: load_bundle(url, storage_options), f"loading {redact_url(url)}")
         if bundle.content_hash != content_hash:
             raise ConfigurationError(
                 f"the bundle at {redact_url(url)} changed during the run "

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -58,6 +59,7 @@ from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its
 from zarr.storage import MemoryStore
 
 from model.versions import installed_versions
+from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, iso_utc
@@ -97,6 +99,16 @@ def partition_id(bins: Sequence[str], run: str) -> str:
     return f"{bins[0] if bins else 'empty'}-{digest}"
 
 
+def _retried(method: Any) -> Any:
+    """Store I/O retried on transient faults (`pipeline.faults.with_retries`)."""
+
+    @functools.wraps(method)
+    def retrying(self: ResultStore, *args: Any, **kwargs: Any) -> Any:
+        return with_retries(lambda: method(self, *args, **kwargs), f"{method.__name__} on {redact_url(self.url)}")
+
+    return retrying
+
+
 class ResultStore:
     """Access to one output store: the client's ledger and summary, the workers' partition commits, readers.
 
@@ -128,10 +140,12 @@ class ResultStore:
                 self._zarr_store = zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options)
         return self._zarr_store
 
+    @_retried
     def read_document(self, key: str) -> dict[str, Any] | None:
         buffer = sync(self.zarr_store.get(key, prototype=default_buffer_prototype()))
         return None if buffer is None else json.loads(buffer.to_bytes())
 
+    @_retried
     def read_documents(self, keys: list[str]) -> dict[str, dict[str, Any]]:
         """Many small JSON documents at once (concurrent requests on object storage); missing ones are left out."""
 
@@ -142,6 +156,7 @@ class ResultStore:
         buffers = sync(read_all()) if keys else []
         return {key: json.loads(buffer.to_bytes()) for key, buffer in zip(keys, buffers, strict=True) if buffer}
 
+    @_retried
     def write_documents(self, documents: dict[str, bytes]) -> None:
         """PUT every key concurrently (one request each on object storage; no listing, no probe)."""
 
@@ -153,6 +168,7 @@ class ResultStore:
 
         sync(write_all())
 
+    @_retried
     def children(self, folder: str) -> list[str]:
         """Names directly under `folder`, listed afresh (one request per thousand names on object storage)."""
         path = posixpath.join(self.root, folder)
@@ -163,6 +179,7 @@ class ResultStore:
         names = {posixpath.basename(str(entry).rstrip("/")) for entry in entries}
         return sorted(name for name in names if name and name != "zarr.json")
 
+    @_retried
     def remove(self, folder: str) -> None:
         path = posixpath.join(self.root, folder)
         with contextlib.suppress(FileNotFoundError):
@@ -193,7 +210,7 @@ class ResultStore:
         """
         info = self.info()
         if info is None:
-            if self.fs.exists(self.root) and self.fs.ls(self.root):
+            if with_retries(lambda: self.fs.exists(self.root) and bool(self.fs.ls(self.root)), "listing the store"):
                 raise StoreMismatchError(
                     f"{redact_url(self.url)} exists and is not an ifcbflow store; choose another --out"
                 )
@@ -242,7 +259,10 @@ class ResultStore:
                 if holder is not None and holder.get("owner") != owner:
                     log.error("the store's lease was taken over by %s@%s", holder.get("pid"), holder.get("host"))
                     return
-                self.fs.pipe_file(self._lease_path, self._lease_document(owner, ttl_s, since))
+                with_retries(
+                    lambda: self.fs.pipe_file(self._lease_path, self._lease_document(owner, ttl_s, since)),
+                    "renewing the store's lease",
+                )
 
         renewer = threading.Thread(target=renew, name="ifcbflow-lease", daemon=True)
         renewer.start()
@@ -253,7 +273,7 @@ class ResultStore:
             renewer.join()
             holder = self._lease_holder()
             if holder is not None and holder.get("owner") == owner:
-                self.fs.rm_file(self._lease_path)
+                with_retries(lambda: self.fs.rm_file(self._lease_path), "releasing the store's lease")
 
     @property
     def _lease_path(self) -> str:
@@ -263,6 +283,7 @@ class ResultStore:
         holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since}
         return json.dumps({**holder, "expires": time.time() + ttl_s}).encode()
 
+    @_retried
     def _lease_holder(self) -> dict[str, Any] | None:
         try:
             return json.loads(self.fs.cat_file(self._lease_path))
@@ -276,6 +297,8 @@ class ResultStore:
                 return
             except FileExistsError:
                 holder = self._lease_holder()
+            if holder is not None and holder.get("owner") == owner:
+                return  # our own create went through before a transient fault hid its answer
             if holder is not None and holder.get("expires", 0) > time.time() and _alive(holder):
                 since = datetime.fromtimestamp(holder["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
                 raise StoreBusyError(
@@ -288,6 +311,7 @@ class ResultStore:
                 self.fs.rm_file(self._lease_path)
         raise StoreBusyError(f"{redact_url(self.url)}: another run took the store's lease at the same moment")
 
+    @_retried
     def _create_exclusive(self, path: str, data: bytes) -> None:
         """Write `path` only if it does not exist (FileExistsError otherwise), atomically where the store can."""
         if isinstance(self.zarr_store, zarr.storage.LocalStore):
@@ -394,6 +418,7 @@ class ResultStore:
                 ledger.failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
         return ledger
 
+    @_retried
     def _read_tables(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, np.ndarray]]:
         """Whole arrays of small groups, by group and name (groups that do not exist are left out)."""
         tables = {}
@@ -431,10 +456,11 @@ class ResultStore:
         stale = [key for key in self._keys_under(SUMMARY) + self._keys_under(LEDGER) if key not in documents]
         self.write_documents(documents)
         for key in stale:
-            self.fs.rm_file(posixpath.join(self.root, key))
+            with_retries(lambda key=key: self.fs.rm_file(posixpath.join(self.root, key)), f"removing {key}")
         ledger.changed = False
         return len(ledger.bins)
 
+    @_retried
     def _keys_under(self, folder: str) -> list[str]:
         path = posixpath.join(self.root, folder)
         try:
@@ -449,6 +475,7 @@ class ResultStore:
         """The bin x class table of every complete bin (from the ledger: right even before a consolidation)."""
         return summary_dataset((ledger or self.ledger()).bins.values(), self.info() or {})
 
+    @_retried
     def read_part(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bin per ROI, ROI numbers, scores) of a committed partition."""
         group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
@@ -457,9 +484,9 @@ class ResultStore:
     def read_bin(self, bin_id: str, ledger: Ledger | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ROI numbers int64 (roi,), scores float32 (roi, class)) of a complete bin."""
         record = (ledger or self.ledger()).bins[bin_id]
-        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{record.part}", mode="r", zarr_format=3)
+        _, numbers, scores = self.read_part(record.part)
         rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
-        return np.asarray(group["roi_number"][rows], dtype=np.int64), np.asarray(group["scores"][rows])
+        return numbers[rows].astype(np.int64), scores[rows]
 
     def iter_bins(self, ledger: Ledger | None = None) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray]]:
         """Every complete bin with its ROI numbers and scores, in time order, reading each partition once."""

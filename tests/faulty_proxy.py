@@ -1,0 +1,115 @@
+"""A fault-injecting HTTP proxy in front of the moto S3 server: a real network path that answers some requests with
+`503 SlowDown` (S3's throttling answer) or drops the connection without answering, at a seeded rate."""
+
+from __future__ import annotations
+
+import http.client
+import random
+import socket
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+SLOW_DOWN = (
+    b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
+    b"<Message>Please reduce your request rate.</Message></Error>"
+)
+
+
+class FaultyProxy(ThreadingHTTPServer):
+    """Forwards every request to `target`; a fraction `rate` of them get the fault `kind` instead."""
+
+    daemon_threads = True
+
+    def __init__(self, target: str, kind: str, rate: float, seed: int = 0) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        parts = urlsplit(target)
+        self.target = (parts.hostname, parts.port)
+        self.kind, self.rate = kind, rate
+        self.random = random.Random(seed)
+        self.lock = threading.Lock()
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def endpoint_url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def decide(self) -> str:
+        """"forward" or the fault kind, drawn once per request."""
+        with self.lock:
+            outcome = self.kind if self.random.random() < self.rate else "forward"
+            self.counts[outcome] += 1
+            return outcome
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: FaultyProxy
+
+    def log_message(self, format: str, *args: object) -> None:  # quiet: one line per request otherwise
+        pass
+
+    def _body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0], 16)
+                chunk = self.rfile.read(size)
+                self.rfile.readline()
+                if size == 0:
+                    return b"".join(chunks)
+                chunks.append(chunk)
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        body = self._body()
+        outcome = self.server.decide()
+        if outcome == "drop":
+            self.close_connection = True
+            self.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if outcome == "503":
+            self.send_response(503, "Slow Down")
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(SLOW_DOWN)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(SLOW_DOWN)
+            return
+        upstream = http.client.HTTPConnection(*self.server.target, timeout=60)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
+        if body or self.command in ("PUT", "POST"):
+            headers["Content-Length"] = str(len(body))
+        upstream.request(self.command, self.path, body=body or None, headers=headers)
+        answer = upstream.getresponse()
+        payload = answer.read()
+        self.send_response(answer.status, answer.reason)
+        for name, value in answer.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        # a HEAD answer has no body but says the object's length
+        length = answer.getheader("Content-Length", "0") if self.command == "HEAD" else str(len(payload))
+        self.send_header("Content-Length", length)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+        upstream.close()
+
+    do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+
+@contextmanager
+def faulty_proxy(target: str, kind: str, rate: float, seed: int = 0) -> Iterator[FaultyProxy]:
+    """A running proxy for the duration of the block."""
+    proxy = FaultyProxy(target, kind, rate, seed)
+    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield proxy
+    finally:
+        proxy.shutdown()
+        proxy.server_close()
