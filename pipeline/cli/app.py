@@ -39,6 +39,7 @@ app.command("export")(classify.export)
 app.command("report")(classify.report)
 app.command("cluster")(cluster.cluster)
 app.command("tls-certs")(cluster.tls_certs)
+app.command("worker")(cluster.worker)
 
 
 def main() -> None:
