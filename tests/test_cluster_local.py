@@ -1,28 +1,84 @@
-"""The cluster factory: the embedded default, an existing scheduler by address or by scheduler file."""
+"""The cluster factory: the embedded default, an existing scheduler by address or by scheduler file; what a local
+cluster opens to the network (nothing: its real sockets are checked)."""
 
 from __future__ import annotations
 
+import importlib.util
+import ipaddress
 import os
+import signal
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import psutil
 import pytest
+from distributed import Client
+from distributed.comm import get_address_host_port
 
 from pipeline.cluster.client import open_client, workers_have_gpus
 from pipeline.cluster.local import cores, visible_gpus
 from pipeline.cluster.runtime import TF_THREADS_ENV
+from pipeline.cluster.signals import StoppedBySignal, stop_on_signals
 
 pytestmark = pytest.mark.slow
 
 
-def test_local_cpu_cluster_splits_the_cores() -> None:
+def _listening(process: psutil.Process) -> set[tuple[str, int]]:
+    return {(c.laddr.ip, c.laddr.port) for c in process.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+
+
+class ListeningSockets:
+    """The listening sockets that this process and the processes it starts open after this object is made."""
+
+    def __init__(self) -> None:
+        self.me = psutil.Process()
+        self.before = _listening(self.me)
+        self.children_before = {child.pid for child in self.me.children(recursive=True)}
+
+    def opened(self) -> set[tuple[str, int]]:
+        sockets = _listening(self.me) - self.before
+        for child in self.me.children(recursive=True):
+            if child.pid not in self.children_before:
+                sockets |= _listening(child)
+        return sockets
+
+
+def _assert_only_loopback(client: Client, sockets: ListeningSockets) -> None:
+    """Every socket the cluster listens on (scheduler, dashboard, each worker and nanny) is on loopback."""
+    opened = sockets.opened()
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    ports = {get_address_host_port(client.scheduler.address)[1], urlsplit(client.dashboard_link).port}
+    for address, info in workers.items():
+        ports |= {get_address_host_port(a)[1] for a in (address, info.get("nanny")) if a}
+    assert ports <= {port for _, port in opened}, f"the cluster's ports {ports} are not among {opened}"
+    assert all(ipaddress.ip_address(host).is_loopback for host, _ in opened), f"listening beyond loopback: {opened}"
+
+
+def test_local_cpu_cluster_splits_the_cores_and_listens_on_loopback_only() -> None:
     if visible_gpus():
         pytest.skip("GPUs visible: the local cluster starts GPU workers (see the gpu-marked tests)")
-    with open_client("local", workers=2, dashboard_address=None) as client:
+    sockets = ListeningSockets()
+    with open_client("local", workers=2) as client:
+        client.wait_for_workers(2, timeout=60)
         info = client.scheduler_info(n_workers=-1)["workers"].values()
         assert [w["nthreads"] for w in info] == [1, 1]
         threads = client.run(lambda: os.environ.get(TF_THREADS_ENV))
         assert set(threads.values()) == {str(max(1, cores() // 2))}
         assert not workers_have_gpus(client)
+        _assert_only_loopback(client, sockets)
+
+
+def test_gpu_cluster_without_dask_cuda_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fallback for GPUs without dask-cuda: a SpecCluster of Nannies. Fake device ids build it on any machine
+    (CPU TensorFlow ignores them); its workers would run code for anyone who can reach them."""
+    if importlib.util.find_spec("dask_cuda") is not None:
+        pytest.skip("dask-cuda installed: GPUs get LocalCUDACluster, not the fallback")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,5")
+    sockets = ListeningSockets()
+    with open_client("local") as client:
+        client.wait_for_workers(2, timeout=60)
+        assert workers_have_gpus(client)
+        _assert_only_loopback(client, sockets)
 
 
 def test_existing_scheduler_by_address_and_file(dask_client, tmp_path: Path) -> None:
@@ -42,3 +98,15 @@ def test_unknown_cluster_names_are_refused() -> None:
         pass
     with pytest.raises(ValueError, match="needs jobqueue settings"), open_client("slurm"):
         pass
+
+
+def test_a_signal_during_the_shutdown_does_not_interrupt_it_and_stops_the_process_after() -> None:
+    previous = signal.getsignal(signal.SIGHUP)
+    shut_down = False
+    with pytest.raises(StoppedBySignal) as stopped, stop_on_signals() as guard:
+        with guard.interruptible():
+            pass  # the run ended; what follows is the shutdown
+        os.kill(os.getpid(), signal.SIGHUP)
+        shut_down = True
+    assert shut_down and stopped.value.code == 128 + signal.SIGHUP
+    assert signal.getsignal(signal.SIGHUP) is previous

@@ -1,22 +1,38 @@
-"""Batch-job settings, the `ifcbflow cluster` script, GPU pinning, and the TLS scheduler (real, on loopback)."""
+"""Batch-job settings, the `ifcbflow cluster` script, GPU pinning, the TLS scheduler (real, on loopback), and what a
+client leaves behind when a signal stops it (real processes, real signals)."""
 
 from __future__ import annotations
 
-import gc
+import datetime as dt
+import json
+import os
+import signal
 import socket
 import ssl
 import stat
+import subprocess
+import sys
+import time
 from pathlib import Path
 
+import psutil
 import pytest
+from cryptography import x509
 from distributed import Client, Security
 from distributed.comm import parse_host_port
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
-from pipeline.cluster.gpu_pin import device_for
-from pipeline.cluster.jobqueue import JobqueueSettings, job_script, resolve, start_jobqueue_cluster
-from pipeline.cluster.security import create_run_certificates
+from pipeline.cli.cluster import parse_duration
+from pipeline.cluster.gpu_pin import UnpinnableWorker, device_for
+from pipeline.cluster.jobqueue import JobqueueSettings, job_script, jobqueue_cluster, resolve
+from pipeline.cluster.security import (
+    OWNER_FILE,
+    create_run_certificates,
+    create_run_directory,
+    remove_stale_runs,
+    temporary_certificates,
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -64,7 +80,7 @@ def test_cluster_command_prints_a_gpu_slurm_job(tmp_path: Path) -> None:
         "module load cuda/12.4",
     ]:
         assert line in script.splitlines(), line
-    assert "--resources GPU=1" in script
+    assert "--resources GPU=1" in script and "--no-dashboard" in script
     assert "--protocol tls://" in script and f"--tls-ca-file {tmp_path}/" in script
     assert not list(tmp_path.iterdir()), "showing a script must not create certificates"
 
@@ -112,20 +128,47 @@ def test_one_worker_per_gpu_is_enforced(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "visible", "expected"),
-    [("job-3-0", "4,6", "4"), ("job-3-1", "4,6", "6"), ("job-3", "2", "2"), ("w", "GPU-a,GPU-b", "GPU-a")],
+    [("job-3-0", "4,6", "4"), ("job-3-1", "4,6", "6"), ("job-3", "2", "2"), ("w", "", "")],
 )
 def test_each_worker_of_a_job_keeps_one_gpu(name: str, visible: str, expected: str) -> None:
     assert device_for(name, visible) == expected
 
 
-def test_certificates_are_private(tmp_path: Path) -> None:
-    certs = create_run_certificates(tmp_path)
+@pytest.mark.parametrize("name", ["tcp://10.0.0.7:40123", "job-3-2", "worker"])
+def test_a_worker_that_cannot_tell_its_gpu_is_refused(name: str) -> None:
+    with pytest.raises(UnpinnableWorker, match="-0 … -1"):
+        device_for(name, "GPU-a,GPU-b")
+
+
+@pytest.mark.parametrize("make", [create_run_certificates, temporary_certificates], ids=["tls-certs", "temporary"])
+def test_certificates_are_private(tmp_path: Path, make) -> None:
+    certs = make(tmp_path)
     assert stat.S_IMODE(certs.directory.stat().st_mode) == 0o700
-    for path in (certs.ca_file, certs.cert_file, certs.key_file):
+    for path in (certs.ca_file, certs.cert_file, certs.key_file, certs.directory / OWNER_FILE):
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
-    assert "PRIVATE KEY" not in certs.ca_file.read_text()  # the CA's key is never written
     certs.remove()
     assert not certs.directory.exists()
+
+
+def test_batch_certificates_expire_with_the_job_and_their_ca_key_is_never_written(tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["tls-certs", str(tmp_path), "--valid-for", "1-02:00:00"])
+    assert result.exit_code == 0, result.output
+    exports = dict(line.removeprefix("export ").split("=", 1) for line in result.output.splitlines())
+    ca = Path(exports["DASK_DISTRIBUTED__COMM__TLS__CA_FILE"])
+    assert "PRIVATE KEY" not in ca.read_text()
+    expires = x509.load_pem_x509_certificate(ca.read_bytes()).not_valid_after_utc
+    expected = dt.datetime.now(dt.UTC) + dt.timedelta(days=1, hours=2)
+    assert abs(expires - expected) <= dt.timedelta(minutes=6)  # the job's time, and a margin for clock skew
+    assert Path(exports["IFCBFLOW_TLS_RUN_DIR"]) == ca.parent
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("1-02:03:04", 93784), ("12:00:00", 43200), ("59:30", 3570), ("90", 90), ("UNLIMITED", None), ("", None)],
+)
+def test_batch_time_formats(text: str, seconds: int | None) -> None:
+    duration = parse_duration(text)
+    assert (duration.total_seconds() if duration else None) == seconds
 
 
 def _refused_without_client_certificate(address: str, ca_file: str) -> bool:
@@ -143,12 +186,13 @@ def _refused_without_client_certificate(address: str, ca_file: str) -> bool:
 
 def test_tls_scheduler_admits_only_holders_of_the_run_certificates(tmp_path: Path) -> None:
     # A real scheduler started by our code; min-jobs 0 means no job is submitted, so no SLURM is needed.
-    cluster, security = start_jobqueue_cluster(
-        "slurm", JobqueueSettings(min_jobs=0, interface="lo", tls_dir=str(tmp_path))
-    )
-    assert security is not None
-    run_dir = Path(security.tls_ca_file).parent
-    try:
+    with jobqueue_cluster("slurm", JobqueueSettings(min_jobs=0, interface="lo", tls_dir=str(tmp_path))) as (
+        cluster,
+        security,
+    ):
+        assert security is not None
+        run_dir = Path(security.tls_ca_file).parent
+        assert run_dir.parent == tmp_path
         address = cluster.scheduler_address
         assert address.startswith("tls://127.0.0.1:")
         assert _refused_without_client_certificate(address, security.tls_ca_file)
@@ -158,17 +202,94 @@ def test_tls_scheduler_admits_only_holders_of_the_run_certificates(tmp_path: Pat
             Client(address.replace("tls://", "tcp://"), timeout="5s")
         with Client(address, security=security, timeout="10s") as client:
             assert client.run_on_scheduler(lambda: 42) == 42
-    finally:
-        cluster.close()
-    del cluster
-    gc.collect()
     assert not run_dir.exists(), "the run's certificates outlive the cluster"
 
 
 def test_no_tls_warns(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    cluster, security = start_jobqueue_cluster("slurm", JobqueueSettings(min_jobs=0, interface="lo", tls=False))
-    try:
+    with jobqueue_cluster("slurm", JobqueueSettings(min_jobs=0, interface="lo", tls=False)) as (cluster, security):
         assert security is None and cluster.scheduler_address.startswith("tcp://")
         assert "TLS is off" in caplog.text
-    finally:
-        cluster.close()
+
+
+def test_the_scheduler_dashboard_listens_on_loopback_only(tmp_path: Path) -> None:
+    with jobqueue_cluster("slurm", JobqueueSettings(min_jobs=0, interface="lo", tls_dir=str(tmp_path))) as (
+        cluster,
+        _,
+    ):
+        port = cluster.scheduler.http_server.port
+        listening = psutil.Process().net_connections("inet")
+        hosts = {c.laddr.ip for c in listening if c.status == psutil.CONN_LISTEN and c.laddr.port == port}
+    assert hosts == {"127.0.0.1"}  # not the login node's network: reach it through an SSH tunnel
+
+
+#: A login-node client: a `--cluster slurm` cluster (min-jobs 0: no job is submitted, no SLURM needed) with TLS,
+#: which says it is up on stdout and then waits for a signal.
+CLIENT = """
+import signal, sys
+from pipeline.cluster.client import open_client
+from pipeline.cluster.jobqueue import JobqueueSettings
+settings = JobqueueSettings(min_jobs=0, interface="lo", tls_dir=sys.argv[1])
+with open_client("slurm", jobqueue=settings) as client:
+    print(client.scheduler.address, flush=True)
+    signal.pause()
+"""
+
+
+def _start_client(tls_dir: Path) -> tuple[subprocess.Popen, str]:
+    """A client process, once its cluster is up (it has printed the scheduler's address)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", CLIENT, str(tls_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    address = process.stdout.readline().strip()
+    if not address.startswith("tls://"):
+        process.kill()
+        raise AssertionError(f"the client did not start: {process.communicate()[1][-3000:]}")
+    return process, address
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_a_client_stopped_by_a_signal_shuts_down_removes_its_certificates_and_exits_128_plus_n(
+    tmp_path: Path, signum: int
+) -> None:
+    process, address = _start_client(tmp_path)
+    assert len(list(tmp_path.glob("run-*"))) == 1
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signum, stderr[-3000:]
+    assert f"stopped by {signal.Signals(signum).name}" in stderr
+    assert not list(tmp_path.glob("run-*")), "certificates left behind"
+    with pytest.raises(OSError):  # the scheduler is gone
+        socket.create_connection(parse_host_port(address.removeprefix("tls://")), timeout=5).close()
+
+
+def test_a_killed_clients_certificates_are_removed_by_the_next_run(tmp_path: Path) -> None:
+    process, _ = _start_client(tmp_path)
+    (left,) = tmp_path.glob("run-*")
+    process.kill()  # SIGKILL cannot be caught: nothing cleans up
+    process.communicate()
+    assert left.exists()
+    certs = temporary_certificates(tmp_path)  # the next run on this host
+    assert not left.exists() and certs.directory.exists()
+    certs.remove()
+
+
+def _rewrite_owner(directory: Path, **changes: object) -> None:
+    owner = json.loads((directory / OWNER_FILE).read_text())
+    (directory / OWNER_FILE).write_text(json.dumps({**owner, **changes}))
+
+
+def test_only_run_directories_of_dead_or_expired_runs_are_stale(tmp_path: Path) -> None:
+    ended = subprocess.Popen(["true"])
+    ended.wait()
+    here = os.getpid()
+    live, dead, elsewhere = (create_run_directory(tmp_path, owner_pid=here) for _ in range(3))
+    expired = create_run_directory(tmp_path, owner_pid=here, expires=dt.datetime.now(dt.UTC) - dt.timedelta(seconds=1))
+    _rewrite_owner(dead, pid=ended.pid)
+    _rewrite_owner(elsewhere, pid=ended.pid, host="another-login-node")  # its owner cannot be checked from here
+    unowned_new, unowned_old = tmp_path / "run-new", tmp_path / "run-old"  # killed between mkdir and the record
+    unowned_new.mkdir()
+    unowned_old.mkdir()
+    an_hour_ago = time.time() - 3600
+    os.utime(unowned_old, (an_hour_ago, an_hour_ago))
+    assert sorted(remove_stale_runs(tmp_path)) == sorted([dead, expired, unowned_old])
+    assert live.exists() and elsewhere.exists() and unowned_new.exists()

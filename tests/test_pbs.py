@@ -25,10 +25,12 @@ def test_classify_pbs_allocates_gpus_and_runs_one_worker_per_gpu() -> None:
     assert "ngpus=" in select and "mpiprocs=1" in select
     assert any(d.startswith("#PBS -l walltime=") for d in directives)
     text = script.read_text()
-    assert "pbsdsh -n" in text and "--nworkers" in text and "--resources GPU=1" in text
-    assert "--preload pipeline.cluster.gpu_pin" in text, "workers sharing a node must be pinned to one GPU each"
+    # One `ifcbflow worker` per node: one named, pinned worker per GPU (tests/test_deploy.py runs this command line).
+    assert 'pbsdsh -n "$index" -- "$ifcbflow" worker --gpus "$gpus" --' in text
+    assert '--scheduler-file "$SCHEDULER_FILE" "${protocol[@]}" "${network[@]}" "${tls[@]}"' in text
     assert "ifcbflow tls-certs" in text and "--tls-ca-file" in text, "workers started by pbsdsh need the certificates"
-    assert 'ifcbflow classify "${classify_args[@]}" --cluster "$SCHEDULER_FILE"' in text
+    assert 'ifcbflow classify "${classify_args[@]}" --cluster "$SCHEDULER_FILE" &' in text
+    assert "--dashboard-address 127.0.0.1:0" in text
 
 
 def test_train_pbs_is_rerunnable_and_resumes() -> None:
@@ -77,7 +79,8 @@ def test_cluster_command_prints_a_gpu_pbs_job(tmp_path: Path) -> None:
         assert line in lines, line
     worker = lines[-1]
     assert "--nworkers 2" in worker and "--resources GPU=1" in worker and "--preload pipeline.cluster.gpu_pin" in worker
-    assert "--protocol tls://" in worker and "--tls-key" in worker
+    assert "--name" in worker, "dask appends -0, -1 to the name: what gpu_pin needs"
+    assert "--protocol tls://" in worker and "--tls-key" in worker and "--no-dashboard" in worker
 
 
 def test_cluster_command_rejects_an_unknown_batch_system() -> None:

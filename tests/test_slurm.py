@@ -1,8 +1,12 @@
 """The batch scripts and `--cluster slurm` on a real SLURM (a one-node cluster with 2 fake GPUs in CI).
 
-Start it with `deploy/slurm/local-slurm.sh up`; without a SLURM that answers, the whole module skips and says why.
-Every run classifies the same small synthetic archive with the same untrained model and must give exactly the
-scores of a local run, bin by bin.
+Start it with `deploy/slurm/local-slurm.sh up`; without a SLURM that answers, the whole module skips and says why
+(under CI, where .ci/run starts it, it fails instead). Every run classifies the same small synthetic archive with the
+same untrained model and must give exactly the scores of a local run, bin by bin.
+
+Tests that stop a job mid-way use the job's hold point (`IFCBFLOW_TEST_HOLD_FILE`, pipeline/job/hold.py): they stop
+it only once a partition is committed and the workers wait, so the job can neither be stopped too early nor finish
+first.
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -46,7 +51,10 @@ def _slurm_problem() -> str | None:
 
 
 _PROBLEM = _slurm_problem()
+if _PROBLEM and os.environ.get("CI"):
+    pytest.fail(f"CI must run the SLURM tests, but: {_PROBLEM}", pytrace=False)
 pytestmark = [pytest.mark.slurm, pytest.mark.slow, pytest.mark.skipif(_PROBLEM is not None, reason=_PROBLEM or "")]
+HOLD_ENV = "IFCBFLOW_TEST_HOLD_FILE"
 
 
 @dataclass
@@ -136,10 +144,13 @@ def _assert_same_store(store: Path, reference: Path) -> None:
         np.testing.assert_array_equal(scores, want_scores, err_msg=bin_id)
 
 
-def _sbatch(script: Path, args: list[str], env: dict[str, str], log: Path, *, wait: bool) -> str:
+def _sbatch(
+    script: Path, args: list[str], env: dict[str, str], log: Path, *, wait: bool, exit_code: int = 0
+) -> str:
+    """Submit; with `wait`, until the job ends, whose exit code `sbatch --wait` returns and must be `exit_code`."""
     command = ["sbatch", "--parsable", "--export=ALL", f"--output={log}", *(["--wait"] if wait else []), str(script)]
     result = subprocess.run([*command, *args], env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"sbatch exit {result.returncode}\n{result.stderr}\n{_tail(log)}"
+    assert result.returncode == exit_code, f"sbatch exit {result.returncode}\n{result.stderr}\n{_tail(log)}"
     return result.stdout.strip().split(";")[0]
 
 
@@ -147,11 +158,19 @@ def _tail(log: Path) -> str:
     return log.read_text()[-4000:] if log.exists() else "(no log)"
 
 
-def _job_state(job_id: str) -> str:
-    """JobState from scontrol (no accounting database here, so no sacct); '' once SLURM has forgotten the job."""
+def _job_field(job_id: str, name: str) -> str:
+    """A field of `scontrol show job` (no accounting database here, so no sacct); '' once SLURM forgot the job."""
     out = subprocess.run(["scontrol", "-o", "show", "job", job_id], capture_output=True, text=True).stdout
     fields = dict(f.split("=", 1) for f in out.split() if "=" in f)
-    return fields.get("JobState", "")
+    return fields.get(name, "")
+
+
+def _job_state(job_id: str) -> str:
+    return _job_field(job_id, "JobState")
+
+
+def _ended(job_id: str) -> bool:
+    return _job_state(job_id) not in ("RUNNING", "COMPLETING", "PENDING", "CONFIGURING", "SUSPENDED")
 
 
 def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -159,7 +178,7 @@ def _wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.5)
+        time.sleep(0.1)
 
 
 def test_classify_sbatch_matches_a_local_run(workload: Workload) -> None:
@@ -173,24 +192,44 @@ def test_classify_sbatch_matches_a_local_run(workload: Workload) -> None:
     )
     _assert_same_store(out, workload.reference)
     text = log.read_text()
-    assert "2 worker(s) connected (--resources GPU=1)" in text and "tls://" in text
+    assert "2 worker(s) with 1 GPU(s) each connected" in text and "tls://" in text
+    assert not list((workload.root / "shared").glob("scheduler-*.json")), "scheduler file left behind"
+    assert not list((workload.root / "shared" / "tls").glob("run-*")), "certificates left behind"
+
+
+def test_the_job_exits_with_the_classify_commands_exit_code(workload: Workload) -> None:
+    """A usage error (no --model) makes `ifcbflow classify` exit 2; the job must end with 2 too, after its clean-up."""
+    log = workload.root / "usage.log"
+    args = [str(workload.archive), "--out", str(workload.root / "usage.zarr")]
+    job = _sbatch(SLURM_DIR / "classify.sbatch", args, workload.env, log, wait=True, exit_code=2)
+    assert _job_field(job, "ExitCode") == "2:0" and _job_state(job) == "FAILED", _tail(log)
+    assert "--model is required" in log.read_text()
     assert not list((workload.root / "shared").glob("scheduler-*.json")), "scheduler file left behind"
     assert not list((workload.root / "shared" / "tls").glob("run-*")), "certificates left behind"
 
 
 def test_cancelled_classify_job_completes_when_resubmitted(workload: Workload) -> None:
-    out, log = workload.root / "cancelled.zarr", workload.root / "cancelled.log"
+    out, log, hold = workload.root / "cancelled.zarr", workload.root / "cancelled.log", workload.root / "hold-cancel"
+    held = Path(f"{hold}.held")
     args = _classify(workload.archive, workload.model, out)[2:]
-    job = _sbatch(SLURM_DIR / "classify.sbatch", args, workload.env, log, wait=False)
-    _wait_for(lambda: len(_complete_bins(out)) >= 1, 240, f"a first complete bin\n{_tail(log)}")
-    subprocess.run(["scancel", job], check=True)
-    _wait_for(lambda: _job_state(job) not in ("RUNNING", "COMPLETING", "PENDING"), 120, "the cancelled job to end")
+    hold.touch()
+    try:
+        job = _sbatch(SLURM_DIR / "classify.sbatch", args, {**workload.env, HOLD_ENV: str(hold)}, log, wait=False)
+        # A partition is committed and its worker waits: the job is mid-way, and stays so until the hold file goes.
+        _wait_for(lambda: held.exists() or _ended(job), 300, f"a worker to hold\n{_tail(log)}")
+        assert held.exists(), f"the job ended before any worker held\n{_tail(log)}"
+        subprocess.run(["scancel", job], check=True)
+        _wait_for(lambda: _ended(job), 120, "the cancelled job to end")
+    finally:
+        hold.unlink()
     done_before = _complete_bins(out)
-    assert len(done_before) < BINS, "the job finished before it could be cancelled: nothing was tested"
+    assert 1 <= len(done_before) < BINS, done_before  # each of the 2 workers held after its first bin
     _sbatch(SLURM_DIR / "classify.sbatch", args, workload.env, workload.root / "resubmitted.log", wait=True)
     _assert_same_store(out, workload.reference)
     resubmitted = (workload.root / "resubmitted.log").read_text()
     assert f'"bins_already_complete": {len(done_before)}' in resubmitted, "the resubmitted job redid finished bins"
+    # Whatever the cancelled job could not clean up, the resubmitted one removed when it started.
+    assert not list((workload.root / "shared" / "tls").glob("run-*")), "certificates left behind"
 
 
 def test_classify_with_slurm_worker_jobs_matches_a_local_run(workload: Workload) -> None:
@@ -235,7 +274,46 @@ def test_classify_with_slurm_worker_jobs_matches_a_local_run(workload: Workload)
     _assert_same_store(out, workload.reference)
     assert any("RUNNING" in line for line in seen), f"no dask-worker job seen running in squeue: {seen}"
     jobs = {line.split()[0] for line in seen}
-    _wait_for(lambda: all(_job_state(j) not in ("RUNNING", "PENDING") for j in jobs), 60, "worker jobs to end")
+    _wait_for(lambda: all(_ended(j) for j in jobs), 60, "worker jobs to end")
+
+
+def test_a_client_stopped_by_sigterm_cancels_its_worker_jobs_and_removes_its_certificates(
+    workload: Workload,
+) -> None:
+    """What a batch system or a closed terminal does to a login-node client: the worker jobs must not outlive it,
+    nor the certificates, and it exits 128 + 15."""
+    name, tls_dir, hold = "ifcbflow-sigterm-test", workload.root / "tls-sigterm", workload.root / "hold-client"
+    config = workload.root / "sigterm.yaml"
+    config.write_text(f"jobqueue:\n  slurm:\n    name: {name}\n")
+    command = [
+        *_classify(workload.archive, workload.model, workload.root / "sigterm.zarr"),
+        *["--cluster", "slurm", "--jobqueue-config", str(config), "--interface", "lo", "--tls-dir", str(tls_dir)],
+        *["--min-jobs", "1", "--max-jobs", "1", "--memory", "2GiB", "--walltime", "00:10:00"],
+        *["--log-directory", str(workload.root / "sigterm-logs")],
+    ]
+    hold.touch()
+    env = {**workload.env, HOLD_ENV: str(hold)}
+    client = subprocess.Popen(command, env=env, cwd=workload.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        # Once a worker holds, the cluster and its worker job are up, and the run cannot finish on its own.
+        _wait_for(lambda: Path(f"{hold}.held").exists() or client.poll() is not None, 300, "a worker to hold")
+        assert client.poll() is None, client.communicate()[1].decode()[-3000:]
+        listing = subprocess.run(["squeue", "-h", "-n", name, "-o", "%i"], capture_output=True, text=True).stdout
+        jobs = listing.split()
+        assert jobs and len(list(tls_dir.glob("run-*"))) == 1
+        client.send_signal(signal.SIGTERM)
+        stderr = client.communicate(timeout=120)[1].decode()
+    finally:
+        client.kill()
+        hold.unlink()
+    assert client.returncode == 128 + signal.SIGTERM, stderr[-3000:]
+    assert not list(tls_dir.glob("run-*")), "certificates left behind"
+    _wait_for(lambda: all(_ended(j) for j in jobs), 60, f"worker jobs {jobs} to end")
+
+
+#: Epochs of the requeue test: once the first is checkpointed, the other 29 take many times longer than the requeue
+#: takes to stop the job (training has no hold point), so the first run cannot finish before it is requeued.
+TRAIN_EPOCHS = 30
 
 
 def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
@@ -250,9 +328,9 @@ def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
         "--arch",
         "small-cnn",
         "--epochs",
-        "3",
+        str(TRAIN_EPOCHS),
         "--patience",
-        "10",
+        str(TRAIN_EPOCHS),
         "--image-size",
         "32",
         "--val",
@@ -273,7 +351,8 @@ def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
     # What SLURM does 120 s before the time limit (--signal=B:USR1@120): the script's trap runs `scontrol requeue`.
     subprocess.run(["scancel", "--batch", "--signal=USR1", job], check=True)
     # A requeued job waits ~2 min (BeginTime) before it may start again; no need to wait in a test.
-    _wait_for(lambda: _job_state(job) == "PENDING", 60, "the requeued job to be pending")
+    _wait_for(lambda: _job_state(job) in ("PENDING", "COMPLETED"), 60, "the requeued job to be pending")
+    assert _job_state(job) == "PENDING", f"training finished before the requeue: nothing was tested\n{_tail(log)}"
     # slurmd compares credential times to the second: a relaunch in the same second as the requeue's revocation is
     # refused ("Job credential revoked") and the job fails. SLURM's own ~2 min delay avoids it; 2 s do here.
     time.sleep(2)
@@ -287,7 +366,7 @@ def test_train_sbatch_resumes_after_requeue(workload: Workload) -> None:
     ]
     assert bundle.exists()
     epochs = [int(line.split(",")[0]) for line in history.read_text().splitlines()[1:]]
-    assert epochs == [0, 1, 2], "every epoch recorded exactly once across the requeue"
+    assert epochs == list(range(TRAIN_EPOCHS)), "every epoch recorded exactly once across the requeue"
 
 
 def test_a_two_gpu_worker_job_pins_each_worker_to_its_own_gpu(
@@ -295,7 +374,7 @@ def test_a_two_gpu_worker_job_pins_each_worker_to_its_own_gpu(
 ) -> None:
     from distributed import Client
 
-    from pipeline.cluster.jobqueue import JobqueueSettings, start_jobqueue_cluster
+    from pipeline.cluster.jobqueue import JobqueueSettings, jobqueue_cluster
 
     monkeypatch.setenv("PATH", workload.env["PATH"])
     settings = JobqueueSettings(
@@ -307,8 +386,7 @@ def test_a_two_gpu_worker_job_pins_each_worker_to_its_own_gpu(
         tls_dir=str(workload.root / "tls-pin"),
         log_directory=str(workload.root / "pin-logs"),
     )
-    cluster, security = start_jobqueue_cluster("slurm", settings)
-    with cluster, Client(cluster, security=security) as client:
+    with jobqueue_cluster("slurm", settings) as (cluster, security), Client(cluster, security=security) as client:
         client.wait_for_workers(2, timeout=120)
         pinned = client.run(lambda: (os.environ.get("CUDA_VISIBLE_DEVICES"), os.environ.get("SLURM_JOB_ID")))
         resources = [w["resources"] for w in client.scheduler_info(n_workers=-1)["workers"].values()]

@@ -40,6 +40,7 @@ app.command("export")(results.export)
 app.command("migrate")(results.migrate)
 app.command("cluster")(cluster.cluster)
 app.command("tls-certs")(cluster.tls_certs)
+app.command("worker")(cluster.worker)
 
 
 def main() -> None:

@@ -3,6 +3,9 @@
 - `"local"`: the embedded cluster on this machine (`pipeline.cluster.local`).
 - `"slurm"` / `"pbs"`: a dask-jobqueue cluster (`pipeline.cluster.jobqueue`), TLS-secured.
 - anything else: an existing scheduler, by address (`tcp://host:8786`, `tls://...`) or scheduler JSON file.
+
+A cluster started here lives exactly as long as the `with open_client(...)` block, however that block ends: normally,
+by an exception, or by SIGTERM/SIGHUP/SIGINT (`pipeline.cluster.signals`), after which the process exits 128 + N.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from typing import Any
 
 from distributed import Client
 
-from pipeline.cluster.local import GPU_RESOURCE, local_cluster
+from pipeline.cluster.local import DEFAULT_DASHBOARD, GPU_RESOURCE, local_cluster
+from pipeline.cluster.signals import stop_on_signals
 
 
 @contextmanager
@@ -25,20 +29,22 @@ def open_client(
     workers: int | None = None,
     jobqueue: Any = None,
     security: Any = None,
-    dashboard_address: str | None = ":0",
+    dashboard_address: str | None = DEFAULT_DASHBOARD,
 ) -> Iterator[Client]:
-    """A client of the named cluster; a cluster started here is closed on exit, an external one is left running."""
-    with ExitStack() as stack:
+    """A client of the named cluster; a cluster started here is closed on exit, an external one is left running.
+
+    A signal to this process ends the block with `StoppedBySignal` once the cluster (and its worker jobs and
+    certificates) is gone; previous signal handlers are restored on exit."""
+    with stop_on_signals() as guard, ExitStack() as stack, guard.interruptible():
         if cluster == "local":
             started = stack.enter_context(local_cluster(workers, dashboard_address=dashboard_address))
             client = stack.enter_context(Client(started))
         elif cluster in ("slurm", "pbs"):
-            from pipeline.cluster.jobqueue import start_jobqueue_cluster
+            from pipeline.cluster.jobqueue import jobqueue_cluster
 
             if jobqueue is None:
                 raise ValueError(f"--cluster {cluster} needs jobqueue settings")
-            started, jobqueue_security = start_jobqueue_cluster(cluster, jobqueue)
-            stack.enter_context(started)
+            started, jobqueue_security = stack.enter_context(jobqueue_cluster(cluster, jobqueue))
             client = stack.enter_context(Client(started, security=jobqueue_security))
         elif Path(cluster).is_file():
             client = stack.enter_context(Client(scheduler_file=cluster, security=security))

@@ -7,12 +7,17 @@ then the command-line flags. ifcbflow adds four keys to that shape: `gpus-per-jo
 
 A GPU worker job asks the batch system for N GPUs and runs N worker processes, one per GPU, each advertising the
 Dask resource `GPU=1` (the classify tasks ask for it) and pinned to its own device by `pipeline.cluster.gpu_pin`.
+
+The scheduler must be reachable from the compute nodes, so it listens on the network, over TLS by default
+(`pipeline.cluster.security`); its dashboard listens on loopback only (plain HTTP, no authentication): from another
+machine, reach it through an SSH tunnel. Worker jobs run no dashboard.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +29,8 @@ from dask_jobqueue import PBSCluster, SLURMCluster
 from dask_jobqueue.pbs import pbs_format_bytes_ceil
 from distributed.security import Security
 
-from pipeline.cluster.security import RunCertificates, create_run_certificates, default_parent
+from pipeline.cluster.local import DEFAULT_DASHBOARD
+from pipeline.cluster.security import RunCertificates, default_parent, temporary_certificates
 
 logger = logging.getLogger(__name__)
 
@@ -171,9 +177,14 @@ def resolve(kind: Kind, settings: JobqueueSettings) -> ResolvedJobqueue:
         _pbs_resources(section, gpus)
     if gpus:
         _request_gpus(kind, section, gpus)
+    section["worker-extra-args"] = [*section.get("worker-extra-args", []), "--no-dashboard"]
     cluster_kwargs = {_kwarg(k): section.pop(k) for k in _CLUSTER_ONLY if k in section}
-    # dask-jobqueue's default dashboard port 8787 collides with other users' on a shared login node.
-    cluster_kwargs["scheduler_options"] = {"dashboard_address": ":0", **cluster_kwargs.get("scheduler_options", {})}
+    # dask-jobqueue's default dashboard, port 8787 on every interface, is open to the network and collides with other
+    # users' on a shared login node; `scheduler-options: {dashboard_address: ...}` in the config overrides this.
+    cluster_kwargs["scheduler_options"] = {
+        "dashboard_address": DEFAULT_DASHBOARD,
+        **cluster_kwargs.get("scheduler_options", {}),
+    }
     job_kwargs = {_kwarg(k): v for k, v in section.items()}
     return ResolvedJobqueue(kind, job_kwargs, cluster_kwargs, gpus, min_jobs, max_jobs, tls_dir)
 
@@ -211,8 +222,7 @@ def _cluster_class(kind: Kind) -> type:
 
 def _tls_placeholder(parent: Path) -> RunCertificates:
     """The paths a run's certificates will have, for showing a job script without creating any."""
-    directory = parent / "run-XXXXXXXX"
-    return RunCertificates(directory, directory / "ca.pem", directory / "tls.pem", directory / "tls.key")
+    return RunCertificates.in_directory(parent / "run-XXXXXXXX")
 
 
 def job_script(kind: Kind, settings: JobqueueSettings) -> str:
@@ -232,46 +242,42 @@ def job_script(kind: Kind, settings: JobqueueSettings) -> str:
     return job.job_script()
 
 
-def start_jobqueue_cluster(kind: Kind, settings: JobqueueSettings) -> tuple[Any, Security | None]:
-    """Start a scheduler here and an adaptive pool of worker jobs; returns (cluster, security for the client).
+@contextmanager
+def jobqueue_cluster(kind: Kind, settings: JobqueueSettings) -> Iterator[tuple[Any, Security | None]]:
+    """A scheduler here and an adaptive pool of worker jobs, as (cluster, security for the client).
 
-    With `settings.tls` (the default) the scheduler only talks TLS to holders of this run's certificates; they are
-    deleted when the cluster object goes away or the process exits.
+    With `settings.tls` (the default) the scheduler only talks TLS to holders of this run's certificate. On exit the
+    cluster closes (its worker jobs are cancelled), then the certificate's directory is removed.
     """
     resolved = resolve(kind, settings)
-    certs: RunCertificates | None = None
-    if settings.tls:
-        certs = create_run_certificates(resolved.tls_dir)
-        security = certs.security()
-    else:
-        security = None
-        logger.warning(
-            "TLS is off (--no-tls): anyone who can reach the scheduler's port can connect to it and run code as you"
+    with ExitStack() as stack:
+        security: Security | None = None
+        if settings.tls:
+            certs = temporary_certificates(resolved.tls_dir)
+            stack.callback(certs.remove)
+            security = certs.security()
+        else:
+            logger.warning(
+                "TLS is off (--no-tls): anyone who can reach the scheduler's port can connect to it and run code as you"
+            )
+        cluster = stack.enter_context(
+            _cluster_class(kind)(
+                security=security,
+                protocol="tls://" if security else None,
+                config_name=kind,
+                **resolved.cluster_kwargs,
+                **resolved.job_kwargs,
+            )
         )
-    cluster_cls = _cluster_class(kind)
-    try:
-        cluster = cluster_cls(
-            security=security,
-            protocol="tls://" if security else None,
-            config_name=kind,
-            **resolved.cluster_kwargs,
-            **resolved.job_kwargs,
+        cluster.adapt(minimum_jobs=resolved.min_jobs, maximum_jobs=resolved.max_jobs)
+        logger.info(
+            "%s scheduler at %s: %d to %d worker jobs, %d GPU(s) each, TLS %s",
+            kind.upper(),
+            cluster.scheduler_address,
+            resolved.min_jobs,
+            resolved.max_jobs,
+            resolved.gpus_per_job,
+            "on" if security else "off",
         )
-    except BaseException:
-        if certs:
-            certs.remove()
-        raise
-    if certs:
-        weakref.finalize(cluster, certs.remove)
-    cluster.adapt(minimum_jobs=resolved.min_jobs, maximum_jobs=resolved.max_jobs)
-    logger.info(
-        "%s scheduler at %s: %d to %d worker jobs, %d GPU(s) each, TLS %s",
-        kind.upper(),
-        cluster.scheduler_address,
-        resolved.min_jobs,
-        resolved.max_jobs,
-        resolved.gpus_per_job,
-        "on" if security else "off",
-    )
-    logger.debug("worker job script:\n%s", cluster.job_script())
-    return cluster, security
+        logger.debug("worker job script:\n%s", cluster.job_script())
+        yield cluster, security

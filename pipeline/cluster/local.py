@@ -3,6 +3,9 @@
 With GPUs: one worker process per GPU, pinned to it with `CUDA_VISIBLE_DEVICES` and advertising the resource `GPU=1`
 (dask-cuda's LocalCUDACluster when installed). Without: CPU worker processes, one task thread each, TensorFlow's
 threads split between them so they share the cores instead of oversubscribing them.
+
+Everything listens on loopback: a Dask scheduler or worker runs whatever a connected peer sends it, and a local
+cluster has no peer elsewhere. The dashboard too (reach it from another machine with an SSH tunnel).
 """
 
 from __future__ import annotations
@@ -20,6 +23,10 @@ log = logging.getLogger(__name__)
 
 #: The Dask resource a GPU worker advertises and a classify task asks for.
 GPU_RESOURCE = "GPU"
+#: Where a local cluster's scheduler, workers and dashboard listen.
+LOOPBACK = "127.0.0.1"
+#: Any free port on loopback (not ":0", which Dask reads as every interface).
+DEFAULT_DASHBOARD = f"{LOOPBACK}:0"
 
 
 def visible_gpus() -> list[str]:
@@ -52,6 +59,7 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
         from dask_cuda import LocalCUDACluster
 
         return LocalCUDACluster(
+            host=LOOPBACK,
             CUDA_VISIBLE_DEVICES=devices,
             threads_per_worker=1,
             resources={GPU_RESOURCE: 1},
@@ -64,6 +72,7 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
         f"gpu-{i}": {
             "cls": Nanny,
             "options": {
+                "host": LOOPBACK,
                 "nthreads": 1,
                 "resources": {GPU_RESOURCE: 1},
                 "env": {"CUDA_VISIBLE_DEVICES": device, TF_THREADS_ENV: threads},
@@ -71,11 +80,11 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
         }
         for i, device in enumerate(devices)
     }
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": dashboard_address}}
+    scheduler = {"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": dashboard_address}}
     return SpecCluster(workers=workers_spec, scheduler=scheduler, name="ifcbflow-gpu")
 
 
-def local_cluster(workers: int | None = None, *, dashboard_address: str | None = ":0") -> Any:
+def local_cluster(workers: int | None = None, *, dashboard_address: str | None = DEFAULT_DASHBOARD) -> Any:
     """The embedded default: GPU workers when GPUs exist, CPU worker processes otherwise."""
     gpus = visible_gpus()
     if gpus:
@@ -87,6 +96,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     tf_threads = max(1, cores() // n)
     log.info("local cluster: %d CPU worker process(es), %d TensorFlow thread(s) each", n, tf_threads)
     return LocalCluster(
+        host=LOOPBACK,
         n_workers=n,
         threads_per_worker=1,
         processes=True,
