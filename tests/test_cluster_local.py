@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import multiprocessing
 import os
 import signal
 from pathlib import Path
@@ -79,6 +80,8 @@ def test_gpu_cluster_without_dask_cuda_listens_on_loopback_only(monkeypatch: pyt
         client.wait_for_workers(2, timeout=60)
         assert workers_have_gpus(client)
         _assert_only_loopback(client, sockets)
+        # GPU workers must be able to start feeder processes: they are not daemonic
+        assert set(client.run(lambda: multiprocessing.current_process().daemon).values()) == {False}
 
 
 def test_existing_scheduler_by_address_and_file(dask_client, tmp_path: Path) -> None:

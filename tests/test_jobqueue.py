@@ -103,7 +103,11 @@ def test_config_file_is_read_and_flags_win(tmp_path: Path) -> None:
     assert resolved.job_kwargs["queue"] == "from-flag"
     assert resolved.job_kwargs["account"] == "file-account"
     assert resolved.job_kwargs["processes"] == 2 and resolved.gpus_per_job == 2 and resolved.max_jobs == 7
-    assert resolved.job_kwargs["job_script_prologue"] == ["module load cuda", "source venv/bin/activate"]
+    assert resolved.job_kwargs["job_script_prologue"] == [
+        "module load cuda",
+        "source venv/bin/activate",
+        "export DASK_DISTRIBUTED__WORKER__DAEMON=False",  # GPU workers start feeder processes
+    ]
     script = job_script("slurm", settings)
     assert "#SBATCH --gres=gpu:2" in script and "--nworkers 2" in script and "--nthreads 4" in script
 

@@ -29,7 +29,7 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 SLURM_DIR = REPO / "deploy" / "slurm"
 BINS, ROIS, CLASSES = 6, 20, 3
-PARTITION_ROIS = ROIS  # one bin per task: bins complete one by one, and every run batches the same images together
+PARTITION_MB = 0.0001  # one bin per task: bins complete one by one, and every run batches the same images together
 
 
 def _slurm_problem() -> str | None:
@@ -118,8 +118,8 @@ def _classify(archive: Path, model: Path, out: Path) -> list[str]:
         "--out",
         str(out),
         "--json",
-        "--partition-rois",
-        str(PARTITION_ROIS),
+        "--partition-mb",
+        str(PARTITION_MB),
     ]
 
 
@@ -128,7 +128,7 @@ def _complete_bins(store: Path) -> set[str]:
     from pipeline.results.store import ResultStore
 
     try:
-        return set(ResultStore(str(store)).bin_index())
+        return set(ResultStore(str(store)).ledger().bins)
     except Exception:
         return set()
 
@@ -137,9 +137,10 @@ def _assert_same_store(store: Path, reference: Path) -> None:
     from pipeline.results.store import ResultStore
 
     got, want = ResultStore(str(store)), ResultStore(str(reference))
-    assert sorted(got.bin_index()) == sorted(want.bin_index()) and len(want.bin_index()) == BINS
-    for bin_id in want.bin_index():
-        (rois, scores), (want_rois, want_scores) = got.read_bin(bin_id), want.read_bin(bin_id)
+    got_bins, want_bins = got.ledger(), want.ledger()
+    assert sorted(got_bins.bins) == sorted(want_bins.bins) and len(want_bins.bins) == BINS
+    for bin_id in want_bins.bins:
+        (rois, scores), (want_rois, want_scores) = got.read_bin(bin_id, got_bins), want.read_bin(bin_id, want_bins)
         np.testing.assert_array_equal(rois, want_rois, err_msg=bin_id)
         np.testing.assert_array_equal(scores, want_scores, err_msg=bin_id)
 

@@ -13,6 +13,7 @@ import typer
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
 from pipeline.cluster.jobqueue import KINDS, JobqueueSettings, job_script
 from pipeline.cluster.local import visible_gpus
+from pipeline.cluster.runtime import NON_DAEMONIC_ENV
 from pipeline.cluster.security import DEFAULT_VALIDITY, create_run_certificates
 from pipeline.cluster.workers import default_name, worker_command
 
@@ -97,4 +98,4 @@ def worker(
     visible GPU. It becomes the `dask worker` process, so signals reach it directly."""
     count = len(visible_gpus()) if gpus is None else gpus
     command = worker_command(count, name or default_name(), dask_args or [])
-    os.execv(command[0], command)
+    os.execve(command[0], command, {**os.environ, **(NON_DAEMONIC_ENV if count else {})})

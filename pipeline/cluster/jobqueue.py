@@ -30,6 +30,7 @@ from dask_jobqueue.pbs import pbs_format_bytes_ceil
 from distributed.security import Security
 
 from pipeline.cluster.local import DEFAULT_DASHBOARD
+from pipeline.cluster.runtime import NON_DAEMONIC_ENV
 from pipeline.cluster.security import RunCertificates, default_parent, temporary_certificates
 
 logger = logging.getLogger(__name__)
@@ -201,6 +202,8 @@ def _request_gpus(kind: Kind, section: dict[str, Any], gpus: int) -> None:
         *section.get("worker-extra-args", []),
         *("--resources", "GPU=1", "--preload", "pipeline.cluster.gpu_pin"),
     ]
+    exports = [f"export {name}={value}" for name, value in NON_DAEMONIC_ENV.items()]  # for the feeder processes
+    section["job-script-prologue"] = [*section.get("job-script-prologue", []), *exports]
 
 
 def _pbs_resources(section: dict[str, Any], gpus: int) -> None:

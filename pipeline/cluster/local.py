@@ -17,7 +17,9 @@ import shutil
 import subprocess
 from typing import Any
 
-from pipeline.cluster.runtime import TF_THREADS_ENV
+import dask
+
+from pipeline.cluster.runtime import NON_DAEMONIC_WORKERS, TF_THREADS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +56,7 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
     """One worker per GPU, worker i pinned to the i-th *visible* device (not to device i)."""
     devices = devices[: min(workers or len(devices), len(devices))]
     n = len(devices)
+    dask.config.set(NON_DAEMONIC_WORKERS)  # read by each Nanny whenever it (re)starts its worker
     threads = str(max(1, cores() // n))
     if importlib.util.find_spec("dask_cuda") is not None:
         from dask_cuda import LocalCUDACluster

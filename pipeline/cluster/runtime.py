@@ -14,6 +14,10 @@ log = logging.getLogger(__name__)
 
 #: Threads TensorFlow may use in one worker process; set by the cluster factory for local CPU workers.
 TF_THREADS_ENV = "IFCBFLOW_TF_THREADS"
+#: GPU workers feed their device from feeder processes (`pipeline.job.feeder`), which a daemonic process cannot
+#: start: every way this project starts GPU workers makes them non-daemonic, by config or by environment.
+NON_DAEMONIC_WORKERS = {"distributed.worker.daemon": False}
+NON_DAEMONIC_ENV = {"DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
 
 _lock = threading.Lock()
 _configured = False
