@@ -1,55 +1,64 @@
-"""Benchmark of the classification job: how close the whole pipeline gets to the model's own speed.
+"""Benchmark of the classification job: how close the whole pipeline gets to the bare model, and what it costs.
 
-Measured in one run, on one synthetic archive, with one (untrained) bundle:
-- end-to-end ROIs/s of `run_classification` (plan, ranged reads, predict, write, consolidate) on 1 and 2 local
-  workers, after a warm-up run (model loaded, TensorFlow started);
-- model-only ROIs/s on the same workers: `Bundle.predict` (preprocessing + network) on images already in memory,
-  all workers at once; the headline is the ratio end-to-end / model-only (1.0 = I/O and bookkeeping fully hidden);
-- the worker's peak resident memory after 10 bins and after a further N bins (it must stay flat: partitions bound it);
-- a serial loop as peers write it (read a bin, preprocess + predict, write, next bin) in one worker process, on the
-  same data, interleaved with the other measures so that all see the same machine load.
+Measured in one run, on one synthetic archive, with one (untrained) bundle, on 1 and 2 local CPU workers:
+- end-to-end ROIs/s of `run_classification` (list, read, decode, preprocess, predict, commit, consolidate), after a
+  warm-up run (model loaded, TensorFlow started, functions compiled); with `--cli`, also the wall clock of the
+  whole `ifcbflow classify` command (cluster start, imports and model loading included);
+- the bare model on the same workers: the compiled predictor on preprocessed uint8 batches already in memory, all
+  workers at once; the headline is end-to-end / bare model (1.0 = reading, preprocessing and writing fully hidden);
+- a serial loop as peers write it (read a bin, preprocess + predict, write it, next bin) in one worker process;
+- the workers' peak resident memory after 10 bins and after the whole archive (it must stay flat).
 
-    .venv/bin/python bench/bench_classify.py [--bins 120] [--rois 40] [--arch small-cnn] [--size 64]
+`--arch zero-cost` is a model that costs almost nothing (a mean and one dense layer): the pipeline's own ceiling.
+
+    .venv/bin/python bench/bench_classify.py --arch zero-cost --bins 1000 --rois 100 --cli
+    .venv/bin/python bench/bench_classify.py --arch utopia-b3 --bins 200 --rois 100
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-WARMUP_BINS = 2
+WARMUP_BINS = 4
 MEMORY_FIRST_BINS = 10
-REPEATS = 2
+IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))
 
 
-def model_only_rate(archive: str, bundle_url: str, bundle_hash: str, seconds: float) -> tuple[int, float]:
-    """Task on one worker: predict the first bins' images (already decoded) repeatedly for `seconds`."""
-    from pipeline.ifcb.archive import list_bins
-    from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+def bare_model_rate(bundle_url: str, bundle_hash: str, batch: int, seconds: float) -> tuple[int, float]:
+    """Task on one worker: the compiled predictor on one preprocessed uint8 batch, again and again, for `seconds`."""
+    import numpy as np
+
     from pipeline.job.worker import get_bundle
 
     bundle = get_bundle(bundle_url, None, bundle_hash)
-    fs, bins, _ = list_bins(archive)
-    images = [image for files in bins[:4] for _, image in read_bin_images(fs, read_bin_meta(fs, files))]
-    bundle.predict(images[:8])
+    from model.inference import Predictor
+
+    predictor = Predictor(bundle.model)
+    size = bundle.preprocess.size
+    inputs = np.random.default_rng(0).integers(0, 256, (batch, size, size, 1), dtype=np.uint8)
+    predictor.predict(inputs)
     done, started = 0, time.perf_counter()
     while time.perf_counter() - started < seconds:
-        bundle.predict(images)
-        done += len(images)
+        list(predictor.run((inputs, None) for _ in range(4)))
+        done += 4 * batch
     return done, time.perf_counter() - started
 
 
-def cluster_model_only(client, archive: str, bundle_url: str, bundle_hash: str, seconds: float = 5.0) -> float:
-    """All workers predicting at once, each pinned to its own task: the cluster's model-only ROIs/s."""
+def cluster_bare_model(client, bundle_url: str, bundle_hash: str, batch: int, seconds: float = 10.0) -> float:
+    """All workers predicting at once, each on its own task: the cluster's bare-model ROIs/s."""
     workers = list(client.scheduler_info(n_workers=-1)["workers"])
     futures = [
-        client.submit(model_only_rate, archive, bundle_url, bundle_hash, seconds, workers=[w], pure=False)
+        client.submit(bare_model_rate, bundle_url, bundle_hash, batch, seconds, workers=[w], pure=False)
         for w in workers
     ]
     return sum(n / s for n, s in client.gather(futures))
@@ -61,34 +70,6 @@ def peak_rss_mib(client) -> float:
     return max(client.run(peak_rss_bytes).values()) / 2**20
 
 
-def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str, work: Path, ids: list[str]) -> dict:
-    """On one cluster: warm up, (1 worker: 10 bins for the memory baseline), then timed full runs and model-only."""
-    from pipeline.cluster.client import open_client
-    from pipeline.job.run import ClassifyRequest, run_classification
-
-    out: dict[str, float] = {}
-    with open_client("local", workers=n_workers, dashboard_address=None) as client:
-        warm = ClassifyRequest(archive, bundle_url, str(work / f"warm-{n_workers}.zarr"), bin_ids=ids[:WARMUP_BINS])
-        run_classification(client, warm)
-        if n_workers == 1:
-            first = ClassifyRequest(archive, bundle_url, str(work / "memory.zarr"), bin_ids=ids[:MEMORY_FIRST_BINS])
-            run_classification(client, first)
-            out["rss_first"] = peak_rss_mib(client)
-        e2e, model, serial = [], [], []
-        for repeat in range(REPEATS):  # interleaved, best of each: the machine may be shared
-            store = str(work / f"e2e-{n_workers}-{repeat}.zarr")
-            summary = run_classification(client, ClassifyRequest(archive, bundle_url, store))
-            e2e.append(summary.rois / summary.seconds)
-            out.setdefault("rss_all", peak_rss_mib(client))  # before the model-only and serial measures run here
-            model.append(cluster_model_only(client, archive, bundle_url, bundle_hash))
-            serial_store = str(work / f"serial-{n_workers}-{repeat}.zarr")
-            serial.append(
-                client.submit(serial_loop, archive, bundle_url, bundle_hash, serial_store, pure=False).result()
-            )
-        out["e2e"], out["model"], out["serial"] = max(e2e), max(model), max(serial)
-    return out
-
-
 def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str) -> float:
     """Task: the usual script, one bin after another with nothing overlapped (read, predict, write, next bin)."""
     import numpy as np
@@ -97,7 +78,8 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
     from pipeline.ifcb.archive import list_bins
     from pipeline.ifcb.bins import read_bin_images, read_bin_meta
     from pipeline.job.worker import get_bundle
-    from pipeline.results.store import BinResult, ResultStore
+    from pipeline.results.records import BinResult
+    from pipeline.results.store import ResultStore, partition_id
 
     bundle = get_bundle(bundle_url, None, bundle_hash)
     store = ResultStore(store_url)
@@ -109,12 +91,50 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
         images = read_bin_images(fs, meta)
         scores = bundle.predict([image for _, image in images])
         numbers = np.array([n for n, _ in images], dtype=np.int64)
-        store.write_bin(BinResult(files.bin.id, files.bin.time, numbers, scores, meta.ml_analyzed), bundle.classes)
+        result = BinResult(files.bin.id, files.bin.time, numbers, scores, meta.ml_analyzed)
+        store.commit_partition(partition_id([files.bin.id], "serial"), [result], bundle.classes)
         rois += len(images)
     return rois / (time.perf_counter() - started)
 
 
+def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str, work: Path, args) -> dict:
+    """On one cluster: warm up, the memory baseline, a timed full run, the bare model, the serial loop."""
+    from pipeline.cluster.client import open_client
+    from pipeline.ifcb.archive import list_bins
+    from pipeline.job.run import ClassifyRequest, run_classification
+    from pipeline.job.worker import CPU_BATCH
+
+    ids = [files.bin.id for files in list_bins(archive)[1]]
+    out: dict[str, float] = {}
+    with open_client("local", workers=n_workers, dashboard_address=None) as client:
+        warm = ClassifyRequest(archive, bundle_url, str(work / f"warm-{n_workers}.zarr"), bin_ids=ids[-WARMUP_BINS:])
+        run_classification(client, warm)
+        first = ClassifyRequest(archive, bundle_url, str(work / f"first-{n_workers}.zarr"),
+                                bin_ids=ids[:MEMORY_FIRST_BINS])  # fmt: skip
+        run_classification(client, first)
+        out["rss_first"] = peak_rss_mib(client)
+        summary = run_classification(client, ClassifyRequest(archive, bundle_url, str(work / f"e2e-{n_workers}.zarr")))
+        out["e2e"], out["rois"] = summary.rois / summary.seconds, summary.rois
+        out["rss_all"] = peak_rss_mib(client)
+        out["model"] = cluster_bare_model(client, bundle_url, bundle_hash, CPU_BATCH)
+        if args.serial:
+            out["serial"] = client.submit(
+                serial_loop, archive, bundle_url, bundle_hash, str(work / f"serial-{n_workers}.zarr"), pure=False
+            ).result()
+    if args.cli:
+        store = work / f"cli-{n_workers}.zarr"
+        started = time.perf_counter()
+        done = subprocess.run(
+            [IFCBFLOW, "classify", archive, "--model", bundle_url, "--out", str(store), "--workers", str(n_workers),
+             "--json"], capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        wall = time.perf_counter() - started
+        out["cli"], out["cli_run"] = json.loads(done.stdout)["rois"] / wall, json.loads(done.stdout)["rois_per_second"]
+    return out
+
+
 def build_bundle(url: str, arch: str, size: int) -> str:
+    """An untrained bundle of `arch`, or of the near-zero-cost model."""
     import keras
 
     from model.architectures import build
@@ -124,16 +144,27 @@ def build_bundle(url: str, arch: str, size: int) -> str:
 
     keras.utils.set_random_seed(0)
     classes = SYNTH_CLASSES[:4]
-    model = build(arch, len(classes), size)
+    if arch == "zero-cost":
+        inputs = keras.Input((size, size, 1), dtype="uint8", name="image")
+        x = keras.layers.Rescaling(1 / 255, name="to_float")(inputs)
+        x = keras.layers.GlobalAveragePooling2D(name="mean")(x)
+        outputs = keras.layers.Dense(len(classes), activation="softmax", name="probabilities")(x)
+        model = keras.Model(inputs, outputs, name="zero_cost")
+    else:
+        model = build(arch, len(classes), size)
     return save_bundle(Bundle(model, classes, PreprocessConfig(size=size), arch), url)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--bins", type=int, default=120, help="Bins in the archive (the memory test's 'many').")
-    parser.add_argument("--rois", type=int, default=40, help="ROIs per bin.")
-    parser.add_argument("--arch", default="small-cnn")
-    parser.add_argument("--size", type=int, default=64, help="Model input size.")
+    parser.add_argument("--bins", type=int, default=200, help="Bins in the archive.")
+    parser.add_argument("--rois", type=int, default=100, help="ROIs per bin.")
+    parser.add_argument("--arch", default="small-cnn", help="zero-cost, small-cnn or utopia-b3.")
+    parser.add_argument("--size", type=int, default=128, help="Model input size.")
+    parser.add_argument("--workers", default="1,2", help="Worker counts to measure.")
+    parser.add_argument("--cli", action="store_true", help="Also time the whole `ifcbflow classify` command.")
+    parser.add_argument("--serial", action="store_true", help="Also time a serial loop as peers write it.")
+    parser.add_argument("--archive", help="Reuse (or create) the synthetic archive here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.ERROR)
@@ -143,37 +174,35 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
         work = Path(tmp)
-        archive = str(work / "archive")
-        ids = write_synthetic_archive(archive, bins=args.bins, rois=args.rois, classes=4, seed=0)
+        archive = args.archive or str(work / "archive")
+        if not Path(archive).exists():
+            made = time.perf_counter()
+            write_synthetic_archive(archive, bins=args.bins, rois=args.rois, classes=4, seed=0)
+            print(f"synthesised {args.bins} bins x {args.rois} ROIs in {time.perf_counter() - made:.0f} s")
         bundle_url = str(work / "bundle.zip")
         bundle_hash = build_bundle(bundle_url, args.arch, args.size)
-        runs = {n: cluster_runs(n, archive, bundle_url, bundle_hash, work, ids) for n in (1, 2)}
+        counts = [int(n) for n in args.workers.split(",")]
+        runs = {n: cluster_runs(n, archive, bundle_url, bundle_hash, work, args) for n in counts}
 
-    one, two = runs[1], runs[2]
-    print(
-        f"\n{args.bins} bins x {args.rois} ROIs, {args.arch} at {args.size}x{args.size}, {cores()} cores, "
-        f"CPU TensorFlow; ROIs/s after a warm-up run, best of {REPEATS}\n"
-    )
-    print("| measure | 1 worker | 2 workers |")
-    print("|---|---:|---:|")
-    print(f"| end-to-end ROIs/s (plan + read + predict + write + consolidate) | {one['e2e']:.0f} | {two['e2e']:.0f} |")
-    print(
-        f"| model-only ROIs/s, same workers (`Bundle.predict` on decoded images) | {one['model']:.0f} "
-        f"| {two['model']:.0f} |"
-    )
-    print(
-        f"| **end-to-end / model-only** | **{one['e2e'] / one['model']:.2f}** | **{two['e2e'] / two['model']:.2f}** |"
-    )
-    print(
-        f"| serial loop ROIs/s (read, predict, write, next bin; one worker process) | {one['serial']:.0f} "
-        f"| {two['serial']:.0f} |"
-    )
-    print(f"| end-to-end / serial loop | {one['e2e'] / one['serial']:.2f} | {two['e2e'] / two['serial']:.2f} |")
-    print(f"| worker peak RSS after {MEMORY_FIRST_BINS} bins (MiB) | {one['rss_first']:.0f} | |")
-    print(
-        f"| worker peak RSS after {MEMORY_FIRST_BINS} + {args.bins} bins (MiB) | {one['rss_all']:.0f} "
-        f"| {two['rss_all']:.0f} |"
-    )
+    rois = int(next(iter(runs.values()))["rois"])
+    print(f"\n{rois:,} ROIs in {args.bins} bins, {args.arch} at {args.size}x{args.size}, {cores()} cores, "
+          "CPU TensorFlow, after a warm-up run\n")  # fmt: skip
+    print("| measure | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in counts) + " |")
+    print("|---|" + "---:|" * len(counts))
+
+    def row(label: str, cell) -> None:
+        print(f"| {label} | " + " | ".join(cell(runs[n]) for n in counts) + " |")
+
+    row("end-to-end ROIs/s (`run_classification`)", lambda r: f"{r['e2e']:,.0f}")
+    if args.cli:
+        row("`ifcbflow classify` wall clock ROIs/s (cluster start included)", lambda r: f"{r['cli']:,.0f}")
+    row("bare model ROIs/s, same workers (uint8 batches in memory)", lambda r: f"{r['model']:,.0f}")
+    row("**end-to-end / bare model**", lambda r: f"**{r['e2e'] / r['model']:.2f}**")
+    if args.serial:
+        row("serial loop ROIs/s (read, predict, write, next bin; one process)", lambda r: f"{r['serial']:,.0f}")
+        row("end-to-end / serial loop", lambda r: f"{r['e2e'] / r['serial']:.2f}")
+    row(f"worker peak RSS after {MEMORY_FIRST_BINS} bins (MiB)", lambda r: f"{r['rss_first']:.0f}")
+    row("worker peak RSS after the whole archive (MiB)", lambda r: f"{r['rss_all']:.0f}")
 
 
 if __name__ == "__main__":

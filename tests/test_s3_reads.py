@@ -22,6 +22,7 @@ from pipeline.ifcb.archive import list_bins, scan_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.synth import write_synthetic_archive
+from pipeline.storage import fs_options
 
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
 EMPTY = ("D20150411T205456_IFCB012", "IFCB5_2017_001_033645")
@@ -47,8 +48,10 @@ class RequestLog:
 
 @pytest.fixture
 def cached_options(s3_server) -> dict[str, Any]:
-    """Storage options without `skip_instance_cache`: `url_to_fs` inside the reader returns the counted instance."""
-    return {key: value for key, value in s3_server.storage_options.items() if key != "skip_instance_cache"}
+    """Storage options without `skip_instance_cache` and with the reader's own additions: `url_to_fs` inside the
+    reader returns the counted instance."""
+    options = {key: value for key, value in s3_server.storage_options.items() if key != "skip_instance_cache"}
+    return fs_options("s3://", options)
 
 
 @pytest.fixture

@@ -24,24 +24,32 @@ _configured = False
 
 
 def configure_tensorflow() -> None:
-    """Once per process, before TensorFlow's runtime starts: thread counts, the one GPU and its memory growth."""
+    """Once per process, before the Keras backend's runtime starts. On TensorFlow: thread counts, the one GPU and
+    its memory growth. Other backends (JAX, where TensorFlow is not installed) need nothing here."""
     global _configured
     with _lock:
         if _configured:
             return
-        import tensorflow as tf
+        import keras
 
-        import model  # noqa: F401  (quiets TensorFlow's native start-up lines before the import below)
+        import model  # noqa: F401  (quiets TensorFlow's native start-up lines before the imports below)
 
-        threads = int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
-        try:
-            tf.config.threading.set_intra_op_parallelism_threads(threads)
-            tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
-            # One GPU per worker: dask-cuda lists all GPUs with the worker's own first, so keep only that one.
-            gpus = tf.config.list_physical_devices("GPU")[:1]
-            if gpus:
-                tf.config.set_visible_devices(gpus, "GPU")
-                tf.config.experimental.set_memory_growth(gpus[0], True)
-        except RuntimeError as err:  # the runtime already started in this process (e.g. a threads-only cluster)
-            log.debug("TensorFlow already initialised, keeping its settings: %s", err)
+        if keras.backend.backend() == "tensorflow":
+            _configure_tensorflow_runtime()
         _configured = True
+
+
+def _configure_tensorflow_runtime() -> None:
+    import tensorflow as tf
+
+    threads = int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))
+        # One GPU per worker: dask-cuda lists all GPUs with the worker's own first, so keep only that one.
+        gpus = tf.config.list_physical_devices("GPU")[:1]
+        if gpus:
+            tf.config.set_visible_devices(gpus, "GPU")
+            tf.config.experimental.set_memory_growth(gpus[0], True)
+    except RuntimeError as err:  # the runtime already started in this process (e.g. a threads-only cluster)
+        log.debug("TensorFlow already initialised, keeping its settings: %s", err)

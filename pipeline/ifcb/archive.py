@@ -22,6 +22,7 @@ from pipeline.ifcb.bins import BinFiles, BinMeta, read_many_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import BinId, parse_bin_id
 from pipeline.redact import redact_url
+from pipeline.storage import fs_options
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +33,7 @@ SCAN_BATCH = 64
 
 def open_archive(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem of `url` and the archive's root path on it."""
-    fs, root = url_to_fs(url, **(storage_options or {}))
+    fs, root = url_to_fs(url, **fs_options(url, storage_options))
     return fs, root.rstrip("/") or root
 
 

@@ -21,10 +21,11 @@ from distributed import Client, as_completed
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.archive import list_bins
-from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, partition
+from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, partition
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
 from pipeline.redact import redact_text, redact_url
+from pipeline.results.records import Ledger
 from pipeline.results.store import ResultStore, partition_id
 
 log = logging.getLogger(__name__)
@@ -119,7 +120,7 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
     with store.lease(uuid.uuid4().hex):
         ledger = store.ledger(clean=True)
-        todo = [files for files in bins if files.bin.id not in ledger.bins]
+        todo = [files for files in bins if files.bin.id not in ledger.complete]
         summary.bins_listed = len(bins) + len(list_failures)
         summary.bins_already_complete = len(bins) - len(todo)
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
@@ -128,7 +129,7 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
             reporter.message(f"Dask dashboard: {summary.dashboard}")
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         total_bytes = sum(files.roi_size for files in todo)
-        target = balanced_target(total_bytes, n_workers, int(request.partition_mb * MB))
+        target = balanced_target(sum(map(bin_weight, todo)), n_workers, int(request.partition_mb * MB))
         partitions = partition(todo, target)
         summary.partition_mb = target / MB
         summary.bins_planned, summary.partitions = len(todo), len(partitions)
@@ -137,16 +138,14 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
             f"{len(list_failures)} incomplete in the archive; classifying {len(todo)} bins "
             f"({total_bytes / MB:,.1f} MB of images) in {len(partitions)} partitions on {n_workers} worker(s)"
         )
-        incomplete: dict[str, str] = {}
         try:
-            _follow(client, request, store_info, bundle_info, partitions, ledger, incomplete, summary, reporter)
+            _follow(client, request, store_info, bundle_info, partitions, ledger, summary, reporter)
         finally:
-            store.consolidate(ledger, list_failures)
-    selected = {files.bin.id for files in bins} | {failure.bin for failure in list_failures}
-    failed = [ledger.failures[b] for b in sorted(selected) if b in ledger.failures]
-    failed += [f for f in list_failures if f.bin not in ledger.failures]
-    summary.failures = [failure.to_dict() for failure in failed]
-    summary.incomplete = [{"bin": b, "reason": reason} for b, reason in sorted(incomplete.items())]
+            if ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures):
+                store.consolidate(ledger, list_failures)
+    summary.failures += [failure.to_dict() for failure in list_failures]
+    summary.failures.sort(key=lambda failure: failure["bin"])
+    summary.incomplete.sort(key=lambda entry: entry["bin"])
     summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -158,12 +157,12 @@ def _follow(
     store_info: dict[str, Any],
     bundle_info: dict[str, Any],
     partitions: list[list[Any]],
-    ledger: Any,
-    incomplete: dict[str, str],
+    ledger: Ledger,
     summary: RunSummary,
     reporter: Reporter,
 ) -> None:
-    """Submit the partitions and take in their commits as they come; stop at the first configuration fault."""
+    """Submit the partitions and take in their commits (and their failed and incomplete bins) as they come; stop at
+    the first configuration fault."""
     resources = {GPU_RESOURCE: 1} if workers_have_gpus(client) else None
     run_id = uuid.uuid4().hex[:8]
     futures = {}
@@ -193,7 +192,7 @@ def _follow(
             except Exception as err:
                 reason = redact_text(f"partition lost: {type(err).__name__}: {err}")
                 log.error("partition %s failed after retries: %s", task.part, reason)
-                incomplete.update({files.bin.id: reason for files in task.bins})
+                summary.incomplete += [{"bin": files.bin.id, "reason": reason} for files in task.bins]
                 reporter.advance(len(task.bins), 0)
                 continue
             if result.configuration_error:
@@ -203,7 +202,8 @@ def _follow(
             commit = result.commit
             assert commit is not None
             ledger.add(commit)
-            incomplete.update({entry["bin"]: entry["reason"] for entry in commit.incomplete})
+            summary.failures += [failure.to_dict() for failure in commit.failures]
+            summary.incomplete += commit.incomplete
             summary.bins_done += len(commit.bins)
             summary.rois += sum(record.n_rois for record in commit.bins)
             reporter.advance(len(task.bins), sum(record.n_rois for record in commit.bins))

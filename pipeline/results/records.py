@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -73,22 +74,59 @@ class Commit:
         )
 
 
-@dataclass
 class Ledger:
-    """What the store holds: complete bins (by id), failed bins not complete, partitions in the summary."""
+    """What the store holds: complete bins, failed bins not complete, partitions already in the summary.
 
-    bins: dict[str, BinRecord] = field(default_factory=dict)
-    failures: dict[str, BinFailure] = field(default_factory=dict)
-    parts: set[str] = field(default_factory=set)
-    changed: bool = False  # whether commits exist that the summary does not show yet
+    Cheap to read: the set of complete bins and consolidated partitions comes from two small arrays; the full bin
+    records and failures (what a summary or a report needs) are read only when first asked for, so a rerun with
+    nothing to do reads a few objects whatever the number of complete bins.
+    """
+
+    def __init__(
+        self,
+        complete: set[str] | None = None,
+        parts: set[str] | None = None,
+        load: Callable[[], tuple[dict[str, BinRecord], dict[str, BinFailure]]] | None = None,
+    ) -> None:
+        self.complete: set[str] = set(complete or ())
+        self.parts: set[str] = set(parts or ())
+        self.changed = False  # whether commits exist that the summary does not show yet
+        self._load = load
+        self._commits: list[Commit] = []
+        self._bins: dict[str, BinRecord] | None = None
+        self._failures: dict[str, BinFailure] = {}
 
     def add(self, commit: Commit) -> None:
         """Take in a commit: its bins become complete, its failures replace older ones of bins still not complete."""
-        for record in commit.bins:
-            self.bins[record.bin] = record
-            self.failures.pop(record.bin, None)
-        for failure in commit.failures:
-            if failure.bin not in self.bins:
-                self.failures[failure.bin] = failure
+        self._commits.append(commit)
+        self.complete.update(record.bin for record in commit.bins)
         self.parts.add(commit.part)
         self.changed = True
+        if self._bins is not None:
+            self._apply(commit)
+
+    @property
+    def bins(self) -> dict[str, BinRecord]:
+        """Every complete bin's record, by bin id."""
+        return self._materialized()[0]
+
+    @property
+    def failures(self) -> dict[str, BinFailure]:
+        """The failure of every bin that failed and is not complete, by bin id."""
+        return self._materialized()[1]
+
+    def _materialized(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
+        if self._bins is None:
+            self._bins, self._failures = self._load() if self._load is not None else ({}, {})
+            for commit in self._commits:
+                self._apply(commit)
+        return self._bins, self._failures
+
+    def _apply(self, commit: Commit) -> None:
+        assert self._bins is not None
+        for record in commit.bins:
+            self._bins[record.bin] = record
+            self._failures.pop(record.bin, None)
+        for failure in commit.failures:
+            if failure.bin not in self._bins:
+                self._failures[failure.bin] = failure

@@ -64,6 +64,7 @@ from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, iso_utc
 from pipeline.results.summary import ledger_dataset, summary_dataset
+from pipeline.storage import fs_options
 
 log = logging.getLogger(__name__)
 
@@ -118,9 +119,10 @@ class ResultStore:
     def __init__(self, url: str, storage_options: dict[str, Any] | None = None) -> None:
         self.url = url
         self.storage_options = dict(storage_options or {})
-        self.fs, root = url_to_fs(url, **self.storage_options)
+        self.fs, root = url_to_fs(url, **fs_options(url, self.storage_options))
         self.root = root.rstrip("/") or root
         self._zarr_store: Any = None
+        self._info: dict[str, Any] | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -137,7 +139,8 @@ class ResultStore:
             if protocol in ("file", "local"):
                 self._zarr_store = zarr.storage.LocalStore(self.root)
             else:
-                self._zarr_store = zarr.storage.FsspecStore.from_url(self.url, storage_options=self.storage_options)
+                options = fs_options(self.url, self.storage_options)
+                self._zarr_store = zarr.storage.FsspecStore.from_url(self.url, storage_options=options)
         return self._zarr_store
 
     @_retried
@@ -188,7 +191,12 @@ class ResultStore:
 
     # --- the run's identity --------------------------------------------------------------------------------------
     def info(self) -> dict[str, Any] | None:
-        """Root attributes (classes, bundle hash, archives, versions), or None when no store exists here."""
+        """Root attributes (classes, bundle hash, archives, versions), or None when no store exists here.
+
+        After `prepare` this object keeps what it wrote or checked: a run's identity does not change under it.
+        """
+        if self._info is not None:
+            return self._info
         meta = self.read_document("zarr.json")
         return None if meta is None else meta.get("attributes", {})
 
@@ -230,6 +238,7 @@ class ResultStore:
                     f"{COMMITS}/zarr.json": group_document({}),
                 }
             )
+            self._info = info
             return info
         self.check_layout(info)
         if info.get("bundle_hash") != bundle_info["content_hash"]:
@@ -243,6 +252,7 @@ class ResultStore:
         if archive not in info.get("archive_urls", []):
             info["archive_urls"] = [*info.get("archive_urls", []), archive]
             self.write_documents({"zarr.json": group_document(info)})
+        self._info = info
         return info
 
     # --- one run at a time ------------------------------------------------------------------------------------------
@@ -388,20 +398,28 @@ class ResultStore:
         return ledger
 
     def _consolidated_ledger(self) -> Ledger:
-        """The ledger as the last consolidation wrote it (`summary` and `ledger` groups); empty before any."""
-        ledger = Ledger()
+        """The ledger as the last consolidation wrote it: which bins and partitions (two arrays); the full records
+        and failures are read only if asked for."""
+        tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)})
+        complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
+        parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
+        return Ledger(complete, parts, load=self._consolidated_records)
+
+    def _consolidated_records(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "part", "roi_offset"),
-                LEDGER: ("consolidated_part", "failed_bin", "failed_stage", "failed_reason"),
+                LEDGER: ("failed_bin", "failed_stage", "failed_reason"),
             }
         )
+        records: dict[str, BinRecord] = {}
+        failures: dict[str, BinFailure] = {}
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
         if summary is not None:
             times = summary["time"].astype("datetime64[s]")
             for i, bin_id in enumerate(summary["bin"].tolist()):
                 volume = float(summary["ml_analyzed"][i])
-                ledger.bins[str(bin_id)] = BinRecord(
+                records[str(bin_id)] = BinRecord(
                     bin=str(bin_id),
                     time=f"{np.datetime_as_string(times[i], unit='s')}Z",
                     n_rois=int(summary["n_rois"][i]),
@@ -411,12 +429,11 @@ class ResultStore:
                     roi_offset=int(summary["roi_offset"][i]),
                 )
         if kept is not None:
-            ledger.parts = {str(part) for part in kept["consolidated_part"].tolist()}
             for bin_id, stage, reason in zip(
                 kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(), strict=True
             ):
-                ledger.failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
-        return ledger
+                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
+        return records, failures
 
     @_retried
     def _read_tables(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, np.ndarray]]:
