@@ -141,7 +141,7 @@ def compare(
     from pipeline.results.compare_stores import compare_stores
     from pipeline.results.store import ResultStore
 
-    _check_keep_unmapped(keep_unmapped, remap_a or remap_b)
+    _check_keep_unmapped(keep_unmapped, remap_a or remap_b, "--remap-a or --remap-b")
     options = parse_storage_options(storage_options)
     a, b = ResultStore(store_a, options), ResultStore(store_b, options)
     with refusals(Console(stderr=True)):
@@ -180,6 +180,6 @@ def migrate(
     typer.echo(f"migrated {moved} bins; {store} is in the current layout" if moved else f"{store} needs no migration")
 
 
-def _check_keep_unmapped(keep_unmapped: bool, remap: str | None) -> None:
+def _check_keep_unmapped(keep_unmapped: bool, remap: str | None, flags: str = "--remap") -> None:
     if keep_unmapped and remap is None:
-        raise typer.BadParameter("--keep-unmapped applies to a remap: give one too", param_hint="--keep-unmapped")
+        raise typer.BadParameter(f"it applies to a remap: give {flags} too", param_hint="--keep-unmapped")
