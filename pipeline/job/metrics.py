@@ -66,16 +66,19 @@ class WatchMetrics:
             self.newest_classified.set(newest.timestamp())
         self._update_lag()
 
-    def archive_state(self, newest: datetime | None, waiting: int) -> None:
-        """What the latest listing showed: the newest bin and how many bins are not classified yet."""
+    def archive_state(self, newest: datetime | None, waiting: int | None) -> None:
+        """What the latest poll's listing showed: the newest bin and how many bins are not classified yet (None for
+        either: unknown, as when the listing failed)."""
         self.polls.inc()
-        self.waiting.set(waiting)
+        if waiting is not None:
+            self.waiting.set(waiting)
         if newest is not None:
             self._newest["listed"] = newest.timestamp()
             self.newest_listed.set(newest.timestamp())
         self._update_lag()
 
     def failed(self, kind: str, bins: int) -> None:
+        """Count `bins` failures of `kind` (data or transient)."""
         if bins:
             self.failures.labels(kind=kind).inc(bins)
 

@@ -39,8 +39,6 @@ class Poll:
     """What one poll saw and did."""
 
     number: int
-    complete: int = 0  # bins with all three files in the listing
-    settled: int = 0  # ... whose sizes did not change since the previous poll
     waiting: int = 0  # bins in the archive not in the store yet (being written, or settled and not classified)
     classified: list[str] | None = None  # the bins this poll's run was asked to classify (None: no run)
     run: RunSummary | None = None
@@ -116,7 +114,7 @@ class Watcher:
             log.warning("%s; trying again at the next poll", err)
             self.metrics.failed("transient", 1)
             result.skipped = str(err)
-            return self._finish(result, None, 0)
+            return self._finish(result, None, None)
         sizes = {files.bin.id: files.sizes for files in bins}
         settled = [files for files in bins if self._sizes.get(files.bin.id, _UNSEEN) == files.sizes]
         self._sizes = sizes
@@ -125,7 +123,6 @@ class Watcher:
             for files in settled
             if files.bin.id not in self._complete and self._bad.get(files.bin.id, _UNSEEN) != files.sizes
         ]
-        result.complete, result.settled = len(bins), len(settled)
         times = [files.bin.time for files in bins] + [parse_bin_id(failure.bin).time for failure in unfinished]
         newest_listed = max(times, default=None)
         if due:
@@ -141,9 +138,11 @@ class Watcher:
         waiting = len({files.bin.id for files in bins} - self._complete - self._bad.keys()) + len(unfinished)
         return self._finish(result, newest_listed, waiting)
 
-    def _finish(self, result: Poll, newest_listed: datetime | None, waiting: int) -> Poll:
+    def _finish(self, result: Poll, newest_listed: datetime | None, waiting: int | None) -> Poll:
+        """Metrics and the poll's record; `waiting` None: unknown (the listing failed)."""
         self.metrics.archive_state(newest_listed, waiting)
-        result.waiting, result.store_bins, result.newest_classified = waiting, len(self._complete), self._newest
+        result.waiting = waiting or 0
+        result.store_bins, result.newest_classified = len(self._complete), self._newest
         return result
 
     def _take_failures(self, run: RunSummary, sizes: dict[str, Sizes]) -> None:
