@@ -1,8 +1,10 @@
 """The model bundle: one file (a zip) that says everything a classifier run needs, loadable from any fsspec URL.
 
-Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing, provenance, content hash) and
-`model.keras` (Keras 3 native file). The content hash is sha256 over the model bytes and the canonical metadata,
-so an output store can record exactly which model wrote it and a tampered file is refused on load.
+Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing, provenance, content hash and,
+when fitted, per-class `thresholds`) and `model.keras` (Keras 3 native file). The content hash is sha256 over the
+model bytes and the canonical metadata, so an output store can record exactly which model wrote it and a tampered file
+is refused on load. Thresholds are part of the metadata, hence of the hash: the same weights with other thresholds
+are another model, whose counts land in another store. A bundle without them decides by plain argmax.
 
 The model of a bundle takes uint8 (size, size, 1) images with `size == preprocess.size`, exactly what
 `model.preprocess` makes; `check_model` holds that at every save, load and import, so a mismatch stops a run before
@@ -64,6 +66,7 @@ class Bundle:
     arch: str
     provenance: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
+    thresholds: dict[str, float] | None = None  # per class, `model.thresholds`' rule; None: plain argmax
     _predictor: Any = field(default=None, init=False, repr=False, compare=False)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -129,8 +132,21 @@ def load_keras_model(data: bytes, what: str) -> Any:
             raise BundleError(f"{what} cannot be loaded: {err}") from err
 
 
+def checked_thresholds(thresholds: dict[str, float], classes: list[str]) -> dict[str, float]:
+    """Thresholds as stored: one per class, in class order, each in [0, 1]; BundleError for anything else."""
+    from model.decision import count_columns
+    from model.thresholds import threshold_array
+
+    try:
+        count_columns(classes, thresholded=True)  # no class may be named like the unclassified ROIs
+        values = threshold_array(thresholds, classes)
+    except ValueError as err:
+        raise BundleError(str(err)) from None
+    return dict(zip(classes, values.tolist(), strict=True))
+
+
 def _metadata(bundle: Bundle) -> dict[str, Any]:
-    return {
+    metadata = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "classes": list(bundle.classes),
@@ -138,6 +154,9 @@ def _metadata(bundle: Bundle) -> dict[str, Any]:
         "preprocess": bundle.preprocess.to_dict(),
         "provenance": bundle.provenance,
     }
+    if bundle.thresholds is not None:  # absent, not null: a bundle without thresholds keeps its old bytes and hash
+        metadata["thresholds"] = checked_thresholds(bundle.thresholds, list(bundle.classes))
+    return metadata
 
 
 def _canonical(metadata: dict[str, Any]) -> bytes:
@@ -176,17 +195,51 @@ def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None
         path = Path(tmp) / _MODEL
         bundle.model.save(path)
         model_bytes = path.read_bytes()
-    metadata = _metadata(bundle)
-    metadata["content_hash"] = content_hash(model_bytes, metadata)
+    bundle.content_hash = _write(model_bytes, _metadata(bundle), url, storage_options)
+    log.info("saved bundle %s (%s, %d classes, hash %s)", url, bundle.arch, len(bundle.classes), bundle.content_hash)
+    return bundle.content_hash
+
+
+def save_with_thresholds(
+    source_url: str,
+    out_url: str,
+    thresholds: dict[str, float],
+    fit: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Write the bundle at `source_url` to `out_url` with new thresholds (and `fit`, how they were fitted, as
+    `provenance.thresholds`); returns the new hash. The model file is copied byte for byte: the same model."""
+    archive = _open_zip(_read_bytes(source_url, storage_options), source_url)
+    metadata = _parse_metadata(archive, source_url)
+    model_bytes = archive.read(_MODEL)
+    _verify(model_bytes, metadata, source_url)
+    metadata = {key: value for key, value in metadata.items() if key != "content_hash"}
+    metadata["thresholds"] = checked_thresholds(thresholds, list(metadata["classes"]))
+    metadata["provenance"] = _json_safe({**metadata["provenance"], "thresholds": fit})
+    digest = _write(model_bytes, metadata, out_url, storage_options)
+    log.info("saved bundle %s with new thresholds (hash %s, from %s)", out_url, digest, source_url)
+    return digest
+
+
+def _write(model_bytes: bytes, metadata: dict[str, Any], url: str, storage_options: dict[str, Any] | None) -> str:
+    """Hash the metadata and model, and write both as one zip in one write; returns the hash."""
+    metadata = {**metadata, "content_hash": content_hash(model_bytes, metadata)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(_META, json.dumps(metadata, indent=2, sort_keys=True))
         archive.writestr(_MODEL, model_bytes)
     with fsspec.open(url, "wb", **(storage_options or {})) as f:
         f.write(buffer.getvalue())
-    bundle.content_hash = metadata["content_hash"]
-    log.info("saved bundle %s (%s, %d classes, hash %s)", url, bundle.arch, len(bundle.classes), bundle.content_hash)
-    return bundle.content_hash
+    return metadata["content_hash"]
+
+
+def _verify(model_bytes: bytes, metadata: dict[str, Any], url: str) -> None:
+    expected = content_hash(model_bytes, metadata)
+    if expected != metadata["content_hash"]:
+        raise BundleError(
+            f"{url}: content hash mismatch (recorded {metadata['content_hash']}, computed {expected}); "
+            "the bundle was modified after it was written"
+        )
 
 
 def _read_bytes(url: str, storage_options: dict[str, Any] | None) -> bytes:
@@ -246,12 +299,7 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bund
     archive = _open_zip(_read_bytes(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
     model_bytes = archive.read(_MODEL)
-    expected = content_hash(model_bytes, metadata)
-    if expected != metadata["content_hash"]:
-        raise BundleError(
-            f"{url}: content hash mismatch (recorded {metadata['content_hash']}, computed {expected}); "
-            "the bundle was modified after it was written"
-        )
+    _verify(model_bytes, metadata, url)
     try:
         preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
     except (TypeError, ValueError) as err:
@@ -260,6 +308,9 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bund
     classes = list(metadata["classes"])
     try:
         check_model(model, len(classes), preprocess)
+        thresholds = metadata.get("thresholds")
+        if thresholds is not None:
+            thresholds = checked_thresholds(thresholds, classes)
     except BundleError as err:
         raise BundleError(f"{url}: {err}") from None
     return Bundle(
@@ -269,4 +320,5 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bund
         arch=metadata["arch"],
         provenance=metadata["provenance"],
         content_hash=metadata["content_hash"],
+        thresholds=thresholds,
     )

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 from model.decision import winners
 
@@ -41,6 +40,9 @@ def evaluate(
     top_k: Sequence[int] = DEFAULT_TOP_K,
 ) -> dict[str, Any]:
     """Accuracy, per-class precision/recall/F1/support, macro and weighted averages, confusion matrix, top-k."""
+    # imported here: scikit-learn takes seconds to import, and the CLI reads this package's thresholds rule at start
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     if len(labels) == 0:
         raise ValueError("nothing to evaluate: no labelled images")
     if probabilities.shape != (len(labels), len(classes)):

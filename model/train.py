@@ -5,7 +5,8 @@ tests run the same multi-replica code), so it needs Keras' TensorFlow backend. P
 the function inference uses, run in a parallel tf.data map; its uint8 images are cached and augmented as uint8
 (a quarter of float32's memory) and cast on the device by the model's first layer. A killed run resumes from its
 last finished epoch (Keras BackupAndRestore for weights and optimizer; `EpochLedger` for the best epoch,
-early-stopping patience and the history CSV).
+early-stopping patience and the history CSV). The bundle gets per-class thresholds fitted on the validation split
+(`model.thresholds`), with their fit (F1 per class with argmax and with the threshold) in its provenance.
 """
 
 from __future__ import annotations
@@ -27,8 +28,10 @@ import numpy as np
 from model import architectures
 from model.bundle import Bundle, save_bundle
 from model.data import LabelledImages, split_by_group
+from model.decision import UNCLASSIFIED_NAME
 from model.evaluate import evaluate, label_indices
 from model.preprocess import PreprocessConfig, preprocess
+from model.thresholds import fit_thresholds
 from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
@@ -231,6 +234,21 @@ def _epoch_ledger_class() -> type:
     return EpochLedger
 
 
+def validation_thresholds(
+    scores: np.ndarray | None, labels: list[str], classes: list[str]
+) -> tuple[dict[str, float] | None, dict[str, Any] | None]:
+    """Per-class thresholds fitted on the validation split, and their fit for the provenance; (None, None) where
+    none can be fitted (no validation split, or a class named like the unclassified ROIs): plain argmax."""
+    if scores is None:
+        log.info("no validation split: the bundle decides by plain argmax (no thresholds)")
+        return None, None
+    if UNCLASSIFIED_NAME in classes:
+        log.warning("a class is named %r: the bundle decides by plain argmax (no thresholds)", UNCLASSIFIED_NAME)
+        return None, None
+    fit = fit_thresholds(scores, labels, classes)
+    return fit.pop("thresholds"), {"fitted_on": "validation split", **fit}
+
+
 def default_checkpoint_dir(out_url: str) -> Path:
     """`<bundle>.ckpt` beside a local bundle; for a remote bundle, a per-URL folder in the user's cache."""
     if "://" not in out_url or out_url.startswith("file://"):
@@ -338,10 +356,12 @@ def train(
         history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
     bundle = Bundle(model=final, classes=classes, preprocess=config, arch=arch)
+    held_out = {"val": val_part, "test": test_part}
+    scores = {name: bundle.predict(part.images) if len(part) else None for name, part in held_out.items()}
     metrics = {
-        name: evaluate(bundle.predict(part.images), part.labels, classes) if len(part) else None
-        for name, part in (("val", val_part), ("test", test_part))
+        name: evaluate(scores[name], part.labels, classes) if len(part) else None for name, part in held_out.items()
     }
+    bundle.thresholds, threshold_fit = validation_thresholds(scores["val"], val_part.labels, classes)
     bundle.provenance = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_started": started.isoformat(timespec="seconds"),
@@ -365,6 +385,7 @@ def train(
         },
         "history": history,
         "metrics": metrics,
+        "thresholds": threshold_fit,
         "versions": installed_versions(),
     }  # fmt: skip
     save_bundle(bundle, out_url, storage_options)

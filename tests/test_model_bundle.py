@@ -215,3 +215,22 @@ def test_a_float_input_model_is_refused_at_save(tmp_path: Path) -> None:
                     arch="floats")  # fmt: skip
     with pytest.raises(BundleError, match=r"takes float32 input but bundles feed it uint8.*ifcbflow model import"):
         save_bundle(floats, str(tmp_path / "x.ifcbmodel"))
+
+
+def test_thresholds_are_metadata_under_the_hash(bundle: Bundle, tmp_path: Path) -> None:
+    plain = tmp_path / "plain.zip"
+    save_bundle(bundle, str(plain))
+    assert "thresholds" not in read_bundle_info(str(plain)) and load_bundle(str(plain)).thresholds is None
+    thresholded = Bundle(bundle.model, CLASSES, bundle.preprocess, bundle.arch, thresholds={"needle": 0.7})
+    save_bundle(thresholded, str(tmp_path / "t.zip"))
+    loaded = load_bundle(str(tmp_path / "t.zip"))
+    assert loaded.thresholds == {"round": 0.0, "needle": 0.7, "star": 0.0}  # every class, in class order
+    assert loaded.content_hash != load_bundle(str(plain)).content_hash
+    _rezip(tmp_path / "t.zip", tmp_path / "edited.zip",
+           lambda name, data: data.replace(b"0.7", b"0.2") if name == "bundle.json" else data)  # fmt: skip
+    with pytest.raises(BundleError, match="content hash mismatch"):
+        load_bundle(str(tmp_path / "edited.zip"))
+    for wrong, message in (({"nedle": 0.5}, "not classes"), ({"needle": 1.5}, r"\[0, 1\]")):
+        with pytest.raises(BundleError, match=message):
+            save_bundle(Bundle(bundle.model, CLASSES, bundle.preprocess, bundle.arch, thresholds=wrong),
+                        str(tmp_path / "x.zip"))  # fmt: skip

@@ -77,6 +77,9 @@ def test_two_replica_training_learns_and_generalises_to_unseen_bins(archives, tm
     split = bundle.provenance["split"]
     assert split["n_test"] > 0 and not set(split["test_groups"]) & set(split["val_groups"])
     assert bundle.provenance["metrics"]["test"]["accuracy"] > 0.6  # 4 classes: chance is 0.25
+    fit = bundle.provenance["thresholds"]  # fitted on the validation split, shown by `model info`
+    assert set(bundle.thresholds) == set(bundle.classes) and fit["fitted_on"] == "validation split"
+    assert fit["n"] == split["n_val"] and set(fit["per_class"]) == set(bundle.classes)
 
     report_dir = tmp_path / "report"  # evaluation needs no replicas: run the CLI in this process
     result = CliRunner().invoke(
@@ -166,3 +169,9 @@ def test_checkpoint_dir_is_derived_and_never_shared_by_two_different_runs(tmp_pa
     (ckpt / "backup").mkdir()
     with pytest.raises(ValueError, match="holds an unfinished run with other settings"):
         _claim_checkpoint_dir(ckpt, {"arch": "small-cnn", "seed": 1})
+
+
+def test_the_decision_rule_is_in_the_help_of_the_commands_that_fit_thresholds() -> None:
+    for command in (["train"], ["model", "thresholds"]):
+        text = " ".join(CliRunner(env={"COLUMNS": "200"}).invoke(app, [*command, "--help"]).stdout.split())
+        assert "otherwise the ROI is \"unclassified\"" in text and "maximise that class's F1" in text, command

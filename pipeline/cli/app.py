@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from pipeline.cli import archive, classify, cluster, exit_codes, model, results
+from pipeline.cli import archive, classify, cluster, exit_codes, model, results, watch
 from pipeline.cli.logs import configure_logging
 
 app = typer.Typer(
@@ -14,7 +14,9 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_show_locals=False,  # locals may hold credentials from --storage-options
 )
-model_app = typer.Typer(help="Model bundles: import a Keras 3 or Keras 2 model, show a bundle, list architectures.")
+model_app = typer.Typer(
+    help="Model bundles: import a Keras 3 or Keras 2 model, refit thresholds, show a bundle, list architectures."
+)
 
 
 @app.callback()
@@ -28,15 +30,18 @@ def _main(
 app.command("ls")(archive.ls)
 app.command("extract")(archive.extract)
 app.command("synth")(archive.synth)
-app.command("train")(model.train_command)
+app.command("train", epilog=model.THRESHOLD_RULE)(model.train_command)
 app.command("evaluate")(model.evaluate_command)
 app.add_typer(model_app, name="model")
 model_app.command("import")(model.import_command)
+model_app.command("thresholds", epilog=model.THRESHOLD_RULE)(model.thresholds_command)
 model_app.command("info")(model.info_command)
 model_app.command("archs")(model.archs_command)
 app.command("classify", epilog=exit_codes.HELP)(classify.classify)
+app.command("watch", epilog=watch.HELP)(watch.watch)
 app.command("report")(results.report)
 app.command("export")(results.export)
+app.command("compare")(results.compare)
 app.command("migrate")(results.migrate)
 app.command("cluster")(cluster.cluster)
 app.command("tls-certs")(cluster.tls_certs)

@@ -66,31 +66,44 @@ def _options(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else parse_storage_options(value)
 
 
+# The options `classify` shares with `watch`, declared once.
+MODEL = typer.Option(None, "--model", "-m", help="Model bundle URL (from `ifcbflow train`).")
+OUT = typer.Option(None, "--out", "-o", help="Output zarr store URL (one store per model).")
+CLUSTER = typer.Option(
+    "local", help="local (embedded), slurm, pbs, a scheduler address (tcp://host:8786) or scheduler file."
+)
+WORKERS = typer.Option(None, help="Local workers (default: one per GPU, else cores/2).")
+PARTITION_MB = typer.Option(
+    DEFAULT_PARTITION_MB, min=0.0001, help="Target MB of images (.roi) per task; whole bins, at least 2 per worker."
+)
+START = typer.Option(None, help="Only bins at or after this UTC time (ISO 8601).")
+END = typer.Option(None, help="Only bins before this UTC time (ISO 8601).")
+STORAGE_OPTIONS = typer.Option(None, help=STORAGE_OPTIONS_HELP)
+BATCH_SIZE = typer.Option(
+    None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
+)
+FEEDERS = typer.Option(
+    None, min=0, help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
+    "the worker's cores less two). CPU workers always feed with threads."
+)
+
+
 @with_jobqueue_flags
 def classify(
     ctx: typer.Context,
     archive: str = typer.Argument(..., help="Archive URL: local folder, s3://bucket/prefix, gs://, file://."),
-    model: str | None = typer.Option(None, "--model", "-m", help="Model bundle URL (from `ifcbflow train`)."),
-    out: str | None = typer.Option(None, "--out", "-o", help="Output zarr store URL (one store per model)."),
-    cluster: str = typer.Option(
-        "local", help="local (embedded), slurm, pbs, a scheduler address (tcp://host:8786) or scheduler file."
-    ),
-    workers: int | None = typer.Option(None, help="Local workers (default: one per GPU, else cores/2)."),
-    partition_mb: float = typer.Option(
-        DEFAULT_PARTITION_MB, min=0.0001, help="Target MB of images (.roi) per task; whole bins, at least 2 per worker."
-    ),
-    start: str | None = typer.Option(None, help="Only bins at or after this UTC time (ISO 8601)."),
-    end: str | None = typer.Option(None, help="Only bins before this UTC time (ISO 8601)."),
+    model: str | None = MODEL,
+    out: str | None = OUT,
+    cluster: str = CLUSTER,
+    workers: int | None = WORKERS,
+    partition_mb: float = PARTITION_MB,
+    start: str | None = START,
+    end: str | None = END,
     bins: str | None = typer.Option(None, help="File (or URL) listing the bin ids to classify, one per line."),
-    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+    storage_options: str | None = STORAGE_OPTIONS,
     config: str | None = typer.Option(None, help="YAML file (or URL) with any of these options; flags win."),
-    batch_size: int | None = typer.Option(
-        None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
-    ),
-    feeders: int | None = typer.Option(
-        None, min=0, help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
-        "the worker's cores less two). CPU workers always feed with threads."
-    ),
+    batch_size: int | None = BATCH_SIZE,
+    feeders: int | None = FEEDERS,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:

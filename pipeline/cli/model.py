@@ -13,16 +13,22 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from model import thresholds as threshold_rule
+from pipeline.cli.exit_codes import USAGE
 from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
 
 console = Console(soft_wrap=True)  # long result lines stay whole in logs and pipes
 
+#: The decision rule and how thresholds are fitted (the module's docstring, one line per paragraph so the terminal
+#: wraps it), for the help of the commands that fit them.
+THRESHOLD_RULE = "\n\n".join(" ".join(part.split()) for part in (threshold_rule.__doc__ or "").split("\n\n"))
+
 LABELS_HELP = "Labels CSV (roi_id,class) for an IFCB archive DATA; without it DATA is a folder of class subfolders."
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: int = 1) -> typer.Exit:
     console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code=1)
+    return typer.Exit(code=code)
 
 
 def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any]) -> Any:
@@ -62,7 +68,10 @@ def train_command(
     ),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
-    """Train a CNN on labelled ROIs and write a model bundle; rerun the same command to resume after a kill."""
+    """Train a CNN on labelled ROIs and write a model bundle; rerun the same command to resume after a kill.
+
+    The bundle also gets per-class thresholds fitted on the validation split (see below).
+    """
     from model.preprocess import PreprocessConfig
     from model.train import require_tensorflow_backend, train
 
@@ -95,6 +104,47 @@ def train_command(
     if test_metrics:
         summary += f"; held-out test accuracy {test_metrics['accuracy']:.3f}, macro F1 {test_metrics['macro_f1']:.3f}"
     console.print(summary, highlight=False)
+    if bundle.thresholds is not None:
+        console.print(_thresholds_table(bundle.classes, bundle.thresholds, bundle.provenance["thresholds"]))
+
+
+def thresholds_command(
+    bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="Model bundle path or URL."),
+    data: str = typer.Argument(
+        ..., metavar="LABELLED", help="Folder of class subfolders of images, or an archive URL (with --labels)."
+    ),
+    labels: str | None = typer.Option(None, "--labels", help=LABELS_HELP),
+    out: str = typer.Option(..., "--out", help="Where to write the new bundle: the same model, these thresholds."),
+    batch_size: int = typer.Option(256, "--batch-size", min=1, help="Images per model call."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the fit as JSON."),
+) -> None:
+    """Refit a bundle's per-class thresholds on your labelled ROIs and write a new bundle with the same model.
+
+    The new bundle has another hash (thresholds are part of the model), so its results go to a new store.
+    """
+    from model.bundle import BundleError, load_bundle, save_with_thresholds
+    from model.thresholds import fit_thresholds
+
+    options = parse_storage_options(storage_options)
+    try:
+        bundle = load_bundle(bundle_url, options)
+    except BundleError as err:
+        raise _fail(str(err), USAGE) from None
+    dataset = _load_labelled(data, labels, options)
+    try:
+        fit = fit_thresholds(bundle.predict(dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
+        thresholds = fit.pop("thresholds")
+        record = {"fitted_on": data if not labels else f"{data} (labels {labels})", "bundle": bundle.content_hash,
+                  "previous": bundle.thresholds, **fit}  # fmt: skip
+        digest = save_with_thresholds(bundle_url, out, thresholds, record, options)
+    except (BundleError, ValueError) as err:  # labels that are not classes of the model, a class named unclassified
+        raise _fail(str(err), USAGE) from None
+    if as_json:
+        print(json.dumps({"bundle": out, "content_hash": digest, "thresholds": thresholds, **record}, indent=2))
+        return
+    console.print(_thresholds_table(bundle.classes, thresholds, record))
+    console.print(f"wrote {out} (hash {digest[:12]}): {bundle.arch}, the model of {bundle_url}", highlight=False)
 
 
 def evaluate_command(
@@ -221,6 +271,28 @@ def info_command(
         )
     if "imported_from" in provenance:
         console.print(f"  imported:    {provenance['imported_from']}", highlight=False)
+    if info.get("thresholds") is None:
+        console.print("  decision:    argmax (no thresholds)", highlight=False)
+    else:
+        console.print(_thresholds_table(info["classes"], info["thresholds"], provenance.get("thresholds")))
+
+
+def _thresholds_table(classes: list[str], thresholds: dict[str, float], fit: dict[str, Any] | None) -> Table:
+    """Each class's threshold (in class order) and, where the fit is known, its F1 with argmax and with it."""
+    per_class = (fit or {}).get("per_class", {})
+    where = f" fitted on {fit['fitted_on']} ({fit['n']} ROIs, {fit['unclassified']} left unclassified)" if fit else ""
+    table = Table(title=f"thresholds{where}")
+    for column in ("class", "threshold", "F1 argmax", "F1 thresholded", "support"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    notes = []
+    for name in classes:
+        row = per_class.get(name)
+        cells = ("", "", "") if row is None else (f"{row['f1_argmax']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        table.add_row(name, f"{thresholds[name]:.3f}", *cells)
+        if row is not None and row["note"]:
+            notes.append(f"{name}: {row['note']}")
+    table.caption = "\n".join(notes) or None
+    return table
 
 
 def archs_command() -> None:

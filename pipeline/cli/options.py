@@ -51,3 +51,27 @@ def parse_window(start: Any, end: Any) -> tuple[datetime | None, datetime | None
     if low is not None and high is not None and low >= high:
         raise typer.BadParameter(f"--start {low.isoformat()} is not before --end {high.isoformat()}")
     return low, high
+
+
+REMAP_HELP = (
+    "CSV (path or URL) with a header `from,to` and one row per class: merges or renames classes (a target named "
+    "unclassified sends them there). Recorded in what the command writes."
+)
+KEEP_UNMAPPED_HELP = "Keep classes the remap has no row for as they are (without it, every class needs a row)."
+
+
+def load_class_map(
+    url: str | None, keep_unmapped: bool, classes: list[str], storage_options: dict[str, Any], flag: str = "--remap"
+) -> tuple[Any, dict[str, str] | None]:
+    """The class map of a remap CSV over `classes` and its record, or (None, None) without one; a bad remap is a
+    usage error (exit 2) that says what is wrong with it."""
+    from pipeline.results.remap import read_remap
+
+    if url is None:
+        return None, None
+    try:
+        remap = read_remap(url, storage_options)
+        class_map = remap.apply(classes, keep_unmapped)
+    except (OSError, ValueError) as err:  # a missing file, bad CSV or text, unknown or unmapped classes
+        raise typer.BadParameter(str(err), param_hint=flag) from None
+    return class_map, remap.record(class_map)

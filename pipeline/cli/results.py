@@ -1,43 +1,88 @@
-"""Commands on an output store: `report`, `export`, `migrate`."""
+"""Commands on output stores: `report`, `export`, `compare`, `migrate`."""
 
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.console import Console
 
 from pipeline.cli.exit_codes import refusals
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
+from pipeline.cli.options import (
+    KEEP_UNMAPPED_HELP,
+    REMAP_HELP,
+    STORAGE_OPTIONS_HELP,
+    load_class_map,
+    parse_storage_options,
+)
+
+
+class Counts(StrEnum):
+    """The sets of counts a store holds."""
+
+    argmax = "argmax"
+    thresholded = "thresholded"
+
+
+def store_classes(store: Any) -> list[str]:
+    """The classes of the store (FileNotFoundError where there is none), before any remap is applied to them."""
+    from pipeline.redact import redact_url
+
+    info = store.info()
+    if info is None:
+        raise FileNotFoundError(f"no ifcbflow store at {redact_url(store.url)}")
+    store.check_layout(info)
+    return list(info["classes"])
 
 
 def export(
     store: str = typer.Argument(..., help="Output store URL written by `classify`."),
     dashboard: str | None = typer.Option(None, help="Folder (or URL) for IFCB Dashboard v3 {bin}_class.h5 files."),
-    csv: str | None = typer.Option(None, "--csv", help="CSV file (or URL) of per-bin class counts and per mL."),
+    csv: str | None = typer.Option(
+        None, "--csv", help="CSV file (or URL) of per-bin class counts and per mL, argmax and thresholded."
+    ),
+    remap: str | None = typer.Option(None, "--remap", help=REMAP_HELP),
+    keep_unmapped: bool = typer.Option(False, "--keep-unmapped", help=KEEP_UNMAPPED_HELP),
     storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
 ) -> None:
-    """Export a store to Dashboard class files and/or a per-bin CSV table."""
+    """Export a store to Dashboard class files and/or a per-bin CSV table.
+
+    Class files keep the raw scores; `class_name` is each ROI's class by the model's thresholds (`unclassified`
+    below them), `class_name_auto` its argmax class, `thresholds` the model's. The CSV has argmax and thresholded
+    counts, and a sidecar CSV.json saying which store, model, thresholds and remap it came from.
+    """
     from pipeline.results.export import export_csv, export_dashboard
     from pipeline.results.store import ResultStore
 
     if dashboard is None and csv is None:
         raise typer.BadParameter("give --dashboard DIR and/or --csv FILE")
+    _check_keep_unmapped(keep_unmapped, remap)
     options = parse_storage_options(storage_options)
     results = ResultStore(store, options)
     with refusals(Console(stderr=True)):
+        class_map, record = load_class_map(remap, keep_unmapped, store_classes(results), options)
         if dashboard is not None:
-            written = export_dashboard(results, dashboard, options)
+            written = export_dashboard(results, dashboard, options, class_map)
             typer.echo(f"wrote {len(written)} class files under {dashboard}")
         if csv is not None:
-            rows = export_csv(results, csv, options)
-            typer.echo(f"wrote {rows} bins to {csv}")
+            rows = export_csv(results, csv, options, class_map, record)
+            typer.echo(f"wrote {rows} bins to {csv} (provenance in {csv}.json)")
 
 
 def report(
     store: str = typer.Argument(..., help="Output store URL written by `classify`."),
     plot: Path | None = typer.Option(None, help="Write a PNG of class concentrations over time."),
+    counts: Counts | None = typer.Option(
+        None,
+        "--counts",
+        help="Which counts the tables and the plot show: argmax, or thresholded (a ROI below its class threshold "
+        "is unclassified). Default: thresholded where the store's model has thresholds. --json carries both.",
+    ),
+    remap: str | None = typer.Option(None, "--remap", help=REMAP_HELP),
+    keep_unmapped: bool = typer.Option(False, "--keep-unmapped", help=KEEP_UNMAPPED_HELP),
     storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
@@ -46,16 +91,70 @@ def report(
     from pipeline.results.report import plot_concentrations, store_report
     from pipeline.results.store import ResultStore
 
-    results = ResultStore(store, parse_storage_options(storage_options))
+    _check_keep_unmapped(keep_unmapped, remap)
+    options = parse_storage_options(storage_options)
+    results = ResultStore(store, options)
     with refusals(Console(stderr=True)):
-        summary = store_report(results)
+        class_map, record = load_class_map(remap, keep_unmapped, store_classes(results), options)
+        summary = store_report(results, class_map, record)
+        has_thresholds = summary["counts_thresholded"] is not None
+        if counts is Counts.thresholded and not has_thresholds:
+            raise typer.BadParameter("this store's model has no thresholds: only argmax counts", param_hint="--counts")
+        shown = (counts or (Counts.thresholded if has_thresholds else Counts.argmax)).value
         if plot is not None:
-            plot_concentrations(results, str(plot))
+            plot_concentrations(results, str(plot), shown, class_map)
     if as_json:
         typer.echo(json.dumps(summary, indent=2))
         return
     console = Console()
-    for table in report_tables(summary):
+    for table in report_tables(summary, shown):
+        console.print(table)
+    if plot is not None:
+        console.print(f"plot: {plot}")
+
+
+def compare(
+    store_a: str = typer.Argument(..., help="Output store A (rows of the confusion table)."),
+    store_b: str = typer.Argument(..., help="Output store B (columns of the confusion table)."),
+    remap_a: str | None = typer.Option(None, "--remap-a", help=f"For A's classes: {REMAP_HELP}"),
+    remap_b: str | None = typer.Option(None, "--remap-b", help=f"For B's classes: {REMAP_HELP}"),
+    keep_unmapped: bool = typer.Option(False, "--keep-unmapped", help=KEEP_UNMAPPED_HELP),
+    use_thresholds: bool = typer.Option(
+        True,
+        "--thresholds/--argmax",
+        help="Decide each store's ROIs by its own model's thresholds (unclassified below them; argmax where the "
+        "model has none), or by plain argmax on both sides.",
+    ),
+    top: int = typer.Option(10, "--top", min=1, help="How many of the most changed bins to list."),
+    plot: str | None = typer.Option(None, "--plot", help="Write a PNG heatmap of the confusion table."),
+    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Compare two stores ROI by ROI over the bins both hold: totals per class, agreement, the confusion table A x B,
+    which classes absorbed which, and the bins whose counts changed most.
+
+    Each store's ROIs are decided by its own model's rule (its thresholds, unless --argmax), as its counts are.
+    Classes of A and B are matched by name, after each side's remap. Reads one partition of each store at a time.
+    """
+    from pipeline.cli.tables import comparison_tables
+    from pipeline.results.compare import plot_confusion
+    from pipeline.results.compare_stores import compare_stores
+    from pipeline.results.store import ResultStore
+
+    _check_keep_unmapped(keep_unmapped, remap_a or remap_b, "--remap-a or --remap-b")
+    options = parse_storage_options(storage_options)
+    a, b = ResultStore(store_a, options), ResultStore(store_b, options)
+    with refusals(Console(stderr=True)):
+        map_a, _ = load_class_map(remap_a, keep_unmapped, store_classes(a), options, "--remap-a")
+        map_b, _ = load_class_map(remap_b, keep_unmapped, store_classes(b), options, "--remap-b")
+        result = compare_stores(a, b, map_a=map_a, map_b=map_b, use_thresholds=use_thresholds, top_n=top)
+        if plot is not None:
+            plot_confusion(result.comparison, plot, label_a="A", label_b="B", storage_options=options)
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+        return
+    console = Console()
+    for table in comparison_tables(result.to_dict()):
         console.print(table)
     if plot is not None:
         console.print(f"plot: {plot}")
@@ -79,3 +178,8 @@ def migrate(
             lambda done, total: progress.update(task, completed=done, total=total),
         )
     typer.echo(f"migrated {moved} bins; {store} is in the current layout" if moved else f"{store} needs no migration")
+
+
+def _check_keep_unmapped(keep_unmapped: bool, remap: str | None, flags: str = "--remap") -> None:
+    if keep_unmapped and remap is None:
+        raise typer.BadParameter(f"it applies to a remap: give {flags} too", param_hint="--keep-unmapped")

@@ -4,7 +4,8 @@ The model bundle, its compiled predictor and the feeder pool are made once per w
 URL and content hash), so tasks carry only URLs and a small plan. Feeders read and preprocess the next bins while
 the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
 (`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
-(`model.inference`). The partition is committed once, at the end: its arrays, then its commit record.
+(`model.inference`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
+follow the bundle's thresholds too when it has them.
 
 Faults: a bad bin becomes a data failure in the commit; a transient fault that outlasts its retries leaves the bin
 out of the commit (incomplete: the next run redoes it); a configuration fault (credentials, a bundle that cannot
@@ -24,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from model.thresholds import threshold_array
 from pipeline.cluster.local import visible_gpus
 from pipeline.cluster.runtime import configure_tensorflow
 from pipeline.faults import ConfigurationError, with_retries
@@ -154,8 +156,9 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
             return result
         raise
     commit_started = time.perf_counter()
+    thresholds = threshold_array(bundle.thresholds, bundle.classes)  # None: argmax counts only
     result.commit = with_retries(
-        lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete),
+        lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete, thresholds),
         f"committing partition {task.part}",
     )
     result.seconds["commit"] = time.perf_counter() - commit_started

@@ -30,7 +30,7 @@ class BinResult:
 
     @property
     def counts(self) -> np.ndarray:
-        """ROIs per class by the model's decision rule."""
+        """ROIs per class by argmax."""
         return class_counts(self.scores)
 
 
@@ -45,6 +45,7 @@ class BinRecord:
     counts: list[int]
     part: str
     roi_offset: int
+    counts_thresholded: list[int] | None = None  # by the bundle's thresholds, unclassified last; None: no thresholds
 
 
 @dataclass

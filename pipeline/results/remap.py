@@ -43,6 +43,10 @@ class Remap:
     def to_dict(self) -> dict[str, str]:
         return {"url": self.url, "sha256": self.sha256}
 
+    def record(self, class_map: ClassMap) -> dict[str, str]:
+        """What a report, export or comparison records of this remap as it applied it (`apply`'s class map)."""
+        return {**self.to_dict(), "description": class_map.description}
+
     def apply(self, classes: Sequence[str], keep_unmapped: bool = False) -> ClassMap:
         """The class map of this remap over a model's ordered classes."""
         unknown = [name for name in self.mapping if name not in classes]

@@ -2,6 +2,9 @@
 
 Built from the store's ledger (complete bins and failure records) at the time of asking, so it is right even after an
 interrupted run whose `summary` group was never rewritten.
+
+Counts come in two sets: `argmax` (every store) and `thresholded` (stores of bundles with per-class thresholds:
+the classes, then `unclassified`). A class map (`pipeline.results.remap`) merges or renames the columns of both.
 """
 
 from __future__ import annotations
@@ -9,21 +12,45 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
 from pipeline.redact import redact_url
+from pipeline.results.remap import ClassMap, remap_counts
 from pipeline.results.store import ResultStore
 
+ARGMAX, THRESHOLDED = "argmax", "thresholded"
 
-def store_report(store: ResultStore) -> dict[str, Any]:
-    """Totals of a store: bins complete/failed, ROIs, per-class counts, failures, model and archive."""
+
+def count_sets(summary: xr.Dataset) -> list[str]:
+    """The sets of counts a summary holds: argmax always, thresholded where the store's bundle has thresholds."""
+    return [ARGMAX, THRESHOLDED] if "counts_thresholded" in summary else [ARGMAX]
+
+
+def class_table(
+    summary: xr.Dataset, counts: str, class_map: ClassMap | None = None
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(column names, counts (bin, column), concentrations per mL (bin, column)) of one set, remapped when asked."""
+    if counts not in count_sets(summary):
+        raise ValueError(f"this store has no {counts} counts: its model has no thresholds (use {ARGMAX})")
+    suffix = "_thresholded" if counts == THRESHOLDED else ""
+    names = [str(name) for name in summary[f"class{suffix}"].values]
+    number, per_ml = summary[f"counts{suffix}"].values, summary[f"concentration{suffix}"].values
+    if class_map is None:
+        return names, number, per_ml
+    return class_map.columns(counts == THRESHOLDED), remap_counts(number, class_map), remap_counts(per_ml, class_map)
+
+
+def store_report(
+    store: ResultStore, class_map: ClassMap | None = None, remap: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Totals of a store: bins complete/failed, ROIs, per-class counts (argmax, and thresholded where the store has
+    them), failures, model and archive; `remap` is the record of the remap behind `class_map`."""
     ledger = store.ledger()
     info = store.info() or {}
     summary = store.summary(ledger)
     failures = [ledger.failures[bin_id].to_dict() for bin_id in sorted(ledger.failures)]
-    classes = [str(c) for c in summary["class"].values]
-    totals = summary.counts.sum("bin").values if summary.sizes["bin"] else np.zeros(len(classes), dtype=np.int64)
     times = summary.time.values
-    return {
+    report: dict[str, Any] = {
         "store": redact_url(store.url),
         "bundle_hash": info.get("bundle_hash"),
         "bundle_arch": info.get("bundle_arch"),
@@ -31,17 +58,30 @@ def store_report(store: ResultStore) -> dict[str, Any]:
         "bins_complete": int(summary.sizes["bin"]),
         "bins_failed": len(failures),
         "rois": int(summary.n_rois.sum()),
-        "classes": classes,
-        "counts": {c: int(n) for c, n in zip(classes, totals, strict=True)},
-        "mean_concentration_per_ml": {
-            c: _finite_or_none(np.nanmean(summary.concentration.values[:, i]) if summary.sizes["bin"] else np.nan)
-            for i, c in enumerate(classes)
-        },
-        "bins_without_volume": int(np.isnan(summary.ml_analyzed.values).sum()),
-        "first_bin_time": _iso(times.min()) if times.size else None,
-        "last_bin_time": _iso(times.max()) if times.size else None,
-        "failures": failures,
+        "thresholds": info.get("thresholds"),
+        "remap": remap,
     }
+    for counts in (ARGMAX, THRESHOLDED):
+        suffix = "" if counts == ARGMAX else "_thresholded"
+        if counts not in count_sets(summary):
+            report.update({f"{key}{suffix}": None for key in ("classes", "counts", "mean_concentration_per_ml")})
+            continue
+        names, number, per_ml = class_table(summary, counts, class_map)
+        totals = number.sum(axis=0)
+        report[f"classes{suffix}"] = names
+        report[f"counts{suffix}"] = {name: int(n) for name, n in zip(names, totals, strict=True)}
+        report[f"mean_concentration_per_ml{suffix}"] = {
+            name: _finite_or_none(np.nanmean(per_ml[:, i]) if len(per_ml) else np.nan) for i, name in enumerate(names)
+        }
+    report.update(
+        {
+            "bins_without_volume": int(np.isnan(summary.ml_analyzed.values).sum()),
+            "first_bin_time": _iso(times.min()) if times.size else None,
+            "last_bin_time": _iso(times.max()) if times.size else None,
+            "failures": failures,
+        }
+    )
+    return report
 
 
 def _finite_or_none(value: float) -> float | None:
@@ -52,7 +92,9 @@ def _iso(moment: np.datetime64) -> str:
     return np.datetime_as_string(moment, unit="s") + "Z"
 
 
-def plot_concentrations(store: ResultStore, png_path: str) -> None:
+def plot_concentrations(
+    store: ResultStore, png_path: str, counts: str = ARGMAX, class_map: ClassMap | None = None
+) -> None:
     """A PNG of each class's concentration (per mL) over time: one line per class, legend, UTC dates."""
     import matplotlib
 
@@ -61,16 +103,17 @@ def plot_concentrations(store: ResultStore, png_path: str) -> None:
     import matplotlib.pyplot as plt
 
     summary = store.summary()
+    names, _, per_ml = class_table(summary, counts, class_map)
     figure, axes = plt.subplots(figsize=(10, 5), layout="constrained")
-    for i, name in enumerate(summary["class"].values):
-        axes.plot(summary.time.values, summary.concentration.values[:, i], marker=".", label=str(name))
+    for i, name in enumerate(names):
+        axes.plot(summary.time.values, per_ml[:, i], marker=".", label=name)
     axes.set_xlabel("bin time (UTC)")
     axes.set_ylabel("concentration (ROIs per mL)")
-    axes.set_title(f"Class concentrations, {summary.sizes['bin']} bins")
+    axes.set_title(f"Class concentrations ({counts}), {summary.sizes['bin']} bins")
     locator = mdates.AutoDateLocator()
     axes.xaxis.set_major_locator(locator)
     axes.xaxis.set_major_formatter(mdates.ConciseDateFormatter(locator, tz="UTC"))
-    if summary.sizes["class"]:
+    if names:
         axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small", title="class")
     axes.grid(alpha=0.3)
     figure.savefig(png_path, dpi=120)

@@ -10,11 +10,19 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
         bin        (roi)         the bin of each ROI
         time       (roi)         the bin's sample time (UTC)
     STORE/commits/<part>/        the partition's commit: a group whose attributes list its bins (time, n_rois,
-                                 ml_analyzed, counts, roi_offset), failed bins and incomplete bins. Written LAST.
+                                 ml_analyzed, counts, counts_thresholded, roi_offset), failed bins and incomplete
+                                 bins. Written LAST.
     STORE/summary/               bin x class, rewritten by the client after each run: counts, concentration (per mL),
-                                 ml_analyzed, n_rois, time, and where each bin's ROIs are (part, roi_offset)
+                                 ml_analyzed, n_rois, time, and where each bin's ROIs are (part, roi_offset); with a
+                                 bundle's thresholds also counts_thresholded, concentration_thresholded (bin x
+                                 class_thresholded: the classes, then `unclassified`)
     STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
+
+Scores are stored raw; counts are stored both by argmax and, when the bundle has per-class thresholds (recorded in
+the root attributes as `thresholds`), by its thresholds. Both sets of counts travel in the commit document that a
+partition writes anyway, so thresholds cost no request. A store of a bundle without thresholds has no thresholded
+counts (nor had any store written before they existed): readers take their absence as "argmax only".
 
 Why this shape. The unit of commit is a partition (many bins): its arrays are written first and its commit group
 last, so a partition is either committed or redone, and a bin is complete exactly when a commit lists it. Writing a
@@ -58,6 +66,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
 from zarr.storage import MemoryStore
 
+from model.decision import class_counts
 from model.versions import installed_versions
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
@@ -231,6 +240,8 @@ class ResultStore:
                 "archive_urls": [redact_url(archive_url)],
                 "versions": installed_versions(),
             }
+            if bundle_info.get("thresholds") is not None:
+                info["thresholds"] = dict(bundle_info["thresholds"])
             self.write_documents(
                 {
                     "zarr.json": group_document(info),
@@ -344,8 +355,12 @@ class ResultStore:
         classes: Sequence[str],
         failures: Sequence[BinFailure] = (),
         incomplete: Sequence[dict[str, str]] = (),
+        thresholds: np.ndarray | None = None,
     ) -> Commit:
-        """Write the partition's arrays, then its commit (last). The same input writes the same bytes."""
+        """Write the partition's arrays, then its commit (last). The same input writes the same bytes.
+
+        With the bundle's `thresholds` (in class order) each bin's record also carries its thresholded counts.
+        """
         n_classes = len(classes)
         for result in results:
             if result.scores.shape[1:] != (n_classes,):
@@ -354,6 +369,7 @@ class ResultStore:
         offset = 0
         for result in results:
             n = len(result.roi_numbers)
+            thresholded = None if thresholds is None else class_counts(result.scores, thresholds).tolist()
             commit.bins.append(
                 BinRecord(
                     bin=result.bin,
@@ -363,6 +379,7 @@ class ResultStore:
                     counts=[int(c) for c in result.counts],
                     part=part,
                     roi_offset=offset,
+                    counts_thresholded=thresholded,
                 )
             )
             offset += n
@@ -408,7 +425,7 @@ class ResultStore:
     def _consolidated_records(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
         tables = self._read_tables(
             {
-                SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "part", "roi_offset"),
+                SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
                 LEDGER: ("failed_bin", "failed_stage", "failed_reason"),
             }
         )
@@ -417,6 +434,7 @@ class ResultStore:
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
         if summary is not None:
             times = summary["time"].astype("datetime64[s]")
+            thresholded = summary.get("counts_thresholded")  # absent in stores of bundles without thresholds
             for i, bin_id in enumerate(summary["bin"].tolist()):
                 volume = float(summary["ml_analyzed"][i])
                 records[str(bin_id)] = BinRecord(
@@ -427,6 +445,7 @@ class ResultStore:
                     counts=[int(c) for c in summary["counts"][i]],
                     part=str(summary["part"][i]),
                     roi_offset=int(summary["roi_offset"][i]),
+                    counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
                 )
         if kept is not None:
             for bin_id, stage, reason in zip(

@@ -2,6 +2,8 @@
 
 The client rewrites both from the store's ledger after every run, so `xr.open_zarr(store, group="summary")` always
 shows exactly the complete bins. Concentration is count / volume analysed (per mL), NaN where the volume is unknown.
+A store whose bundle has thresholds also gets `counts_thresholded` and `concentration_thresholded` over the
+`class_thresholded` dimension (the classes, then `unclassified`), and each class's `threshold`.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from model.decision import count_columns
 from pipeline.ifcb.errors import BinFailure
 from pipeline.results.records import BinRecord
 
 _TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
+_CONCENTRATION = {"units": "mL-1", "long_name": "count / volume"}
 
 
 def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Dataset:
@@ -25,13 +29,11 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
     rows = sorted(records, key=lambda record: (record.time, record.bin))
     counts = np.array([row.counts for row in rows], dtype=np.int64).reshape(len(rows), len(classes))
     volume = np.array([np.nan if row.ml_analyzed is None else row.ml_analyzed for row in rows], dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        concentration = np.where(volume[:, None] > 0, counts / volume[:, None], np.nan)
     times = pd.to_datetime([row.time for row in rows], utc=True).tz_localize(None).values.astype("datetime64[ns]")
     dataset = xr.Dataset(
         {
             "counts": (("bin", "class"), counts, {"long_name": "ROIs per class (argmax)"}),
-            "concentration": (("bin", "class"), concentration, {"units": "mL-1", "long_name": "count / volume"}),
+            "concentration": (("bin", "class"), _per_ml(counts, volume), _CONCENTRATION),
             "ml_analyzed": ("bin", volume, {"units": "mL", "long_name": "volume analysed (NaN: unknown)"}),
             "n_rois": ("bin", np.array([row.n_rois for row in rows], dtype=np.int64)),
             "part": ("bin", np.array([row.part for row in rows], dtype=object), {"long_name": "partition group"}),
@@ -49,7 +51,31 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
         attrs={key: info[key] for key in ("bundle_hash", "bundle_arch") if key in info},
     )
     dataset["time"].encoding.update(_TIME_ENCODING)
+    if info.get("thresholds") is not None:
+        dataset = _with_thresholded(dataset, rows, classes, info["thresholds"], volume)
     return dataset
+
+
+def _with_thresholded(
+    dataset: xr.Dataset, rows: list[BinRecord], classes: list[str], thresholds: dict[str, float], volume: np.ndarray
+) -> xr.Dataset:
+    """The thresholded counts and concentrations, over the classes and `unclassified`, and the thresholds."""
+    columns = count_columns(classes, thresholded=True)
+    lacking = [row.bin for row in rows if row.counts_thresholded is None]
+    if lacking:
+        raise ValueError(f"the store's bundle has thresholds but bins {lacking[:5]} have no thresholded counts")
+    counts = np.array([row.counts_thresholded for row in rows], dtype=np.int64).reshape(len(rows), len(columns))
+    dims = ("bin", "class_thresholded")
+    return dataset.assign(
+        counts_thresholded=(dims, counts, {"long_name": "ROIs per class by the bundle's thresholds"}),
+        concentration_thresholded=(dims, _per_ml(counts, volume), _CONCENTRATION),
+        threshold=("class", np.array([thresholds[name] for name in classes]), {"long_name": "class threshold"}),
+    ).assign_coords(class_thresholded=("class_thresholded", np.array(columns, dtype=object)))
+
+
+def _per_ml(counts: np.ndarray, volume: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(volume[:, None] > 0, counts / volume[:, None], np.nan)
 
 
 def ledger_dataset(parts: Iterable[str], failures: Iterable[BinFailure]) -> xr.Dataset:
