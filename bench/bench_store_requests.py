@@ -16,11 +16,11 @@ import argparse
 import json
 import logging
 import os
-import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -85,6 +85,28 @@ def per_bin(counts: Counter[tuple[str, str]], area: str, bins: int) -> str:
     parts = [f"{counts[(area, m)] / bins:.2f} {m}" for m in methods]
     total = sum(counts[(area, m)] for m in methods) / bins
     return f"{' + '.join(parts) or '0'} = {total:.2f}"
+
+
+class RssSampler:
+    """This process's resident memory, sampled every 20 ms from now until `stop`: (at the start, the peak)."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._process = psutil.Process()
+        self.start = self.peak = self._process.memory_info().rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(0.02):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def stop(self) -> tuple[int, int]:
+        self._done.set()
+        self._thread.join()
+        return self.start, max(self.peak, self._process.memory_info().rss)
 
 
 def main() -> None:
@@ -168,7 +190,7 @@ def scale(n_bins: int, fs, bucket: str, options: dict, endpoint: str) -> None:
 
     from pipeline.ifcb.archive import list_bins
 
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    sampler = RssSampler()
     recorder(endpoint, "reset-recording")
     recorder(endpoint, "start-recording")
     started = time.perf_counter()
@@ -177,15 +199,15 @@ def scale(n_bins: int, fs, bucket: str, options: dict, endpoint: str) -> None:
         complete = store.ledger(clean=True).bins
     todo = [files for files in bins if files.bin.id not in complete]
     seconds = time.perf_counter() - started
+    before, peak = sampler.stop()
     recorder(endpoint, "stop-recording")
     counts = count(endpoint, bucket, {"archive": "scale-archive/", "store": "scale-store.zarr"})
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     store_requests = sum(n for (area, _), n in counts.items() if area == "store")
     archive_requests = sum(n for (area, _), n in counts.items() if area == "archive")
     print(f"rerun planning over {n_bins:,} complete bins: {seconds:.1f} s, {len(todo)} bins to do, "
           f"{archive_requests} archive requests (listing), {store_requests} store requests "
-          f"({store_requests / n_bins:.5f} per complete bin); client peak RSS {peak / 1024:.0f} MiB "
-          f"(+{(peak - before) / 1024:.0f} MiB while planning)")  # fmt: skip
+          f"({store_requests / n_bins:.5f} per complete bin); client RSS {before / 2**20:.0f} MiB before, peak "
+          f"{peak / 2**20:.0f} MiB while planning (+{(peak - before) / 2**20:.0f} MiB)")  # fmt: skip
 
 
 if __name__ == "__main__":

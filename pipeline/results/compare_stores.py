@@ -83,4 +83,4 @@ def compare_stores(
 
 
 def _bins(store: ResultStore, ledger: Ledger, keep: set[str]) -> Iterator[Any]:
-    return store.iter_bins(Ledger(bins={bin_id: ledger.bins[bin_id] for bin_id in keep}))
+    return store.iter_bins(ledger.bins[bin_id] for bin_id in keep)

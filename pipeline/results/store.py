@@ -54,7 +54,7 @@ import socket
 import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -524,15 +524,19 @@ class ResultStore:
         rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
         return numbers[rows].astype(np.int64), scores[rows]
 
-    def iter_bins(self, ledger: Ledger | None = None) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray]]:
-        """Every complete bin with its ROI numbers and scores, in time order, reading each partition once."""
-        records = sorted((ledger or self.ledger()).bins.values(), key=lambda r: (r.time, r.bin))
+    def iter_bins(
+        self, records: Iterable[BinRecord] | None = None
+    ) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray]]:
+        """Complete bins (every one, or those of `records`) with their ROI numbers and scores, in time order,
+        reading each partition once."""
+        chosen = self.ledger().bins.values() if records is None else records
+        ordered = sorted(chosen, key=lambda r: (r.time, r.bin))
         by_part: dict[str, list[BinRecord]] = {}
-        for record in records:
+        for record in ordered:
             by_part.setdefault(record.part, []).append(record)
         loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         remaining = {part: len(members) for part, members in by_part.items()}
-        for record in records:
+        for record in ordered:
             if record.part not in loaded:
                 _, numbers, scores = self.read_part(record.part)
                 loaded[record.part] = (numbers, scores)
