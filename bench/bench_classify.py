@@ -29,6 +29,8 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+import model as _quiet_tensorflow  # noqa: F401  (first: it keeps TensorFlow's start-up lines quiet)
+
 WARMUP_BINS = 4
 MEMORY_FIRST_BINS = 10
 IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))

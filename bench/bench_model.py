@@ -1,9 +1,9 @@
-"""Model-only throughput: the bound the distributed classify job is measured against, and training speed.
-
-Inference: images/s of the utopia-b3 CNN on already preprocessed uint8 tensors (no I/O, no decoding), for several
-batch sizes, through `model.predict`, `model.predict_on_batch` (what `Bundle.predict` uses) and a jit-compiled
-`tf.function` (XLA). Training: images/s of `model.fit` steps under MirroredStrategy with 1 and 2 replicas (each in
-a fresh process, since logical CPU devices must be set before TensorFlow starts). Prints markdown tables.
+"""Model-only throughput: the bound the distributed classify job is measured against, and training speed. Inference:
+images/s of the utopia-b3 CNN on already preprocessed uint8 tensors (no I/O, no decoding), for several batch sizes,
+through `model.predict`, `model.predict_on_batch`, a jit-compiled `tf.function` (XLA) and the compiled predictor
+that classification and `Bundle.predict` use (`model.inference.Predictor`). Training: images/s of `model.fit` steps
+under MirroredStrategy with 1 and 2 replicas (each in a fresh process, since logical CPU devices must be set before
+TensorFlow starts). Prints markdown tables.
 
     .venv/bin/python bench/bench_model.py [--arch utopia-b3] [--images 512] [--train-steps 6]
 """
@@ -19,6 +19,8 @@ import time
 from collections.abc import Callable
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import model as _quiet_tensorflow  # noqa: F401  (first: it keeps TensorFlow's start-up lines quiet)
 
 
 def _best_rate(run: Callable[[], object], images: int, repeats: int) -> float:
@@ -39,8 +41,10 @@ def bench_inference(arch: str, n_images: int, batch_sizes: list[int], repeats: i
     import tensorflow as tf
 
     from model.architectures import build
+    from model.inference import Predictor
 
     model = build(arch, 10)
+    predictor = Predictor(model)
     size = model.input_shape[1]
     x = np.random.default_rng(0).integers(0, 256, (n_images, size, size, 1), dtype=np.uint8)  # what preprocess makes
     rows = []
@@ -51,6 +55,7 @@ def bench_inference(arch: str, n_images: int, batch_sizes: list[int], repeats: i
             "predict": lambda b=batch: model.predict(x, batch_size=b, verbose=0),
             "predict_on_batch": lambda c=chunks: [model.predict_on_batch(t) for t in c],
             "tf.function+XLA": lambda c=chunks, f=xla: [f(t).numpy() for t in c],
+            "Predictor (the job's)": lambda c=chunks: list(predictor.run((t, None) for t in c)),
         }
         rows.append({"batch": batch, **{name: _best_rate(run, n_images, repeats) for name, run in runs.items()}})
     return rows
@@ -129,7 +134,7 @@ def main() -> None:
 
     gpus = tf.config.list_physical_devices("GPU")
     where = f"{len(gpus)} GPU(s)" if gpus else f"CPU only, {os.cpu_count()} cores"
-    methods = ["predict", "predict_on_batch", "tf.function+XLA"]
+    methods = ["predict", "predict_on_batch", "tf.function+XLA", "Predictor (the job's)"]
     print(f"\n### {args.arch} inference, images/s on preprocessed uint8 tensors ({args.images} images; {where})\n")
     print("| batch | " + " | ".join(methods) + " |")
     print("|---:|" + "---:|" * len(methods))
