@@ -1,11 +1,10 @@
-"""Requests per bin to object storage, counted by a real S3 API (a moto server in its own process, its recorder).
+"""Requests per bin to object storage: every HTTP request between ifcbflow and a real S3 API (a moto server in its
+own process), counted by a recording proxy on the way (`tests/faulty_proxy.py`, with no faults).
 
-Archive, bundle and store all live in the moto server; a 2-worker LocalCluster classifies the archive, and the server
-records every request it answers. Printed, per bin:
-- the first run: archive requests (listing, .hdr, .adc, .roi) and store requests (PUT, GET, HEAD, LIST, DELETE);
-- a rerun with nothing to do (store requests per complete bin);
-- planning at archive scale: an archive of `--scale-bins` bins (empty files: planning reads none) whose bins are all
-  complete in a store; the wall time of the rerun's planning and the client's peak memory while planning.
+Archive, bundle and store all live in the moto server; a 2-worker LocalCluster classifies the archive. Printed, per
+bin: the first run (archive: listing, .hdr, .adc, .roi; store: PUT, GET, HEAD, LIST, DELETE) and a rerun with nothing
+to do. Then planning at archive scale: an archive of `--scale-bins` bins (empty files: planning reads none) whose
+bins are all complete in a store; the rerun's planning time, its requests, and the client's memory while planning.
 
     .venv/bin/python bench/bench_store_requests.py [--bins 200] [--rois 20] [--scale-bins 100000]
 """
@@ -13,23 +12,23 @@ records every request it answers. Printed, per bin:
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import parse_qs, unquote
-from urllib.request import Request, urlopen
+from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.request import urlopen
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the test suite's small bundle maker
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))  # the recording proxy, the small bundle
+
+import model as _quiet_tensorflow  # noqa: F401  (first: it keeps TensorFlow's start-up lines quiet)
 
 
 def free_port() -> int:
@@ -38,13 +37,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_moto(recording: Path) -> tuple[subprocess.Popen, str]:
-    """A moto S3 server in its own process (so the client's memory is the client's), recording to `recording`."""
+def start_moto() -> tuple[subprocess.Popen, str]:
+    """A moto S3 server in its own process, so that the client's memory is the client's."""
     port = free_port()
-    env = {**os.environ, "MOTO_RECORDER_FILEPATH": str(recording)}
     server = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -58,25 +55,18 @@ def start_moto(recording: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the moto server did not start")
 
 
-def recorder(endpoint: str, action: str) -> str:
-    with urlopen(Request(f"{endpoint}/moto-api/recorder/{action}", method="POST" if action != "download-recording"
-                         else "GET"), timeout=60) as answer:  # fmt: skip
-        return answer.read().decode()
-
-
-def count(endpoint: str, bucket: str, areas: dict[str, str]) -> Counter[tuple[str, str]]:
-    """(area, method) -> requests since the recording started; `areas` maps a name to its key prefix in `bucket`
-    (a listing belongs to the area of its `prefix=` parameter)."""
+def count(requests: list[tuple[str, str]], bucket: str, areas: dict[str, str]) -> Counter[tuple[str, str]]:
+    """(area, method) -> requests; `areas` maps a name to its key prefix in `bucket` (a listing belongs to the area
+    of its `prefix=` parameter)."""
     counts: Counter[tuple[str, str]] = Counter()
-    for line in recorder(endpoint, "download-recording").splitlines():
-        entry = json.loads(line)
-        path, _, query = entry["url"].split("://", 1)[-1].partition("/")[2].partition("?")
-        params = parse_qs(query)
-        key = unquote(path)[len(bucket) + 1 :] if unquote(path).startswith(f"{bucket}/") else params.get(
-            "prefix", [""])[0]  # fmt: skip
+    for method, target in requests:
+        parts = urlsplit(target)
+        params = parse_qs(parts.query)
+        path = unquote(parts.path).lstrip("/")
+        key = path[len(bucket) + 1 :] if path.startswith(f"{bucket}/") else params.get("prefix", [""])[0]
         area = next((name for name, prefix in areas.items() if key.startswith(prefix)), "other")
-        listing = entry["method"] == "GET" and ("list-type" in params or "prefix" in params or not key)
-        counts[(area, "LIST" if listing else entry["method"])] += 1
+        listing = method == "GET" and ("list-type" in params or path.rstrip("/") == bucket)
+        counts[(area, "LIST" if listing else method)] += 1
     return counts
 
 
@@ -84,7 +74,7 @@ def per_bin(counts: Counter[tuple[str, str]], area: str, bins: int) -> str:
     methods = sorted({method for (a, method) in counts if a == area})
     parts = [f"{counts[(area, m)] / bins:.2f} {m}" for m in methods]
     total = sum(counts[(area, m)] for m in methods) / bins
-    return f"{' + '.join(parts) or '0'} = {total:.2f}"
+    return f"{' + '.join(parts) or '0'} = **{total:.2f}**"
 
 
 class RssSampler:
@@ -117,55 +107,57 @@ def main() -> None:
     parser.add_argument("--scale-bins", type=int, default=100_000)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("distributed").setLevel(logging.ERROR)
 
+    import s3fs
     from classify_support import make_bundle
     from distributed import Client, LocalCluster
+    from faulty_proxy import faulty_proxy
 
     from pipeline.ifcb.synth import write_synthetic_archive
     from pipeline.job.run import ClassifyRequest, run_classification
 
-    work = Path(tempfile.mkdtemp(prefix="ifcbflow-bench-"))
-    server, endpoint = start_moto(work / "recording.jsonl")
+    server, endpoint = start_moto()
     try:
-        options = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": endpoint}}
-        import s3fs
-
-        fs = s3fs.S3FileSystem(**options)
+        direct = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": endpoint}}
+        fs = s3fs.S3FileSystem(**direct)
         bucket = "bench"
         fs.mkdir(bucket)
         archive, bundle, store = f"s3://{bucket}/archive", f"s3://{bucket}/bundle.zip", f"s3://{bucket}/store.zarr"
-        write_synthetic_archive(archive, bins=args.bins, rois=args.rois, classes=3, seed=0, storage_options=options)
-        make_bundle(bundle, options)
+        write_synthetic_archive(archive, bins=args.bins, rois=args.rois, classes=3, seed=0, storage_options=direct)
+        make_bundle(bundle, direct)
         rows = []
         with (
+            faulty_proxy(endpoint, "none", 0.0) as proxy,
             LocalCluster(n_workers=args.workers, threads_per_worker=1, dashboard_address=None) as cluster,
             Client(cluster) as client,
         ):
+            options = {**direct, "client_kwargs": {"endpoint_url": proxy.endpoint_url}}
             request = ClassifyRequest(archive, bundle, store, options)
             for label in ("first run", "rerun, nothing to do"):
-                recorder(endpoint, "reset-recording")
-                recorder(endpoint, "start-recording")
+                proxy.requests.clear()
                 summary = run_classification(client, request)
-                recorder(endpoint, "stop-recording")
-                counts = count(endpoint, bucket, {"archive": "archive/", "store": "store.zarr", "bundle": "bundle"})
-                bins = args.bins
-                rows.append((label, per_bin(counts, "archive", bins), per_bin(counts, "store", bins),
-                             f"{sum(counts[k] for k in counts if k[0] == 'bundle')}", summary.partitions))  # fmt: skip
-        print(f"\n{args.bins} bins x {args.rois} ROIs, archive, bundle and store on a moto S3 server, "
-              f"{args.workers} workers; requests per bin\n")  # fmt: skip
-        print("| run | archive | store | bundle (total) | partitions |\n|---|---|---|---:|---:|")
-        for row in rows:
-            print("| " + " | ".join(str(cell) for cell in row) + " |")
-        scale(args.scale_bins, fs, bucket, options, endpoint)
+                counts = count(proxy.requests, bucket, {"archive": "archive/", "store": "store.zarr",
+                                                         "bundle": "bundle"})  # fmt: skip
+                bundle_requests = sum(n for (area, _), n in counts.items() if area == "bundle")
+                rows.append((label, per_bin(counts, "archive", args.bins), per_bin(counts, "store", args.bins),
+                             bundle_requests, summary.partitions))  # fmt: skip
+            print(f"\n{args.bins} bins x {args.rois} ROIs; archive, bundle and store on a moto S3 server; "
+                  f"{args.workers} workers; requests per bin\n")  # fmt: skip
+            print("| run | archive | store | bundle (in all) | partitions |\n|---|---|---|---:|---:|")
+            for row in rows:
+                print("| " + " | ".join(str(cell) for cell in row) + " |")
+            scale(args.scale_bins, fs, bucket, options, proxy)
     finally:
         server.terminate()
         server.wait()
 
 
-def scale(n_bins: int, fs, bucket: str, options: dict, endpoint: str) -> None:
+def scale(n_bins: int, fs, bucket: str, options: dict, proxy) -> None:
     """A rerun's planning over an archive of `n_bins` bins that are all complete in the store."""
     import numpy as np
 
+    from pipeline.ifcb.archive import list_bins
     from pipeline.results.records import BinResult
     from pipeline.results.store import ResultStore, partition_id
 
@@ -173,10 +165,9 @@ def scale(n_bins: int, fs, bucket: str, options: dict, endpoint: str) -> None:
     ids = [f"D{start + timedelta(minutes=20 * i):%Y%m%dT%H%M%S}_IFCB999" for i in range(n_bins)]
     root = f"{bucket}/scale-archive"
     made = time.perf_counter()
-    for first in range(0, n_bins, 5000):  # empty files: planning lists, it never reads them
+    for first in range(0, n_bins, 5000):  # empty files: planning lists them, it never reads them
         fs.pipe({f"{root}/{b}.{ext}": b"" for b in ids[first : first + 5000] for ext in ("hdr", "adc", "roi")})
-    store_url = f"s3://{bucket}/scale-store.zarr"
-    store = ResultStore(store_url, options)
+    store = ResultStore(f"s3://{bucket}/scale-store.zarr", options)
     store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "scale"}, bundle_url="b", archive_url=root)
     ledger = store.ledger()
     for first in range(0, n_bins, 1000):
@@ -185,29 +176,26 @@ def scale(n_bins: int, fs, bucket: str, options: dict, endpoint: str) -> None:
                              np.zeros((0, 2), np.float32), 1.0) for i, b in enumerate(chunk)]  # fmt: skip
         ledger.add(store.commit_partition(partition_id(chunk, "scale"), results, ["a", "b"]))
     store.consolidate(ledger)
-    print(f"\nscale set-up: {n_bins:,} bins in the archive and complete in the store "
-          f"({time.perf_counter() - made:.0f} s)")  # fmt: skip
+    print(f"\nscale: {n_bins:,} bins in an archive, all complete in a store (set up in "
+          f"{time.perf_counter() - made:.0f} s)")  # fmt: skip
 
-    from pipeline.ifcb.archive import list_bins
-
+    rerun = ResultStore(f"s3://{bucket}/scale-store.zarr", options)
+    proxy.requests.clear()
     sampler = RssSampler()
-    recorder(endpoint, "reset-recording")
-    recorder(endpoint, "start-recording")
     started = time.perf_counter()
     _, bins, _ = list_bins(f"s3://{root}", options)
-    with store.lease("bench"):
-        complete = store.ledger(clean=True).bins
+    with rerun.lease("bench"):
+        complete = rerun.ledger(clean=True).complete
     todo = [files for files in bins if files.bin.id not in complete]
     seconds = time.perf_counter() - started
     before, peak = sampler.stop()
-    recorder(endpoint, "stop-recording")
-    counts = count(endpoint, bucket, {"archive": "scale-archive/", "store": "scale-store.zarr"})
-    store_requests = sum(n for (area, _), n in counts.items() if area == "store")
+    counts = count(proxy.requests, bucket, {"archive": "scale-archive/", "store": "scale-store.zarr"})
     archive_requests = sum(n for (area, _), n in counts.items() if area == "archive")
-    print(f"rerun planning over {n_bins:,} complete bins: {seconds:.1f} s, {len(todo)} bins to do, "
-          f"{archive_requests} archive requests (listing), {store_requests} store requests "
-          f"({store_requests / n_bins:.5f} per complete bin); client RSS {before / 2**20:.0f} MiB before, peak "
-          f"{peak / 2**20:.0f} MiB while planning (+{(peak - before) / 2**20:.0f} MiB)")  # fmt: skip
+    store_requests = sum(n for (area, _), n in counts.items() if area == "store")
+    print(f"rerun planning: {seconds:.1f} s for {n_bins:,} complete bins ({len(todo)} to do); "
+          f"{archive_requests} archive requests (the listing), {store_requests} store requests "
+          f"({store_requests / n_bins:.5f} per complete bin); client RSS {before / 2**20:.0f} MiB before, "
+          f"{peak / 2**20:.0f} MiB at most while planning (+{(peak - before) / 2**20:.0f} MiB)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
@@ -23,11 +21,9 @@ import h5py
 import numpy as np
 
 from model import architectures
-from model.bundle import Bundle, check_model, default_preprocess
+from model.bundle import Bundle
+from model.imported import imported_bundle
 from model.preprocess import PreprocessConfig
-from model.versions import installed_versions
-
-log = logging.getLogger(__name__)
 
 _ACTIVATIONS = {"linear", "relu", "softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "swish"}
 
@@ -208,24 +204,11 @@ def import_keras2(
         data = f.read()
     model = model_from_keras2_json(text)
     set_keras2_weights(model, read_keras2_weights(data))
-    config = preprocess_config or default_preprocess(model)
-    check_model(model, len(classes), config)
-    arch = architectures.registry_match(model) or f"keras2:{model.name}"
     document = json.loads(text)
-    log.info("imported %s (%d layers, arch %s)", architecture_url, len(model.layers), arch)
-    return Bundle(
-        model=model,
-        classes=list(classes),
-        preprocess=config,
-        arch=arch,
-        provenance={
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "imported_from": {
-                "architecture": architecture_url,
-                "weights": weights_url,
-                "keras_version": document.get("keras_version"),
-                "backend": document.get("backend"),
-            },
-            "versions": installed_versions(),
-        },
-    )
+    source = {
+        "architecture": architecture_url,
+        "weights": weights_url,
+        "keras_version": document.get("keras_version"),
+        "backend": document.get("backend"),
+    }
+    return imported_bundle(model, classes, preprocess_config, kind="keras2", source=source)

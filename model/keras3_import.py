@@ -8,18 +8,14 @@ then receives the contract's grey levels 0..255 as floats (a model trained on 0.
 
 from __future__ import annotations
 
-import logging
-from datetime import UTC, datetime
 from typing import Any
 
 import fsspec
 
 from model import architectures
-from model.bundle import Bundle, BundleError, check_model, default_preprocess, load_keras_model
+from model.bundle import Bundle, BundleError, load_keras_model
+from model.imported import imported_bundle
 from model.preprocess import PreprocessConfig
-from model.versions import installed_versions
-
-log = logging.getLogger(__name__)
 
 
 def _uint8_model(model: Any) -> Any:
@@ -57,18 +53,5 @@ def import_keras3(
         raise BundleError(f"no model file at {model_url}") from None
     loaded = load_keras_model(data, f"{model_url} (a Keras 3 native .keras file)")
     model = _uint8_model(loaded)
-    config = preprocess_config or default_preprocess(model)
-    check_model(model, len(classes), config)
-    arch = architectures.registry_match(model) or f"keras:{model.name}"
-    log.info("imported %s (%d layers, arch %s)", model_url, len(model.layers), arch)
-    return Bundle(
-        model=model,
-        classes=list(classes),
-        preprocess=config,
-        arch=arch,
-        provenance={
-            "created": datetime.now(UTC).isoformat(timespec="seconds"),
-            "imported_from": {"model": model_url, "input_dtype": loaded.inputs[0].dtype},
-            "versions": installed_versions(),
-        },
-    )
+    source = {"model": model_url, "input_dtype": loaded.inputs[0].dtype}
+    return imported_bundle(model, classes, preprocess_config, kind="keras", source=source)

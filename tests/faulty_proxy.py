@@ -1,5 +1,6 @@
 """A fault-injecting HTTP proxy in front of the moto S3 server: a real network path that answers some requests with
-`503 SlowDown` (S3's throttling answer) or drops the connection without answering, at a seeded rate."""
+`503 SlowDown` (S3's throttling answer) or drops the connection without answering, at a seeded rate (0 for none).
+It records every request, so it also counts what a run sends to the store."""
 
 from __future__ import annotations
 
@@ -32,15 +33,17 @@ class FaultyProxy(ThreadingHTTPServer):
         self.random = random.Random(seed)
         self.lock = threading.Lock()
         self.counts: Counter[str] = Counter()
+        self.requests: list[tuple[str, str]] = []  # (method, path with query) of every request, in arrival order
 
     @property
     def endpoint_url(self) -> str:
         host, port = self.server_address[:2]
         return f"http://{host}:{port}"
 
-    def decide(self) -> str:
-        """"forward" or the fault kind, drawn once per request."""
+    def decide(self, method: str, path: str) -> str:
+        """"forward" or the fault kind, drawn once per request (which is recorded)."""
         with self.lock:
+            self.requests.append((method, path))
             outcome = self.kind if self.random.random() < self.rate else "forward"
             self.counts[outcome] += 1
             return outcome
@@ -67,7 +70,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _handle(self) -> None:
         body = self._body()
-        outcome = self.server.decide()
+        outcome = self.server.decide(self.command, self.path)
         if outcome == "drop":
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
