@@ -17,6 +17,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections import Counter
@@ -105,7 +106,11 @@ def main() -> None:
     parser.add_argument("--rois", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scale-bins", type=int, default=100_000)
+    parser.add_argument("--scale-only-local", action="store_true", help="Only the planning at scale, on local disk.")
     args = parser.parse_args()
+    if args.scale_only_local:
+        scale_local(args.scale_bins)
+        return
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("distributed").setLevel(logging.ERROR)
 
@@ -157,7 +162,6 @@ def scale(n_bins: int, fs, bucket: str, options: dict, proxy) -> None:
     """A rerun's planning over an archive of `n_bins` bins that are all complete in the store."""
     import numpy as np
 
-    from pipeline.ifcb.archive import list_bins
     from pipeline.results.records import BinResult
     from pipeline.results.store import ResultStore, partition_id
 
@@ -179,23 +183,64 @@ def scale(n_bins: int, fs, bucket: str, options: dict, proxy) -> None:
     print(f"\nscale: {n_bins:,} bins in an archive, all complete in a store (set up in "
           f"{time.perf_counter() - made:.0f} s)")  # fmt: skip
 
-    rerun = ResultStore(f"s3://{bucket}/scale-store.zarr", options)
     proxy.requests.clear()
-    sampler = RssSampler()
-    started = time.perf_counter()
-    _, bins, _ = list_bins(f"s3://{root}", options)
-    with rerun.lease("bench"):
-        complete = rerun.ledger(clean=True).complete
-    todo = [files for files in bins if files.bin.id not in complete]
-    seconds = time.perf_counter() - started
-    before, peak = sampler.stop()
+    listing, ledger_s, todo, before, peak = plan_rerun(f"s3://{root}", f"s3://{bucket}/scale-store.zarr", options)
     counts = count(proxy.requests, bucket, {"archive": "scale-archive/", "store": "scale-store.zarr"})
     archive_requests = sum(n for (area, _), n in counts.items() if area == "archive")
     store_requests = sum(n for (area, _), n in counts.items() if area == "store")
-    print(f"rerun planning: {seconds:.1f} s for {n_bins:,} complete bins ({len(todo)} to do); "
-          f"{archive_requests} archive requests (the listing), {store_requests} store requests "
-          f"({store_requests / n_bins:.5f} per complete bin); client RSS {before / 2**20:.0f} MiB before, "
-          f"{peak / 2**20:.0f} MiB at most while planning (+{(peak - before) / 2**20:.0f} MiB)")  # fmt: skip
+    print(f"rerun planning on S3: listing the archive {listing:.1f} s ({archive_requests} requests), the ledger "
+          f"{ledger_s:.2f} s ({store_requests} store requests, {store_requests / n_bins:.5f} per complete bin); "
+          f"{todo} bins to do; client RSS {before / 2**20:.0f} MiB before, {peak / 2**20:.0f} MiB at most while "
+          f"planning (+{(peak - before) / 2**20:.0f} MiB)")  # fmt: skip
+
+
+def plan_rerun(archive: str, store_url: str, options: dict) -> tuple[float, float, int, int, int]:
+    """What a rerun does before it submits anything: list the archive, take the lease, read the ledger.
+
+    Returns (listing seconds, ledger seconds, bins to do, client RSS before, peak client RSS)."""
+    from pipeline.ifcb.archive import list_bins
+    from pipeline.results.store import ResultStore
+
+    store = ResultStore(store_url, options)
+    sampler = RssSampler()
+    started = time.perf_counter()
+    _, bins, _ = list_bins(archive, options)
+    listed = time.perf_counter()
+    with store.lease("bench"):
+        complete = store.ledger(clean=True).complete
+    todo = [files for files in bins if files.bin.id not in complete]
+    done = time.perf_counter()
+    before, peak = sampler.stop()
+    return listed - started, done - listed, len(todo), before, peak
+
+
+def scale_local(n_bins: int) -> None:
+    """The same rerun planning with archive and store on a local disk: the client's own cost, no server's."""
+    import numpy as np
+
+    from pipeline.results.records import BinResult
+    from pipeline.results.store import ResultStore, partition_id
+
+    start = datetime(2020, 1, 1, tzinfo=UTC)
+    ids = [f"D{start + timedelta(minutes=20 * i):%Y%m%dT%H%M%S}_IFCB999" for i in range(n_bins)]
+    work = Path(tempfile.mkdtemp(prefix="ifcbflow-scale-"))
+    archive = work / "archive"
+    archive.mkdir()
+    for bin_id in ids:
+        for ext in ("hdr", "adc", "roi"):
+            (archive / f"{bin_id}.{ext}").touch()
+    store = ResultStore(str(work / "store.zarr"))
+    store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "scale"}, bundle_url="b", archive_url="a")
+    ledger = store.ledger()
+    for first in range(0, n_bins, 1000):
+        chunk = ids[first : first + 1000]
+        results = [BinResult(b, start + timedelta(minutes=20 * (first + i)), np.zeros(0, np.int64),
+                             np.zeros((0, 2), np.float32), 1.0) for i, b in enumerate(chunk)]  # fmt: skip
+        ledger.add(store.commit_partition(partition_id(chunk, "scale"), results, ["a", "b"]))
+    store.consolidate(ledger)
+    listing, ledger_s, todo, before, peak = plan_rerun(str(archive), str(work / "store.zarr"), {})
+    print(f"rerun planning on a local disk, {n_bins:,} complete bins: listing {listing:.1f} s, the ledger "
+          f"{ledger_s:.2f} s, {todo} bins to do; client RSS +{(peak - before) / 2**20:.0f} MiB while planning")
 
 
 if __name__ == "__main__":

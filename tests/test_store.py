@@ -15,13 +15,13 @@ import xarray as xr
 from classify_support import tree_digests
 
 from pipeline.ifcb.errors import BinFailure
+from pipeline.results.lease import StoreBusyError
 from pipeline.results.records import BinResult
 from pipeline.results.rois import open_rois
 from pipeline.results.store import (
     COMMITS,
     PARTS,
     ResultStore,
-    StoreBusyError,
     StoreLayoutError,
     StoreMismatchError,
     open_summary,

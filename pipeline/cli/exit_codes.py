@@ -33,7 +33,8 @@ def refusals(console: Console) -> Iterator[None]:
     from model.bundle import BundleError
     from pipeline.faults import ConfigurationError
     from pipeline.job.run import UsageError
-    from pipeline.results.store import StoreBusyError, StoreMismatchError
+    from pipeline.results.lease import StoreBusyError
+    from pipeline.results.store import StoreMismatchError
 
     try:
         yield

@@ -6,6 +6,7 @@ Two naming schemes exist; the scheme decides the `.adc` schema (newer `DYYYYMMDD
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,11 +42,14 @@ class BinId:
         return int(self.instrument[4:])
 
 
+@functools.lru_cache(maxsize=65536)  # a listing names each bin three times, one file after the other
 def parse_bin_id(text: str) -> BinId:
     """Parse a bin identifier (the whole text, no extension or folder); raise `IfcbFormatError` otherwise."""
     if (match := _NEWER.fullmatch(text)) is not None:
+        day, clock = match["date"], match["time"]
         try:
-            time = datetime.strptime(match["date"] + match["time"], "%Y%m%d%H%M%S").replace(tzinfo=UTC)
+            time = datetime(int(day[:4]), int(day[4:6]), int(day[6:]), int(clock[:2]), int(clock[2:4]),
+                            int(clock[4:]), tzinfo=UTC)  # fmt: skip
         except ValueError as err:
             raise IfcbFormatError(f"bin id {text!r} has an impossible date or time: {err}") from None
         return BinId(id=text, instrument=match["instrument"], time=time, schema="v2")

@@ -26,7 +26,8 @@ from pipeline.job.metrics import WatchMetrics
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.run import ClassifyRequest, RunSummary, UsageError, run_classification
 from pipeline.redact import redact_url
-from pipeline.results.store import ResultStore, StoreBusyError
+from pipeline.results.lease import StoreBusyError
+from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 

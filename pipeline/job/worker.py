@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from model.bundle import BundleError
 from model.thresholds import threshold_array
 from pipeline.cluster.local import visible_gpus
 from pipeline.cluster.runtime import configure_tensorflow
@@ -145,16 +146,9 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
             raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
         gpu = bool(visible_gpus())
         results, failures, incomplete = _score(task, bundle, gpu, result)
-    except ConfigurationError as err:
+    except (ConfigurationError, BundleError) as err:  # the same for every bin: the client stops the run
         result.configuration_error = redact_text(str(err))
         return result
-    except Exception as err:
-        from model.bundle import BundleError
-
-        if isinstance(err, BundleError):
-            result.configuration_error = redact_text(str(err))
-            return result
-        raise
     commit_started = time.perf_counter()
     thresholds = threshold_array(bundle.thresholds, bundle.classes)  # None: argmax counts only
     result.commit = with_retries(

@@ -32,9 +32,7 @@ first run sends well under one store request per bin. A rerun reads the summary 
 are derived from their bins and all bytes are deterministic (fixed codecs, no timestamps), so a task that Dask
 retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run.
 
-One run at a time: a run takes the store's lease (created only if absent: an exclusive create on object storage and
-on local disks) and renews it while it runs; a second run is refused while the lease is live. A killed run's lease
-expires after `LEASE_TTL_S` (at once when the killed process was on this host), so it never locks the store.
+One run at a time: a run holds the store's lease (`pipeline.results.lease`) while it writes.
 
 A store of the first layout (`ifcbflow-store/1`, one group per bin) is refused with a message that points to
 `ifcbflow migrate`, which rewrites it in this layout.
@@ -47,15 +45,9 @@ import contextlib
 import functools
 import hashlib
 import json
-import logging
-import os
 import posixpath
-import socket
-import threading
-import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -71,17 +63,14 @@ from model.versions import installed_versions
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
+from pipeline.results.lease import LEASE_TTL_S, Lease
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, iso_utc
 from pipeline.results.summary import ledger_dataset, summary_dataset
 from pipeline.storage import fs_options
 
-log = logging.getLogger(__name__)
-
 LAYOUT = "ifcbflow-store/2"
 OLD_LAYOUTS = ("ifcbflow-store/1",)
 PARTS, COMMITS, SUMMARY, LEDGER, LEASE = "parts", "commits", "summary", "ledger", "lease.json"
-#: A run's lease lasts this long without renewal (a killed run blocks the store no longer); renewed every quarter.
-LEASE_TTL_S = 120.0
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
@@ -89,10 +78,6 @@ _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
 
 class StoreMismatchError(RuntimeError):
     """The store holds results of another model (or is not an ifcbflow store): never mix two models' results."""
-
-
-class StoreBusyError(RuntimeError):
-    """Another live run holds the store's lease."""
 
 
 class StoreLayoutError(StoreMismatchError):
@@ -267,80 +252,11 @@ class ResultStore:
         return info
 
     # --- one run at a time ------------------------------------------------------------------------------------------
-    @contextlib.contextmanager
-    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
-        """Hold the store's lease for the body (renewed in the background); refuse if another live run holds it."""
-        since = time.time()
-        self._take_lease(owner, ttl_s, since)
-        stop = threading.Event()
-
-        def renew() -> None:
-            while not stop.wait(ttl_s / 4):
-                holder = self._lease_holder()
-                if holder is not None and holder.get("owner") != owner:
-                    log.error("the store's lease was taken over by %s@%s", holder.get("pid"), holder.get("host"))
-                    return
-                with_retries(
-                    lambda: self.fs.pipe_file(self._lease_path, self._lease_document(owner, ttl_s, since)),
-                    "renewing the store's lease",
-                )
-
-        renewer = threading.Thread(target=renew, name="ifcbflow-lease", daemon=True)
-        renewer.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            renewer.join()
-            holder = self._lease_holder()
-            if holder is not None and holder.get("owner") == owner:
-                with_retries(lambda: self.fs.rm_file(self._lease_path), "releasing the store's lease")
-
-    @property
-    def _lease_path(self) -> str:
-        return posixpath.join(self.root, LEASE)
-
-    def _lease_document(self, owner: str, ttl_s: float, since: float) -> bytes:
-        holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since}
-        return json.dumps({**holder, "expires": time.time() + ttl_s}).encode()
-
-    @_retried
-    def _lease_holder(self) -> dict[str, Any] | None:
-        try:
-            return json.loads(self.fs.cat_file(self._lease_path))
-        except FileNotFoundError:
-            return None
-
-    def _take_lease(self, owner: str, ttl_s: float, since: float) -> None:
-        for _ in range(2):  # a second try after removing an expired lease
-            try:
-                self._create_exclusive(self._lease_path, self._lease_document(owner, ttl_s, since))
-                return
-            except FileExistsError:
-                holder = self._lease_holder()
-            if holder is not None and holder.get("owner") == owner:
-                return  # our own create went through before a transient fault hid its answer
-            if holder is not None and holder.get("expires", 0) > time.time() and _alive(holder):
-                since = datetime.fromtimestamp(holder["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                raise StoreBusyError(
-                    f"{redact_url(self.url)} is being written by another run (process {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {since}); wait for it to finish. A run that was killed releases "
-                    f"the store {ttl_s / 60:.0f} minutes after its last sign of life."
-                )
-            log.warning("taking over the expired lease of a run that stopped without releasing it: %s", holder)
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self._lease_path)
-        raise StoreBusyError(f"{redact_url(self.url)}: another run took the store's lease at the same moment")
-
-    @_retried
-    def _create_exclusive(self, path: str, data: bytes) -> None:
-        """Write `path` only if it does not exist (FileExistsError otherwise), atomically where the store can."""
-        if isinstance(self.zarr_store, zarr.storage.LocalStore):
-            with open(path, "xb") as f:
-                f.write(data)
-        else:
-            self.fs.pipe_file(path, data, mode="create")
-        self.fs.invalidate_cache(path)
+    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> contextlib.AbstractContextManager[None]:
+        """Hold the store's lease for the body (`pipeline.results.lease`); refuse if another live run holds it."""
+        local = isinstance(self.zarr_store, zarr.storage.LocalStore)
+        lease = Lease(self.fs, posixpath.join(self.root, LEASE), local=local, label=redact_url(self.url))
+        return lease.held(owner, ttl_s)
 
     # --- worker side: commit one partition ------------------------------------------------------------------------
     def committed(self, part: str) -> Commit | None:
@@ -546,19 +462,6 @@ class ResultStore:
             remaining[record.part] -= 1
             if remaining[record.part] == 0:
                 del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
-
-
-def _alive(holder: dict[str, Any]) -> bool:
-    """Whether a lease's holder may still be running: a process of this host is checked, others are trusted."""
-    if holder.get("host") != socket.gethostname():
-        return True
-    try:
-        os.kill(int(holder.get("pid", 0)), 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, ValueError):
-        return True
-    return True
 
 
 def _bytes(value: Any) -> bytes:
