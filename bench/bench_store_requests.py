@@ -158,28 +158,39 @@ def main() -> None:
         server.wait()
 
 
-def scale(n_bins: int, fs, bucket: str, options: dict, proxy) -> None:
-    """A rerun's planning over an archive of `n_bins` bins that are all complete in the store."""
+SCALE_START = datetime(2020, 1, 1, tzinfo=UTC)
+
+
+def scale_ids(n_bins: int) -> list[str]:
+    return [f"D{SCALE_START + timedelta(minutes=20 * i):%Y%m%dT%H%M%S}_IFCB999" for i in range(n_bins)]
+
+
+def complete_store(url: str, options: dict, ids: list[str]) -> None:
+    """A store in which every bin of `ids` is complete (with no ROIs: the ledger is what planning reads)."""
     import numpy as np
 
     from pipeline.results.records import BinResult
     from pipeline.results.store import ResultStore, partition_id
 
-    start = datetime(2020, 1, 1, tzinfo=UTC)
-    ids = [f"D{start + timedelta(minutes=20 * i):%Y%m%dT%H%M%S}_IFCB999" for i in range(n_bins)]
+    store = ResultStore(url, options)
+    store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "scale"}, bundle_url="b", archive_url="a")
+    ledger = store.ledger()
+    for first in range(0, len(ids), 1000):
+        chunk = ids[first : first + 1000]
+        results = [BinResult(b, SCALE_START + timedelta(minutes=20 * (first + i)), np.zeros(0, np.int64),
+                             np.zeros((0, 2), np.float32), 1.0) for i, b in enumerate(chunk)]  # fmt: skip
+        ledger.add(store.commit_partition(partition_id(chunk, "scale"), results, ["a", "b"]))
+    store.consolidate(ledger)
+
+
+def scale(n_bins: int, fs, bucket: str, options: dict, proxy) -> None:
+    """A rerun's planning over an archive of `n_bins` bins that are all complete in the store."""
+    ids = scale_ids(n_bins)
     root = f"{bucket}/scale-archive"
     made = time.perf_counter()
     for first in range(0, n_bins, 5000):  # empty files: planning lists them, it never reads them
         fs.pipe({f"{root}/{b}.{ext}": b"" for b in ids[first : first + 5000] for ext in ("hdr", "adc", "roi")})
-    store = ResultStore(f"s3://{bucket}/scale-store.zarr", options)
-    store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "scale"}, bundle_url="b", archive_url=root)
-    ledger = store.ledger()
-    for first in range(0, n_bins, 1000):
-        chunk = ids[first : first + 1000]
-        results = [BinResult(b, start + timedelta(minutes=20 * (first + i)), np.zeros(0, np.int64),
-                             np.zeros((0, 2), np.float32), 1.0) for i, b in enumerate(chunk)]  # fmt: skip
-        ledger.add(store.commit_partition(partition_id(chunk, "scale"), results, ["a", "b"]))
-    store.consolidate(ledger)
+    complete_store(f"s3://{bucket}/scale-store.zarr", options, ids)
     print(f"\nscale: {n_bins:,} bins in an archive, all complete in a store (set up in "
           f"{time.perf_counter() - made:.0f} s)")  # fmt: skip
 
@@ -216,28 +227,14 @@ def plan_rerun(archive: str, store_url: str, options: dict) -> tuple[float, floa
 
 def scale_local(n_bins: int) -> None:
     """The same rerun planning with archive and store on a local disk: the client's own cost, no server's."""
-    import numpy as np
-
-    from pipeline.results.records import BinResult
-    from pipeline.results.store import ResultStore, partition_id
-
-    start = datetime(2020, 1, 1, tzinfo=UTC)
-    ids = [f"D{start + timedelta(minutes=20 * i):%Y%m%dT%H%M%S}_IFCB999" for i in range(n_bins)]
+    ids = scale_ids(n_bins)
     work = Path(tempfile.mkdtemp(prefix="ifcbflow-scale-"))
     archive = work / "archive"
     archive.mkdir()
     for bin_id in ids:
         for ext in ("hdr", "adc", "roi"):
             (archive / f"{bin_id}.{ext}").touch()
-    store = ResultStore(str(work / "store.zarr"))
-    store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "scale"}, bundle_url="b", archive_url="a")
-    ledger = store.ledger()
-    for first in range(0, n_bins, 1000):
-        chunk = ids[first : first + 1000]
-        results = [BinResult(b, start + timedelta(minutes=20 * (first + i)), np.zeros(0, np.int64),
-                             np.zeros((0, 2), np.float32), 1.0) for i, b in enumerate(chunk)]  # fmt: skip
-        ledger.add(store.commit_partition(partition_id(chunk, "scale"), results, ["a", "b"]))
-    store.consolidate(ledger)
+    complete_store(str(work / "store.zarr"), {}, ids)
     listing, ledger_s, todo, before, peak = plan_rerun(str(archive), str(work / "store.zarr"), {})
     print(f"rerun planning on a local disk, {n_bins:,} complete bins: listing {listing:.1f} s, the ledger "
           f"{ledger_s:.2f} s, {todo} bins to do; client RSS +{(peak - before) / 2**20:.0f} MiB while planning")
