@@ -1,4 +1,5 @@
-"""Helpers for the classify-job tests: a quick deterministic bundle, a single-process reference, store snapshots."""
+"""Helpers for the model and classify-job tests: random weights, a quick deterministic bundle, a single-process
+reference, store snapshots."""
 
 from __future__ import annotations
 
@@ -14,6 +15,17 @@ from pipeline.ifcb.synth import SYNTH_CLASSES
 
 CLASSES = SYNTH_CLASSES[:3]
 IMAGE_SIZE = 32
+
+
+def random_weight(name: str, shape: tuple[int, ...], rng: np.random.Generator) -> np.ndarray:
+    """A float32 weight that keeps activations in range: He-scaled kernels, BatchNorm scales near 1, small rest."""
+    if name == "kernel":
+        array = rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape)
+    elif name in ("gamma", "moving_variance"):
+        array = rng.uniform(0.5, 1.5, shape)
+    else:
+        array = rng.normal(0, 0.1, shape)
+    return array.astype(np.float32)
 
 
 def make_bundle(url: str, storage_options: dict[str, Any] | None = None, *, seed: int = 0) -> str:

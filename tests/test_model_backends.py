@@ -14,6 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import pytest
+from classify_support import random_weight
 
 from model import architectures
 from model.bundle import Bundle, save_bundle
@@ -47,17 +48,9 @@ def _spread_weights(model: keras.Model, x: np.ndarray, seed: int) -> None:
     nor saturated, so that backend differences would show in the probabilities."""
     rng = np.random.default_rng(seed)
     for layer in model.layers:
-        arrays = []
-        for variable in layer.weights:
-            shape, name = tuple(variable.shape), variable.name
-            if name == "kernel":
-                arrays.append(rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape))
-            elif name in ("gamma", "moving_variance"):
-                arrays.append(rng.uniform(0.5, 1.5, shape))
-            else:
-                arrays.append(rng.normal(0, 0.1, shape))
+        arrays = [random_weight(variable.name, tuple(variable.shape), rng) for variable in layer.weights]
         if arrays:
-            layer.set_weights([a.astype(np.float32) for a in arrays])
+            layer.set_weights(arrays)
     features = np.asarray(keras.Model(model.inputs, model.layers[-2].output).predict_on_batch(x))
     kernel, bias = model.layers[-1].get_weights()
     logits = features @ kernel + bias

@@ -14,6 +14,7 @@ import h5py
 import keras
 import numpy as np
 import pytest
+from classify_support import random_weight
 from typer.testing import CliRunner
 
 from model import architectures
@@ -38,15 +39,8 @@ def _random_arrays(layer_specs: list[dict], rng: np.random.Generator) -> list[li
     shapes = [[tuple(w.shape) for w in layer.weights] for layer in body]
     out = []
     for spec, layer_shapes in zip(layer_specs, shapes, strict=True):
-        arrays = []
-        for name, shape in zip(_WEIGHT_NAMES.get(spec["class_name"], ()), layer_shapes, strict=True):
-            if name == "kernel":
-                arrays.append(rng.normal(0, np.sqrt(2 / np.prod(shape[:-1])), shape))
-            elif name in ("gamma", "moving_variance"):
-                arrays.append(rng.uniform(0.5, 1.5, shape))
-            else:
-                arrays.append(rng.normal(0, 0.1, shape))
-        out.append([a.astype(np.float32) for a in arrays])
+        names = _WEIGHT_NAMES.get(spec["class_name"], ())
+        out.append([random_weight(name, shape, rng) for name, shape in zip(names, layer_shapes, strict=True)])
     return out
 
 

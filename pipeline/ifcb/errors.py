@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from pipeline.faults import is_transient
+
 #: The stages a bin goes through; a failure names the one where it stopped.
 STAGES = ("files", "hdr", "adc", "roi", "preprocess", "predict", "write")
 
@@ -50,8 +52,6 @@ class BinFailure:
     @classmethod
     def from_error(cls, bin_id: str, error: Exception, default_stage: str) -> BinFailure:
         """The record for `error` raised while processing `bin_id` (stage from the error when it carries one)."""
-        from pipeline.faults import is_transient
-
         stage = getattr(error, "stage", None) or default_stage
         reason = str(error) if isinstance(error, IfcbFormatError) else f"{type(error).__name__}: {error}"
         return cls(bin=bin_id, stage=stage, reason=reason, kind="transient" if is_transient(error) else "data")

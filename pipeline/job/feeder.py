@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
@@ -200,8 +199,3 @@ def default_feeders(gpu: bool, cores: int) -> tuple[int, int]:
     if gpu:
         return max(1, cores - 2), 0
     return 0, 2
-
-
-def worker_cores() -> int:
-    """Cores this worker process may use."""
-    return len(os.sched_getaffinity(0))

@@ -38,6 +38,12 @@ class UsageError(ValueError):
     """The request cannot be right as given (an empty time window, bins the archive does not have)."""
 
 
+def check_window(request: ClassifyRequest) -> None:
+    """Refuse an empty time window: it would select nothing and look like success."""
+    if request.start and request.end and request.start >= request.end:
+        raise UsageError(f"--start {request.start.isoformat()} is not before --end {request.end.isoformat()}")
+
+
 @dataclass
 class ClassifyRequest:
     """What to classify with what, and where the results go (the CLI's options, parsed)."""
@@ -98,8 +104,7 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     reporter = reporter or Quiet()
     started = time.perf_counter()
     options = request.storage_options
-    if request.start and request.end and request.start >= request.end:
-        raise UsageError(f"--start {request.start.isoformat()} is not before --end {request.end.isoformat()}")
+    check_window(request)
     try:
         bundle_info = with_retries(lambda: read_bundle_info(request.bundle_url, options), "reading the bundle")
     except BundleError as err:

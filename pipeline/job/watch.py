@@ -24,7 +24,7 @@ from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.identifiers import parse_bin_id
 from pipeline.job.metrics import WatchMetrics
 from pipeline.job.reporting import Quiet, Reporter
-from pipeline.job.run import ClassifyRequest, RunSummary, UsageError, run_classification
+from pipeline.job.run import ClassifyRequest, RunSummary, UsageError, check_window, run_classification
 from pipeline.redact import redact_url
 from pipeline.results.lease import StoreBusyError
 from pipeline.results.store import ResultStore
@@ -62,8 +62,7 @@ class Watcher:
         metrics: WatchMetrics | None = None,
         reporter: Reporter | None = None,
     ) -> None:
-        if request.start and request.end and request.start >= request.end:
-            raise UsageError(f"--start {request.start.isoformat()} is not before --end {request.end.isoformat()}")
+        check_window(request)
         self.client = client
         self.request = request
         self.metrics = metrics or WatchMetrics()

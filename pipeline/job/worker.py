@@ -27,13 +27,13 @@ import numpy as np
 
 from model.bundle import BundleError
 from model.thresholds import threshold_array
-from pipeline.cluster.local import visible_gpus
+from pipeline.cluster.local import cores, visible_gpus
 from pipeline.cluster.runtime import configure_tensorflow
 from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
 from pipeline.job.batching import Batch, BatchAssembler, ScoreCollector
-from pipeline.job.feeder import Feeder, LoadedBin, default_feeders, worker_cores
+from pipeline.job.feeder import Feeder, LoadedBin, default_feeders
 from pipeline.job.hold import hold_if_asked
 from pipeline.redact import redact_text, redact_url
 from pipeline.results.records import BinResult, Commit
@@ -118,7 +118,7 @@ def _predictor(task: PartitionTask, bundle: Any) -> Any:
 
 
 def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
-    processes, threads = default_feeders(gpu, worker_cores())
+    processes, threads = default_feeders(gpu, cores())
     if task.feeders is not None:
         processes, threads = (task.feeders, 0) if task.feeders else (0, threads or 2)
     dtype = np.dtype(bundle.model.inputs[0].dtype)
