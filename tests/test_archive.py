@@ -114,7 +114,7 @@ def test_mixed_good_and_bad_bins_lose_no_good_bin(ifcb_data: Path, tmp_path: Pat
     failures = {r.bin: r for r in results if isinstance(r, BinFailure)}
     metas = [r for r in results if isinstance(r, BinMeta)]
     assert {m.bin.id: m.n_rois for m in metas} == {
-        OLD: 6, NEW: 19, EMPTY_NEW: 0, EMPTY_OLD: 0, "D20130527T000000_IFCB013": 19
+        OLD: 5, NEW: 19, EMPTY_NEW: 0, EMPTY_OLD: 0, "D20130527T000000_IFCB013": 19
     }  # fmt: skip
     assert failures["IFCB5_2012_029_081515"].reason == "missing .roi"
     assert failures["D20130529T000000_IFCB013"] == BinFailure("D20130529T000000_IFCB013", "files", "missing .hdr")
@@ -132,7 +132,7 @@ def test_mixed_good_and_bad_bins_lose_no_good_bin(ifcb_data: Path, tmp_path: Pat
             read[meta.bin.id] = len(read_bin_images(fs, meta))
         except IfcbFormatError as err:
             image_failures.append(BinFailure.from_error(meta.bin.id, err, default_stage="roi"))
-    assert read == {OLD: 6, NEW: 19, EMPTY_NEW: 0, EMPTY_OLD: 0}
+    assert read == {OLD: 5, NEW: 19, EMPTY_NEW: 0, EMPTY_OLD: 0}
     assert [(f.bin, f.stage) for f in image_failures] == [("D20130527T000000_IFCB013", "roi")]
     assert "truncated" in image_failures[0].reason
 

@@ -46,7 +46,7 @@ def test_ls_json(archive: Path) -> None:
         "bin": NEW, "instrument": "IFCB013", "time": "2013-05-26T09:52:07+00:00", "rois": 19,
         "ml_analyzed": pytest.approx(4.8850699, rel=1e-7), "status": "ok", "reason": None,
     }  # fmt: skip
-    assert by_bin[OLD]["rois"] == 6 and by_bin[OLD]["status"] == "ok"
+    assert by_bin[OLD]["rois"] == 5 and by_bin[OLD]["status"] == "ok"  # rows 3 and 4 stitched into one ROI
     assert by_bin["D20150411T205456_IFCB012"]["rois"] == 0
     assert by_bin["D20150411T205456_IFCB012"]["ml_analyzed"] is None
     failed = by_bin["IFCB5_2012_029_081515"]

@@ -1,7 +1,8 @@
 """THE one bin reader: metadata (`.hdr` + `.adc`, small) and images (`.roi`, one ranged read), over fsspec.
 
 Everything that reads bins - `ls`, planning, the workers, training from an archive - goes through these functions,
-so that one reader decides ROI numbers, pixels and volume analysed.
+so that one reader decides ROI numbers, pixels and volume analysed. Older bins (IFCB1-6) are stitched here
+(`pipeline.ifcb.stitching`): their ROI numbers and images are the stitched ones everywhere.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
 from pipeline.ifcb.roi import read_images
+from pipeline.ifcb.stitching import NOT_STITCHED, Stitching, find_stitching, stitch_images
 from pipeline.ifcb.volume import ml_analyzed
 
 
@@ -52,6 +54,7 @@ class BinMeta:
     adc: AdcTable
     roi_numbers: np.ndarray
     ml_analyzed: float | None
+    stitching: Stitching = NOT_STITCHED
 
     @property
     def n_rois(self) -> int:
@@ -60,8 +63,8 @@ class BinMeta:
 
     @property
     def roi_bytes(self) -> int:
-        """Pixel bytes of all images: what reading the bin's images costs."""
-        rows = self.roi_numbers - 1
+        """Pixel bytes of all images as the `.roi` holds them: what reading the bin's images costs."""
+        rows = self.adc.roi_numbers - 1
         return int((self.adc.width[rows] * self.adc.height[rows]).sum())
 
 
@@ -69,13 +72,15 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
     header = parse_header(hdr)
     table = parse_adc(adc, files.bin.schema)
+    stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are
     return BinMeta(
         bin=files.bin,
         files=files,
         header=header,
         adc=table,
-        roi_numbers=table.roi_numbers,
+        roi_numbers=stitching.roi_numbers(table.roi_numbers),
         ml_analyzed=ml_analyzed(files.bin, header, table),
+        stitching=stitching,
     )
 
 
@@ -143,5 +148,6 @@ def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> Bin
 
 def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
     """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`
-    (transient faults retried)."""
-    return with_retries(lambda: read_images(fs, meta.files.roi, meta.adc), f"reading {meta.files.roi}")
+    (transient faults retried); older bins' pairs stitched into one image under the first row's number."""
+    images = with_retries(lambda: read_images(fs, meta.files.roi, meta.adc), f"reading {meta.files.roi}")
+    return stitch_images(images, meta.adc, meta.stitching)

@@ -1,0 +1,160 @@
+"""Real archives as they are: old-style bins stitched, header and folder quirks, damaged files, known-bad bins.
+
+Every input is built from the real bins in `../shared/data/ifcb` (copied and edited in a temporary folder); the
+expected values come from the reference reader (pyifcb) or are worked out by hand in the test.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from pipeline.cli.app import app
+from pipeline.ifcb.archive import bin_files_at
+from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+from pipeline.ifcb.identifiers import day_folder, parse_bin_id, parse_roi_id, roi_id
+from pipeline.results.export import dashboard_path
+
+runner = CliRunner()
+NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
+#: pyifcb's own test facts for the real old-style bin (`ifcb/data/tests/fileset_info.py`): ROI numbers after
+#: stitching, the stitched ROI's shape, the corners (top left, top right, bottom left, bottom right) of every image.
+STITCHED_NUMBERS = [1, 2, 3, 5, 6]
+STITCHED_SHAPE = (86, 263)
+CORNERS = {1: [208, 204, 205, 205], 2: [205, 199, 203, 197], 3: [210, 203, 207, 203], 5: [210, 209, 212, 209],
+           6: [212, 206, 209, 208]}  # fmt: skip
+
+
+def _copy_bin(source: Path, name: str, folder: Path, new_name: str | None = None) -> Path:
+    """Copy the three files of a real bin into `folder` (under `new_name`); returns the bin's path stem."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for ext in ("hdr", "adc", "roi"):
+        shutil.copy(source / f"{name}.{ext}", folder / f"{new_name or name}.{ext}")
+    return folder / (new_name or name)
+
+
+def _meta(stem: Path):
+    fs, files = bin_files_at(str(stem))
+    return fs, read_bin_meta(fs, files)
+
+
+def _ls(archive: Path, *extra: str) -> dict[str, dict]:
+    result = runner.invoke(app, ["ls", str(archive), "--json", *extra])
+    assert result.exit_code == 0, result.output
+    return {record["bin"]: record for record in map(json.loads, result.stdout.splitlines())}
+
+
+# --- 1. old-style bins are stitched ---------------------------------------------------------------------------------
+def test_old_style_pair_is_one_roi_numbered_by_its_first_row(ifcb_data: Path) -> None:
+    fs, meta = _meta(ifcb_data / "bins" / OLD)
+    assert meta.adc.n_rows == 7 and meta.adc.roi_numbers.tolist() == [1, 2, 3, 4, 5, 6]  # rows 3 and 4: trigger 3
+    assert meta.roi_numbers.tolist() == STITCHED_NUMBERS and meta.n_rois == 5
+    images = dict(read_bin_images(fs, meta))
+    assert list(images) == STITCHED_NUMBERS
+    stitched = images[3]
+    assert stitched.shape == STITCHED_SHAPE and stitched.dtype == np.uint8
+    for number, image in images.items():
+        assert [image[0, 0], image[0, -1], image[-1, 0], image[-1, -1]] == CORNERS[number]
+    # pyifcb's raw stitch at rows 23:27, columns 177:183 (0 = gap); the gap here is infilled with 203, the rounded
+    # mean of the real pixels bordering it
+    raw = np.array([[205, 204, 205, 0, 0, 0], [202, 203, 206, 0, 0, 0],
+                    [205, 206, 205, 204, 202, 202], [204, 202, 205, 203, 202, 204]])  # fmt: skip
+    np.testing.assert_array_equal(stitched[23:27, 177:183], np.where(raw == 0, 203, raw))
+    # row 3's own pixels sit at the top left of the union box, row 4's (written last) at x 360-210, y 457-432
+    roi = (ifcb_data / "bins" / f"{OLD}.roi").read_bytes()
+    row4 = np.frombuffer(roi[52407 : 52407 + 113 * 45], np.uint8).reshape(45, 113)
+    np.testing.assert_array_equal(stitched[25:70, 150:263], row4)
+    assert meta.ml_analyzed == pytest.approx(0.0033915, abs=5e-8)  # first row per trigger: unchanged
+
+
+def test_new_style_bins_are_never_stitched(ifcb_data: Path, tmp_path: Path) -> None:
+    """The same touching pair (same trigger, overlapping boxes) in a newer bin stays two ROIs."""
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path)
+    rows = [line.split(",") for line in stem.with_suffix(".adc").read_text().splitlines()]
+    first, second = 6, 10  # rows of ROI 7 and ROI 11
+    rows[second][0] = rows[first][0]
+    rows[second][13], rows[second][14] = rows[first][13], rows[first][14]
+    rows.insert(first + 1, rows.pop(second))  # make them consecutive: ROI 7 and ROI 8 now
+    stem.with_suffix(".adc").write_text("\n".join(",".join(row) for row in rows) + "\n")
+    _, meta = _meta(stem)
+    assert meta.n_rois == 19 and meta.roi_numbers[:2].tolist() == [7, 8] and not meta.stitching.pairs
+
+
+# --- 2. Dashboard files of old-style bins go where the Dashboard looks ----------------------------------------------
+def test_dashboard_path_folders_occur_in_the_bin_id() -> None:
+    assert dashboard_path(OLD) == "2012/IFCB5_2012_028/IFCB5_2012_028_081515_class.h5"
+    assert dashboard_path(NEW) == "D2013/D20130526/D20130526T095207_IFCB013_class.h5"
+    for bin_id in (OLD, NEW, "IFCB10_2012_366_235959"):
+        folders = day_folder(parse_bin_id(bin_id)).split("/")
+        assert all(folder in bin_id for folder in folders)  # the Dashboard's reader rule (pyifcb validate_path)
+
+
+# --- 3. header keys in any letter case --------------------------------------------------------------------------
+def _one_row_bin(ifcb_data: Path, folder: Path, header_edit) -> Path:
+    """The real newer bin cut to its first row (so its volume comes from the header), header edited."""
+    stem = _copy_bin(ifcb_data / "bins", NEW, folder)
+    adc = stem.with_suffix(".adc")
+    adc.write_text(adc.read_text().splitlines()[0] + "\n")
+    hdr = stem.with_suffix(".hdr")
+    hdr.write_text(header_edit(hdr.read_text()))
+    return stem
+
+
+def test_header_keys_in_another_case_keep_the_volume(ifcb_data: Path, tmp_path: Path) -> None:
+    def recase(text: str) -> str:
+        return text.replace("runTime:", "RunTime:").replace("inhibitTime:", "InhibitTime:")
+
+    stem = _one_row_bin(ifcb_data, tmp_path / "a", recase)
+    assert "RunTime: 1231.024861" in stem.with_suffix(".hdr").read_text()
+    _, meta = _meta(stem)
+    assert meta.ml_analyzed == pytest.approx(0.25 * (1231.024861 - 11.622980) / 60, rel=1e-12)
+    assert meta.ml_analyzed == pytest.approx(5.0808412, rel=1e-7)
+    assert _ls(tmp_path / "a")[NEW]["ml_analyzed"] == pytest.approx(5.0808412, rel=1e-7)
+
+
+# --- 4. a look time <= 0 is no volume -------------------------------------------------------------------------------
+@pytest.mark.parametrize("run_time", ["11.622980", "5.0"])  # equal to inhibitTime, and below it
+def test_non_positive_look_time_is_no_volume(ifcb_data: Path, tmp_path: Path, run_time: str) -> None:
+    def lower(text: str) -> str:
+        return text.replace("runTime: 1231.024861", f"runTime: {run_time}")
+
+    stem = _one_row_bin(ifcb_data, tmp_path / "a", lower)
+    _, meta = _meta(stem)
+    assert meta.ml_analyzed is None  # was 0.0 (equal) and -0.0276 (below)
+    assert _ls(tmp_path / "a")[NEW]["ml_analyzed"] is None
+
+
+# --- 6. ROI numbers of six digits -----------------------------------------------------------------------------------
+def test_roi_ids_beyond_five_digits() -> None:
+    assert roi_id(NEW, 100000) == f"{NEW}_100000"
+    assert roi_id(NEW, 7) == f"{NEW}_00007"
+    assert parse_roi_id(f"{OLD}_100000") == (parse_bin_id(OLD), 100000)
+    for bad in (f"{NEW}_000007", f"{NEW}_0100000"):  # padding beyond 5 digits is not how ids are written
+        with pytest.raises(ValueError, match="not an IFCB ROI id"):
+            parse_roi_id(bad)
+
+
+def test_extract_roi_number_100000(ifcb_data: Path, tmp_path: Path) -> None:
+    """The real newer bin with 99,999 image-less rows put before its first row: its ROIs are numbered from 100,000."""
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path / "bins")
+    adc = stem.with_suffix(".adc")
+    lines = adc.read_text().splitlines()
+    blank = lines[0].split(",")
+    for column in (13, 14, 15, 16, 17):
+        blank[column] = "0"
+    adc.write_text("\n".join([",".join(blank)] * 99_999 + lines) + "\n")
+    out = tmp_path / "png"
+    result = runner.invoke(app, ["extract", str(stem), str(out)])
+    assert result.exit_code == 0, result.output
+    names = sorted(path.name for path in out.iterdir())
+    assert len(names) == 19 and names[0] == f"{NEW}_100006.png"  # row 7 of the file, now row 100,006
+    fs, meta = _meta(ifcb_data / "bins" / NEW)
+    first = read_bin_images(fs, meta)[0][1]
+    with Image.open(out / names[0]) as png:
+        np.testing.assert_array_equal(np.asarray(png), first)
