@@ -158,3 +158,72 @@ def test_extract_roi_number_100000(ifcb_data: Path, tmp_path: Path) -> None:
     first = read_bin_images(fs, meta)[0][1]
     with Image.open(out / names[0]) as png:
         np.testing.assert_array_equal(np.asarray(png), first)
+
+
+# --- 5. skip/ and beads/ are not data ---------------------------------------------------------------------------------
+@pytest.fixture
+def with_set_aside(ifcb_data: Path, tmp_path: Path) -> Path:
+    """Both real bins in day folders, a set-aside copy of the old one under skip/, a bead run under beads/."""
+    root = tmp_path / "archive"
+    _copy_bin(ifcb_data / "bins", OLD, root / "2012" / "IFCB5_2012_028")
+    _copy_bin(ifcb_data / "bins", NEW, root / "D2013" / "D20130526")
+    _copy_bin(ifcb_data / "bins", OLD, root / "skip")
+    _copy_bin(ifcb_data / "bins", NEW, root / "D2013" / "beads", "D20130526T120000_IFCB013")
+    return root
+
+
+def test_skip_and_beads_folders_are_left_out(with_set_aside: Path) -> None:
+    listed = _ls(with_set_aside)
+    assert sorted(listed) == [NEW, OLD] and {r["status"] for r in listed.values()} == {"ok"}
+    everything = _ls(with_set_aside, "--exclude-folders", "")
+    assert everything["D20130526T120000_IFCB013"]["status"] == "ok"  # the bead run, read as data
+    assert everything[OLD]["reason"].startswith("files: files found in several places")
+    only_skip = _ls(with_set_aside, "--exclude-folders", "skip")
+    assert sorted(only_skip) == [NEW, "D20130526T120000_IFCB013", OLD] and only_skip[OLD]["status"] == "ok"
+
+
+def test_excluded_folders_in_the_python_api(with_set_aside: Path) -> None:
+    from pipeline.ifcb.archive import list_bins
+
+    _, bins, failures = list_bins(str(with_set_aside))
+    assert [files.bin.id for files in bins] == [OLD, NEW] and failures == []
+    _, bins, failures = list_bins(str(with_set_aside), exclude=("beads",))  # skip/ read: OLD is there twice
+    assert [files.bin.id for files in bins] == [NEW] and [failure.bin for failure in failures] == [OLD]
+    _, bins, failures = list_bins(str(with_set_aside), exclude=())
+    assert [files.bin.id for files in bins] == [NEW, "D20130526T120000_IFCB013"]
+    assert [failure.bin for failure in failures] == [OLD]
+
+
+# --- 8. nothing in an archive disappears without a word -----------------------------------------------------------
+def test_files_the_listing_cannot_take_are_failures_or_counted(ifcb_data: Path, tmp_path: Path, caplog) -> None:
+    from pipeline.ifcb.archive import list_bins
+
+    root = tmp_path / "archive"
+    _copy_bin(ifcb_data / "bins", NEW, root)
+    upper = _copy_bin(ifcb_data / "bins", OLD, root)
+    for ext in ("adc", "roi"):
+        upper.with_suffix(f".{ext}").rename(upper.with_suffix(f".{ext.upper()}"))
+    shutil.copy(ifcb_data / "bins" / f"{NEW}.adc", root / "D20130526T095207_IFCB13.adc")  # 2-digit instrument
+    shutil.copy(ifcb_data / "bins" / f"{NEW}.hdr", root / "._D20130526T095207_IFCB013.hdr")  # a macOS shadow file
+    empty_hdr = _copy_bin(ifcb_data / "bins", NEW, root, "D20130527T000000_IFCB013")
+    empty_hdr.with_suffix(".hdr").write_bytes(b"")
+    empty_roi = _copy_bin(ifcb_data / "bins", NEW, root, "D20130528T000000_IFCB013")
+    empty_roi.with_suffix(".roi").write_bytes(b"")
+    _copy_bin(ifcb_data / "bins", NEW, root, "D20200101T000000_IFCB013")  # outside the window below
+
+    listed = _ls(root, "--end", "2014-01-01")
+    assert listed[NEW]["status"] == "ok"
+    assert listed[OLD]["reason"] == (
+        f"files: extension not in lower case: {OLD}.ADC, {OLD}.ROI (rename to .hdr, .adc, .roi)"
+    )
+    assert listed["D20130527T000000_IFCB013"]["reason"] == "hdr: .hdr is empty"
+    assert listed["D20130528T000000_IFCB013"]["reason"].startswith("roi: .roi is truncated")
+    assert len(listed) == 4
+    caplog.set_level("INFO", logger="pipeline")
+    list_bins(str(root), end=parse_bin_id("D20140101T000000_IFCB013").time)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(
+        "2 .hdr/.adc/.roi file(s) whose name is not a bin id were left out, e.g. ._D20130526T095207_IFCB013.hdr, "
+        "D20130526T095207_IFCB13.adc" in message for message in messages
+    )
+    assert any("3 bin file(s) outside the requested window or bins left out" in message for message in messages)

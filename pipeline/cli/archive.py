@@ -12,7 +12,13 @@ import typer
 from PIL import Image
 from rich.progress import Progress
 
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_window
+from pipeline.cli.options import (
+    EXCLUDE_FOLDERS_HELP,
+    STORAGE_OPTIONS_HELP,
+    parse_folder_list,
+    parse_storage_options,
+    parse_window,
+)
 from pipeline.ifcb.archive import bin_files_at, scan_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
@@ -61,10 +67,12 @@ def ls(
     start: str | None = typer.Option(None, "--start", help="Only bins sampled at or after this ISO time (UTC)."),
     end: str | None = typer.Option(None, "--end", help="Only bins sampled before this ISO time (UTC)."),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+    exclude_folders: str | None = typer.Option(None, "--exclude-folders", help=EXCLUDE_FOLDERS_HELP),
 ) -> None:
     """List the bins of an archive: one line per bin with its ROI count and volume analysed (mL).
 
-    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/).
+    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/); folders named skip
+    or beads are left out (--exclude-folders).
 
     A bin with a missing or unreadable file is listed as failed, with the reason; other files are ignored.
     """
@@ -72,7 +80,9 @@ def ls(
     start_time, end_time = parse_window(start, end)
     counts = {"ok": 0, "failed": 0, "rois": 0}
     try:
-        results = scan_archive(archive_url, options, start=start_time, end=end_time)
+        results = scan_archive(
+            archive_url, options, start=start_time, end=end_time, exclude=parse_folder_list(exclude_folders)
+        )
         if not as_json:
             typer.echo(format_listing_header())
         for record in listing_records(results):

@@ -18,7 +18,7 @@ from pipeline.ifcb.adc import AdcTable, parse_adc
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
-from pipeline.ifcb.roi import read_images
+from pipeline.ifcb.roi import check_roi_size, read_images
 from pipeline.ifcb.stitching import NOT_STITCHED, Stitching, find_stitching, stitch_images
 from pipeline.ifcb.volume import ml_analyzed
 
@@ -72,6 +72,8 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
     header = parse_header(hdr)
     table = parse_adc(adc, files.bin.schema)
+    if files.sizes is not None:  # the listing's size of the .roi: a short one is known before reading any pixel
+        check_roi_size(table, files.sizes[2])
     stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are
     return BinMeta(
         bin=files.bin,

@@ -20,7 +20,7 @@ from distributed import Client, as_completed
 
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, with_retries
-from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.archive import EXCLUDED_FOLDERS, list_bins
 from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, partition
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
@@ -58,6 +58,7 @@ class ClassifyRequest:
     partition_mb: float = DEFAULT_PARTITION_MB
     batch_size: int | None = None
     feeders: int | None = None
+    exclude_folders: tuple[str, ...] = EXCLUDED_FOLDERS
 
 
 @dataclass
@@ -111,8 +112,9 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
         raise ConfigurationError(redact_text(str(err))) from None
     try:
         _, bins, list_failures = list_bins(
-            request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids
-        )
+            request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids,
+            exclude=request.exclude_folders,
+        )  # fmt: skip
     except FileNotFoundError:
         raise ConfigurationError(f"archive not found: {redact_url(request.archive_url)}") from None
     unknown = [f.bin for f in list_failures if f.reason == "not found in the archive"]
