@@ -227,3 +227,36 @@ def test_files_the_listing_cannot_take_are_failures_or_counted(ifcb_data: Path, 
         "D20130526T095207_IFCB13.adc" in message for message in messages
     )
     assert any("3 bin file(s) outside the requested window or bins left out" in message for message in messages)
+
+
+# --- 11. class names the Dashboard cannot decode are refused ---------------------------------------------------------
+def test_non_ascii_class_names_are_refused_at_train_time(ifcb_data: Path, tmp_path: Path) -> None:
+    """Labels of real ROIs of the real newer bin, one class with an accent: refused before any training."""
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"roi_id,class\n{NEW}_00007,Diatomée\n{NEW}_00011,Ciliate\n", encoding="utf-8")
+    out = tmp_path / "m.zip"
+    result = runner.invoke(app, ["train", str(ifcb_data / "bins"), "--labels", str(labels), "--out", str(out),
+                                 "--arch", "small-cnn", "--epochs", "1"])  # fmt: skip
+    assert result.exit_code == 1
+    assert "class names must be ASCII (the IFCB Dashboard reads class_labels as ASCII): Diatomée" in " ".join(
+        result.output.split()
+    )
+    assert not out.exists()
+
+
+def test_non_ascii_class_names_are_refused_at_import_time(tmp_path: Path) -> None:
+    import keras
+
+    from model.architectures import build
+    from model.bundle import BundleError
+    from model.imported import imported_bundle
+
+    model = build("small-cnn", 2, 32)
+    with pytest.raises(BundleError, match=r"must be ASCII .*: Ceratium µ"):
+        imported_bundle(model, ["Ceratium µ", "Ciliate"], None, kind="keras3", source={})
+    path = tmp_path / "m.keras"
+    keras.saving.save_model(model, path)
+    result = runner.invoke(app, ["model", "import", str(path), "--classes", "Ceratium µ,Ciliate",
+                                 "--out", str(tmp_path / "m.zip")])  # fmt: skip
+    assert result.exit_code == 1 and "must be ASCII" in result.output and "Ceratium µ" in result.output
+    assert not (tmp_path / "m.zip").exists()
