@@ -260,3 +260,77 @@ def test_non_ascii_class_names_are_refused_at_import_time(tmp_path: Path) -> Non
                                  "--out", str(tmp_path / "m.zip")])  # fmt: skip
     assert result.exit_code == 1 and "must be ASCII" in result.output and "Ceratium µ" in result.output
     assert not (tmp_path / "m.zip").exists()
+
+
+# --- 7. a cut-off last .adc line keeps the intact rows ---------------------------------------------------------------
+def _cut_last_line(stem: Path, keep: int = 40) -> None:
+    """Cut the `.adc` in the middle of its last line (the first `keep` characters of it), as an interrupted write."""
+    adc = stem.with_suffix(".adc")
+    lines = adc.read_text().splitlines()
+    adc.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:keep])
+
+
+def test_cut_off_last_adc_line_keeps_the_intact_rows(ifcb_data: Path, tmp_path: Path) -> None:
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path / "cut")
+    _cut_last_line(stem)
+    intact = _copy_bin(ifcb_data / "bins", NEW, tmp_path / "intact")  # the same 117 rows, nothing cut
+    adc = intact.with_suffix(".adc")
+    adc.write_text("\n".join(adc.read_text().splitlines()[:-1]) + "\n")
+    _, meta = _meta(stem)
+    _, reference = _meta(intact)
+    assert meta.adc.n_rows == 117 and meta.n_rois == 19
+    # row 117 of the file: run time 1165.139559 s, inhibit time 11.521176 s (every row good: no offsets, no steps)
+    assert meta.ml_analyzed == reference.ml_analyzed == pytest.approx(0.25 * (1165.139559 - 11.521176) / 60)
+    warning = (
+        ".adc line 118: 5 columns, line 1 has 24: the last line is cut off; the 117 intact rows before it are kept"
+    )
+    assert meta.warnings == [warning]
+    record = _ls(tmp_path / "cut")[NEW]
+    assert record["status"] == "ok" and record["rois"] == 19 and record["warnings"] == [warning]
+    lines = runner.invoke(app, ["ls", str(tmp_path / "cut")]).stdout.splitlines()
+    assert lines[1].endswith(f"ok; warning: {warning}")
+
+
+def test_a_bad_line_before_the_last_still_fails_the_bin(ifcb_data: Path, tmp_path: Path) -> None:
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path)
+    adc = stem.with_suffix(".adc")
+    lines = adc.read_text().splitlines()
+    lines[50] = lines[50][:40]
+    adc.write_text("\n".join(lines) + "\n")
+    assert _ls(tmp_path)[NEW]["reason"] == "adc: .adc line 51: 6 columns, line 1 has 24"
+
+
+# --- 10. the header's column names place the .adc columns ------------------------------------------------------------
+def _reorder_columns(stem: Path, order: list[int], names: list[str] | None = None) -> None:
+    """Write the bin's `.adc` columns in `order` and its header's ADCFileFormat to match (or to `names`)."""
+    adc = stem.with_suffix(".adc")
+    rows = [line.split(",") for line in adc.read_text().splitlines()]
+    adc.write_text("\n".join(",".join(row[i] for i in order) for row in rows) + "\n")
+    hdr = stem.with_suffix(".hdr")
+    text = hdr.read_text()
+    old = next(line for line in text.splitlines() if line.startswith("ADCFileFormat:"))
+    declared = [name.strip() for name in old.split(":", 1)[1].split(",")]
+    hdr.write_text(text.replace(old, "ADCFileFormat: " + ", ".join(names or [declared[i] for i in order])))
+
+
+def test_adc_columns_are_placed_by_the_header_names(ifcb_data: Path, tmp_path: Path) -> None:
+    """The real newer bin with its image columns (13-17) moved to the front: by position this cut wrong images."""
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path)
+    order = [13, 14, 15, 16, 17, *range(13), *range(18, 24)]
+    _reorder_columns(stem, order)
+    fs, meta = _meta(stem)
+    _, original = _meta(ifcb_data / "bins" / NEW)
+    assert meta.roi_numbers.tolist() == original.roi_numbers.tolist()
+    assert meta.ml_analyzed == pytest.approx(4.8850699, rel=1e-7)
+    ours = read_bin_images(fs, meta)
+    theirs = read_bin_images(fs, original)
+    assert [number for number, _ in ours] == [number for number, _ in theirs]
+    for (_, a), (_, b) in zip(ours, theirs, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_layout_the_reader_cannot_place_is_refused(ifcb_data: Path, tmp_path: Path) -> None:
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path)
+    text = stem.with_suffix(".hdr").read_text().replace("ROIwidth", "ROIbreadth")
+    stem.with_suffix(".hdr").write_text(text)
+    assert _ls(tmp_path)[NEW]["reason"].startswith("adc: .hdr ADCFileFormat names no column for roiwidth")

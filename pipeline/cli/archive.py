@@ -28,21 +28,23 @@ from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
 if TYPE_CHECKING:
     from model.preprocess import PreprocessConfig
 
-LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason")
+LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason", "warnings")
 
 
 def listing_records(results: Iterable[BinMeta | BinFailure]) -> Iterator[dict[str, Any]]:
-    """One flat record per bin (the `ls --json` objects): ok bins with counts, failed bins with their reason."""
+    """One flat record per bin (the `ls --json` objects): ok bins with counts and what the reader forgave in their
+    files (`warnings`), failed bins with their reason."""
     for result in results:
         if isinstance(result, BinFailure):
             yield {
                 "bin": result.bin, "instrument": None, "time": None, "rois": None, "ml_analyzed": None,
-                "status": "failed", "reason": f"{result.stage}: {result.reason}",
+                "status": "failed", "reason": f"{result.stage}: {result.reason}", "warnings": [],
             }  # fmt: skip
         else:
             yield {
                 "bin": result.bin.id, "instrument": result.bin.instrument, "time": result.bin.time.isoformat(),
                 "rois": result.n_rois, "ml_analyzed": result.ml_analyzed, "status": "ok", "reason": None,
+                "warnings": result.warnings,
             }  # fmt: skip
 
 
@@ -56,13 +58,14 @@ def format_listing_line(record: dict[str, Any]) -> str:
         return f"{record['bin']:<26} {'':<10} {'':<20} {'':>6} {'':>12}  failed: {record['reason']}"
     ml = "-" if record["ml_analyzed"] is None else f"{record['ml_analyzed']:.6f}"
     time = record["time"][:19].replace("T", " ")
-    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok"
+    warned = "".join(f"; warning: {warning}" for warning in record["warnings"])
+    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok{warned}"
 
 
 def ls(
     archive_url: str = typer.Argument(..., help="Archive folder: a local path, file://, s3://bucket/prefix, gs://..."),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per line: bin, instrument, time, rois, ml_analyzed, status, reason."
+        False, "--json", help="One JSON object per line: " + ", ".join(LISTING_COLUMNS) + "."
     ),
     start: str | None = typer.Option(None, "--start", help="Only bins sampled at or after this ISO time (UTC)."),
     end: str | None = typer.Option(None, "--end", help="Only bins sampled before this ISO time (UTC)."),

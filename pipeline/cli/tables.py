@@ -67,6 +67,13 @@ def report_tables(report: dict[str, Any], counts: str = "argmax") -> list[Table]
         for failure in report["failures"]:
             failed.add_row(failure["bin"], failure["stage"], failure["reason"])
         tables.append(failed)
+    if report.get("warnings"):
+        warned = Table(title="complete bins with warnings (rows the reader left out)")
+        for column in ("bin", "warning"):
+            warned.add_column(column)
+        for entry in report["warnings"]:
+            warned.add_row(entry["bin"], entry["warning"])
+        tables.append(warned)
     return tables
 
 

@@ -62,6 +62,11 @@ class BinMeta:
         return int(self.roi_numbers.size)
 
     @property
+    def warnings(self) -> list[str]:
+        """What the reader forgave in the bin's files (e.g. a cut-off last `.adc` line); [] for a clean bin."""
+        return list(self.adc.warnings)
+
+    @property
     def roi_bytes(self) -> int:
         """Pixel bytes of all images as the `.roi` holds them: what reading the bin's images costs."""
         rows = self.adc.roi_numbers - 1
@@ -71,7 +76,7 @@ class BinMeta:
 def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
     header = parse_header(hdr)
-    table = parse_adc(adc, files.bin.schema)
+    table = parse_adc(adc, files.bin.schema, header.adc_columns)
     if files.sizes is not None:  # the listing's size of the .roi: a short one is known before reading any pixel
         check_roi_size(table, files.sizes[2])
     stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are

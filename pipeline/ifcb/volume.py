@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from pipeline.ifcb.adc import AdcSchemaV1, AdcSchemaV2, AdcTable
+from pipeline.ifcb.adc import AdcSchemaV1, AdcTable
 from pipeline.ifcb.hdr import Header
 from pipeline.ifcb.identifiers import BinId
 
@@ -41,9 +41,9 @@ def _ml_from_header(header: Header) -> float | None:
 
 
 def _ml_analyzed_v2(header: Header, adc: AdcTable) -> float | None:
-    s = AdcSchemaV2
+    s = adc.schema  # AdcSchemaV2, or its columns as the header's ADCFileFormat places them
     n = adc.n_rows
-    if not adc.has(s.INHIBIT_TIME) or n == 1:
+    if not (adc.has(s.INHIBIT_TIME) and adc.has(s.RUN_TIME) and adc.has(s.ADC_TIME)) or n == 1:
         return _ml_from_header(header)
     inh, run, adc_time = adc.column(s.INHIBIT_TIME), adc.column(s.RUN_TIME), adc.column(s.ADC_TIME)
     if not inh.any():

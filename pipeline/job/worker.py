@@ -204,7 +204,7 @@ def _score(
     def finish_ready() -> None:
         for key, scores in collector.ready():
             item = loaded.pop(key)
-            results.append(BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed))
+            results.append(BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings))
 
     model_started = time.perf_counter()
     for scores, batch in predictor.run(batches()):

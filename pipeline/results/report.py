@@ -79,6 +79,11 @@ def store_report(
             "first_bin_time": _iso(times.min()) if times.size else None,
             "last_bin_time": _iso(times.max()) if times.size else None,
             "failures": failures,
+            "warnings": [
+                {"bin": record.bin, "warning": warning}
+                for record in sorted(ledger.bins.values(), key=lambda r: r.bin)
+                for warning in record.warnings or ()
+            ],
         }
     )
     return report

@@ -296,6 +296,7 @@ class ResultStore:
                     part=part,
                     roi_offset=offset,
                     counts_thresholded=thresholded,
+                    warnings=list(result.warnings) or None,
                 )
             )
             offset += n
@@ -342,12 +343,16 @@ class ResultStore:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
-                LEDGER: ("failed_bin", "failed_stage", "failed_reason"),
+                LEDGER: ("failed_bin", "failed_stage", "failed_reason", "warned_bin", "warning"),
             }
         )
         records: dict[str, BinRecord] = {}
         failures: dict[str, BinFailure] = {}
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
+        warned: dict[str, list[str]] = {}
+        if kept is not None and "warned_bin" in kept:  # absent in stores written before warnings were kept
+            for bin_id, warning in zip(kept["warned_bin"].tolist(), kept["warning"].tolist(), strict=True):
+                warned.setdefault(str(bin_id), []).append(str(warning))
         if summary is not None:
             times = summary["time"].astype("datetime64[s]")
             thresholded = summary.get("counts_thresholded")  # absent in stores of bundles without thresholds
@@ -362,6 +367,7 @@ class ResultStore:
                     part=str(summary["part"][i]),
                     roi_offset=int(summary["roi_offset"][i]),
                     counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
+                    warnings=warned.get(str(bin_id)),
                 )
         if kept is not None:
             for bin_id, stage, reason in zip(
@@ -398,7 +404,7 @@ class ResultStore:
         documents: dict[str, bytes] = {}
         for group_path, dataset in (
             (SUMMARY, summary_dataset(ledger.bins.values(), info)),
-            (LEDGER, ledger_dataset(ledger.parts, failures.values())),
+            (LEDGER, ledger_dataset(ledger.parts, failures.values(), ledger.bins.values())),
         ):
             contents: dict[str, Any] = {}
             with warnings.catch_warnings():
