@@ -334,3 +334,70 @@ def test_a_layout_the_reader_cannot_place_is_refused(ifcb_data: Path, tmp_path: 
     text = stem.with_suffix(".hdr").read_text().replace("ROIwidth", "ROIbreadth")
     stem.with_suffix(".hdr").write_text(text)
     assert _ls(tmp_path)[NEW]["reason"].startswith("adc: .hdr ADCFileFormat names no column for roiwidth")
+
+
+# --- the whole job on real bins: 1 (every command agrees on a stitched bin), 2, 7 (store and report), 9 ------------
+BAD = "D20130601T000000_IFCB013"  # the real newer bin with a header that is not text: bad data
+CUT = "D20130602T000000_IFCB013"  # the real newer bin with its last .adc line cut off
+
+
+@pytest.mark.slow
+def test_job_on_real_bins_stitched_warned_and_known_bad(ifcb_data: Path, tmp_path: Path, dask_client) -> None:
+    import csv
+
+    import h5py
+    from classify_support import make_bundle
+
+    from pipeline.results.store import COMMITS, ResultStore
+
+    archive = tmp_path / "archive"
+    _copy_bin(ifcb_data / "bins", OLD, archive / "2012" / "IFCB5_2012_028")
+    _copy_bin(ifcb_data / "bins", NEW, archive / "D2013" / "D20130601", BAD).with_suffix(".hdr").write_bytes(
+        b"\x00\x01 not a header"
+    )
+    _cut_last_line(_copy_bin(ifcb_data / "bins", NEW, archive / "D2013" / "D20130602", CUT))
+    bundle, store = str(tmp_path / "m.zip"), tmp_path / "out.zarr"
+    make_bundle(bundle)
+
+    def classify(*extra: str) -> tuple[int, dict]:
+        args = ["classify", str(archive), "--model", bundle, "--out", str(store), "--json",
+                "--cluster", dask_client.scheduler.address, *extra]  # fmt: skip
+        result = runner.invoke(app, args)
+        return result.exit_code, json.loads(result.stdout)
+
+    code, first = classify()
+    assert code == 1 and (first["bins_done"], first["bins_failed"], first["bins_known_bad"]) == (2, 1, 0)
+    assert first["failures"][0]["bin"] == BAD and first["failures"][0]["stage"] == "hdr"
+
+    # 1. ls, extract, the store, report and both exports agree: 5 ROIs, numbered 1, 2, 3, 5, 6
+    assert _ls(archive)[OLD]["rois"] == 5
+    out = tmp_path / "png"
+    assert runner.invoke(app, ["extract", str(archive / "2012" / "IFCB5_2012_028" / OLD), str(out)]).exit_code == 0
+    assert sorted(path.name for path in out.iterdir()) == [f"{roi_id(OLD, n)}.png" for n in STITCHED_NUMBERS]
+    numbers, scores = ResultStore(str(store)).read_bin(OLD)
+    assert numbers.tolist() == STITCHED_NUMBERS and scores.shape == (5, 3)
+    report = json.loads(runner.invoke(app, ["report", str(store), "--json"]).stdout)
+    assert report["rois"] == 5 + 19 and report["bins_failed"] == 1
+    # 7. the cut-off bin is complete, with its warning kept in the store and shown by the report
+    assert report["warnings"] == [{"bin": CUT, "warning": _meta(archive / "D2013" / "D20130602" / CUT)[1].warnings[0]}]
+    dashboard, table = tmp_path / "dash", tmp_path / "bins.csv"
+    result = runner.invoke(app, ["export", str(store), "--dashboard", str(dashboard), "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    # 2. where the Dashboard's reader finds it
+    with h5py.File(dashboard / "2012" / "IFCB5_2012_028" / f"{OLD}_class.h5") as f:
+        assert f["roi_numbers"][...].tolist() == STITCHED_NUMBERS and f["output_scores"].shape == (5, 3)
+    rows = {row["bin"]: row for row in csv.DictReader(table.open())}
+    assert int(rows[OLD]["n_rois"]) == 5 and int(rows[CUT]["n_rois"]) == 19
+
+    # 9. a rerun does not read the bad bin again (its files are unchanged), and still says it failed
+    commits = sorted(path.name for path in (store / COMMITS).iterdir())
+    code, rerun = classify()
+    assert code == 1 and (rerun["bins_planned"], rerun["bins_failed"], rerun["bins_known_bad"]) == (0, 1, 1)
+    assert rerun["failures"][0]["bin"] == BAD and rerun["failures"][0]["reason"] == first["failures"][0]["reason"]
+    assert sorted(path.name for path in (store / COMMITS).iterdir()) == commits  # nothing read, nothing written
+    code, retried = classify("--retry-failed")
+    assert code == 1 and (retried["bins_planned"], retried["bins_failed"], retried["bins_known_bad"]) == (1, 1, 0)
+    assert len(list((store / COMMITS).iterdir())) == len(commits) + 1  # it was read again
+    shutil.copy(ifcb_data / "bins" / f"{NEW}.hdr", archive / "D2013" / "D20130601" / f"{BAD}.hdr")  # repaired
+    code, repaired = classify()
+    assert code == 0 and (repaired["bins_done"], repaired["bins_failed"]) == (1, 0)

@@ -36,6 +36,7 @@ CONFIG_KEYS = (
     "batch_size",
     "feeders",
     "exclude_folders",
+    "retry_failed",
 )
 
 
@@ -115,6 +116,9 @@ def classify(
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
     exclude_folders: str | None = EXCLUDE_FOLDERS,
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -129,7 +133,7 @@ def classify(
     values = {
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
-        "feeders": feeders, "exclude_folders": exclude_folders,
+        "feeders": feeders, "exclude_folders": exclude_folders, "retry_failed": retry_failed,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -149,6 +153,7 @@ def classify(
         batch_size=settings["batch_size"],
         feeders=settings["feeders"],
         exclude_folders=parse_folder_list(settings["exclude_folders"]),
+        retry_failed=bool(settings["retry_failed"]),
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

@@ -24,7 +24,7 @@ import fsspec
 from fsspec.core import url_to_fs
 
 from pipeline.faults import with_retries
-from pipeline.ifcb.bins import BinFiles, BinMeta, read_many_bin_meta
+from pipeline.ifcb.bins import BinFiles, BinMeta, file_stamp, read_many_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.identifiers import BinId, parse_bin_id
 from pipeline.redact import redact_url
@@ -120,7 +120,8 @@ def list_bins(
     _log_left_out(url, left_out, unnamed, exclude)
     for bin_text, files in found.items():
         sizes = tuple(int(listing[files[ext]].get("size") or 0) for ext in EXTENSIONS) if len(files) == 3 else None
-        entry = BinFiles(bin_of[bin_text], files.get("hdr"), files.get("adc"), files.get("roi"), sizes)
+        stamp = file_stamp([listing[files[ext]] for ext in EXTENSIONS]) if len(files) == 3 else ""
+        entry = BinFiles(bin_of[bin_text], files.get("hdr"), files.get("adc"), files.get("roi"), sizes, stamp)
         if bin_text in duplicates:
             places = ", ".join(sorted(duplicates[bin_text]))
             failures.append(BinFailure(bin_text, "files", f"files found in several places: {places}"))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fsspec import AbstractFileSystem
@@ -32,6 +33,7 @@ class BinFiles:
     adc: str | None
     roi: str | None
     sizes: tuple[int, int, int] | None = None  # bytes of .hdr, .adc, .roi, when the listing gave them
+    stamp: str = ""  # the files' versions as the listing gave them (sizes, ETags or modification times); "": unknown
 
     @property
     def roi_size(self) -> int:
@@ -42,6 +44,16 @@ class BinFiles:
     def missing(self) -> list[str]:
         """Extensions of the files the bin lacks, e.g. `[".roi"]`."""
         return [f".{ext}" for ext in ("hdr", "adc", "roi") if getattr(self, ext) is None]
+
+
+def file_stamp(entries: Sequence[dict[str, Any]]) -> str:
+    """One text naming the versions of a bin's files from their listing entries (fsspec `detail=True`): size and
+    ETag (object stores) or modification time (file systems) of each. Equal stamps: the same files, unchanged."""
+    parts = []
+    for entry in entries:
+        version = entry.get("ETag") or entry.get("etag") or entry.get("mtime") or entry.get("LastModified") or ""
+        parts.append(f"{entry.get('size')}:{str(version).strip(chr(34))}")
+    return "/".join(parts)
 
 
 @dataclass

@@ -343,7 +343,7 @@ class ResultStore:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
-                LEDGER: ("failed_bin", "failed_stage", "failed_reason", "warned_bin", "warning"),
+                LEDGER: ("failed_bin", "failed_stage", "failed_reason", "failed_files", "warned_bin", "warning"),
             }
         )
         records: dict[str, BinRecord] = {}
@@ -370,10 +370,12 @@ class ResultStore:
                     warnings=warned.get(str(bin_id)),
                 )
         if kept is not None:
-            for bin_id, stage, reason in zip(
-                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(), strict=True
-            ):
-                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
+            stamps = kept.get("failed_files", np.full(len(kept["failed_bin"]), ""))  # absent in older stores
+            for bin_id, stage, reason, stamp in zip(
+                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(),
+                stamps.tolist(), strict=True,
+            ):  # fmt: skip
+                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
         return records, failures
 
     @_retried
