@@ -16,7 +16,8 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  ml_analyzed, n_rois, time, and where each bin's ROIs are (part, roi_offset); with a
                                  bundle's thresholds also counts_thresholded, concentration_thresholded (bin x
                                  class_thresholded: the classes, then `unclassified`)
-    STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins
+    STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins (stage,
+                                 reason, versions of their files); warnings of complete bins
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
 Scores are stored raw; counts are stored both by argmax and, when the bundle has per-class thresholds (recorded in
