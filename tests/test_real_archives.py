@@ -401,3 +401,14 @@ def test_job_on_real_bins_stitched_warned_and_known_bad(ifcb_data: Path, tmp_pat
     shutil.copy(ifcb_data / "bins" / f"{NEW}.hdr", archive / "D2013" / "D20130601" / f"{BAD}.hdr")  # repaired
     code, repaired = classify()
     assert code == 0 and (repaired["bins_done"], repaired["bins_failed"]) == (1, 0)
+
+
+def test_images_the_adc_does_not_describe_are_a_warning(ifcb_data: Path, tmp_path: Path) -> None:
+    """A bin whose `.adc` is empty beside the real newer bin's full `.roi`: 98,472 bytes no row describes."""
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path / "a")
+    stem.with_suffix(".adc").write_bytes(b"")
+    shutil.copytree(ifcb_data / "empty", tmp_path / "a" / "empty")  # real empty bins (0- and 2-byte .roi): clean
+    listed = _ls(tmp_path / "a")
+    assert listed[NEW]["rois"] == 0
+    assert listed[NEW]["warnings"] == [".adc lists no image but the .roi holds 98472 bytes: they are not read"]
+    assert listed["IFCB5_2017_001_033645"]["warnings"] == listed["D20150411T205456_IFCB012"]["warnings"] == []

@@ -8,7 +8,7 @@ so that one reader decides ROI numbers, pixels and volume analysed. Older bins (
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,9 @@ from pipeline.ifcb.identifiers import BinId
 from pipeline.ifcb.roi import check_roi_size, read_images
 from pipeline.ifcb.stitching import NOT_STITCHED, Stitching, find_stitching, stitch_images
 from pipeline.ifcb.volume import ml_analyzed
+
+#: The most a `.roi` of a bin without images holds: real empty older bins have a 2-byte `.roi` (two pad bytes).
+EMPTY_ROI_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -67,16 +70,12 @@ class BinMeta:
     roi_numbers: np.ndarray
     ml_analyzed: float | None
     stitching: Stitching = NOT_STITCHED
+    warnings: list[str] = field(default_factory=list)  # what the reader forgave or noticed; [] for a clean bin
 
     @property
     def n_rois(self) -> int:
         """Number of ROIs with an image."""
         return int(self.roi_numbers.size)
-
-    @property
-    def warnings(self) -> list[str]:
-        """What the reader forgave in the bin's files (e.g. a cut-off last `.adc` line); [] for a clean bin."""
-        return list(self.adc.warnings)
 
     @property
     def roi_bytes(self) -> int:
@@ -89,8 +88,11 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
     header = parse_header(hdr)
     table = parse_adc(adc, files.bin.schema, header.adc_columns)
+    warnings = list(table.warnings)
     if files.sizes is not None:  # the listing's size of the .roi: a short one is known before reading any pixel
         check_roi_size(table, files.sizes[2])
+        if table.roi_numbers.size == 0 and files.sizes[2] > EMPTY_ROI_BYTES:
+            warnings.append(f".adc lists no image but the .roi holds {files.sizes[2]} bytes: they are not read")
     stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are
     return BinMeta(
         bin=files.bin,
@@ -100,6 +102,7 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
         roi_numbers=stitching.roi_numbers(table.roi_numbers),
         ml_analyzed=ml_analyzed(files.bin, header, table),
         stitching=stitching,
+        warnings=warnings,
     )
 
 
