@@ -128,6 +128,22 @@ def test_non_positive_look_time_is_no_volume(ifcb_data: Path, tmp_path: Path, ru
     _, meta = _meta(stem)
     assert meta.ml_analyzed is None  # was 0.0 (equal) and -0.0276 (below)
     assert _ls(tmp_path / "a")[NEW]["ml_analyzed"] is None
+    # in the store, the report and the CSV: no volume, counted as such
+    from pipeline.results.export import export_csv
+    from pipeline.results.records import BinResult
+    from pipeline.results.report import store_report
+    from pipeline.results.store import ResultStore, partition_id
+
+    store = ResultStore(str(tmp_path / "out.zarr"))
+    store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "h"}, bundle_url="b.zip", archive_url="a")
+    result = BinResult(NEW, meta.bin.time, meta.roi_numbers[:1], np.array([[0.9, 0.1]], np.float32), meta.ml_analyzed)
+    ledger = store.ledger()
+    ledger.add(store.commit_partition(partition_id([NEW], "r"), [result], ["a", "b"]))
+    store.consolidate(ledger)
+    assert store_report(store)["bins_without_volume"] == 1
+    export_csv(store, str(tmp_path / "bins.csv"))
+    header, row = (tmp_path / "bins.csv").read_text().splitlines()[:2]
+    assert dict(zip(header.split(","), row.split(","), strict=True))["ml_analyzed"] == ""
 
 
 # --- 6. ROI numbers of six digits -----------------------------------------------------------------------------------
