@@ -246,6 +246,7 @@ def test_files_the_listing_cannot_take_are_failures_or_counted(ifcb_data: Path, 
 
 
 # --- 11. class names the Dashboard cannot decode are refused ---------------------------------------------------------
+@pytest.mark.slow  # TensorFlow is imported before the labels are read
 def test_non_ascii_class_names_are_refused_at_train_time(ifcb_data: Path, tmp_path: Path) -> None:
     """Labels of real ROIs of the real newer bin, one class with an accent: refused before any training."""
     labels = tmp_path / "labels.csv"

@@ -71,7 +71,7 @@ def store_report(
         report[f"classes{suffix}"] = names
         report[f"counts{suffix}"] = {name: int(n) for name, n in zip(names, totals, strict=True)}
         report[f"mean_concentration_per_ml{suffix}"] = {
-            name: _finite_or_none(np.nanmean(per_ml[:, i]) if len(per_ml) else np.nan) for i, name in enumerate(names)
+            name: _mean_or_none(per_ml[:, i]) for i, name in enumerate(names)
         }
     report.update(
         {
@@ -89,8 +89,10 @@ def store_report(
     return report
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean of the finite values (concentrations of bins with a volume); None when there is none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
 
 
 def _iso(moment: np.datetime64) -> str:
