@@ -235,6 +235,8 @@ def test_files_the_listing_cannot_take_are_failures_or_counted(ifcb_data: Path, 
     assert listed["D20130527T000000_IFCB013"]["reason"] == "hdr: .hdr is empty"
     assert listed["D20130528T000000_IFCB013"]["reason"].startswith("roi: .roi is truncated")
     assert len(listed) == 4
+    _, bins, failures = list_bins(str(root), bin_ids=[OLD])  # asked for by id: the same one failure
+    assert bins == [] and [(f.bin, f.reason[:29]) for f in failures] == [(OLD, "extension not in lower case: ")]
     caplog.set_level("INFO", logger="pipeline")
     list_bins(str(root), end=parse_bin_id("D20140101T000000_IFCB013").time)
     messages = [record.getMessage() for record in caplog.records]

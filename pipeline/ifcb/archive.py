@@ -129,7 +129,7 @@ def list_bins(
             failures.append(BinFailure(bin_text, "files", f"missing {' and '.join(entry.missing)}"))
         else:
             complete.append(entry)
-    for bin_text in sorted((wanted or set()) - set(found)):
+    for bin_text in sorted((wanted or set()) - set(found) - set(miscased)):
         failures.append(BinFailure(bin_text, "files", "not found in the archive"))
     complete.sort(key=lambda files: (files.bin.time, files.bin.id))
     failures.sort(key=lambda failure: failure.bin)
