@@ -2,8 +2,9 @@
 
 The first instruments sometimes cut one target's image into two boxes, written as two consecutive rows with the same
 trigger number. The community's readers combine them into one ROI: pyifcb (`ifcb/data/stitching.py`: `Stitcher`,
-`Infiller`, `InfilledImages`), which the IFCB Dashboard uses for every schema-1 bin, and WHOI's MATLAB code before
-it. The rule, as pyifcb applies it:
+`Infiller`, `InfilledImages`), which the IFCB Dashboard uses for every schema-1 bin, and WHOI's MATLAB tools
+(ifcb-analysis `IFCB_tools/ifcb_stitch_bin.m`, the same pairs and boxes). The rule, as pyifcb applies it (the infill
+is pyifcb's, the images the Dashboard serves):
 
 - Pairs: consecutive rows with an image (in file order) that share the trigger number and whose boxes overlap by
   more than 2 pixels along both axes (box = x, y, x + width, y + height).
