@@ -308,6 +308,9 @@ def test_cut_off_last_adc_line_keeps_the_intact_rows(ifcb_data: Path, tmp_path: 
     assert record["status"] == "ok" and record["rois"] == 19 and record["warnings"] == [warning]
     lines = runner.invoke(app, ["ls", str(tmp_path / "cut")]).stdout.splitlines()
     assert lines[1].endswith(f"ok; warning: {warning}")
+    extracted = runner.invoke(app, ["extract", str(stem), str(tmp_path / "png")])
+    assert extracted.exit_code == 0 and f"warning: {NEW}: {warning}" in extracted.stderr
+    assert len(list((tmp_path / "png").iterdir())) == 19
 
 
 def test_a_bad_line_before_the_last_still_fails_the_bin(ifcb_data: Path, tmp_path: Path) -> None:

@@ -131,6 +131,8 @@ def extract(
     except (FileNotFoundError, IfcbFormatError, BundleError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    for warning in meta.warnings:
+        typer.echo(f"warning: {files.bin.id}: {warning}", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"extracting {files.bin.id}", total=len(images))
