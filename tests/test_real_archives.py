@@ -263,6 +263,7 @@ def test_non_ascii_class_names_are_refused_at_train_time(ifcb_data: Path, tmp_pa
     assert not out.exists()
 
 
+@pytest.mark.slow  # Keras start-up
 def test_non_ascii_class_names_are_refused_at_import_time(tmp_path: Path) -> None:
     import keras
 
