@@ -185,10 +185,25 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
+def check_classes(classes: Sequence[str]) -> None:
+    """Refuse (`BundleError`, saying why) a class list that results could not carry: names must be non-empty,
+    unique and ASCII. The IFCB Dashboard decodes a class file's `class_labels` as ASCII, so one accented letter
+    would make every class file of the model unreadable there."""
+    if any(not name for name in classes):
+        raise BundleError(f"class names must not be empty, got {list(classes)}")
+    if len(set(classes)) != len(classes):
+        raise BundleError(f"class names must be unique, got {list(classes)}")
+    foreign = [name for name in classes if not name.isascii()]
+    if foreign:
+        raise BundleError(
+            f"class names must be ASCII (the IFCB Dashboard reads class_labels as ASCII): {', '.join(foreign)}; "
+            "rename those classes (e.g. their folders or labels) without accents or symbols beyond ASCII"
+        )
+
+
 def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None = None) -> str:
     """Write the bundle to `url` (any fsspec URL) in one write; set and return its content hash."""
-    if len(set(bundle.classes)) != len(bundle.classes):
-        raise BundleError(f"class names must be unique, got {bundle.classes}")
+    check_classes(bundle.classes)
     check_model(bundle.model, len(bundle.classes), bundle.preprocess)
     bundle.provenance = _json_safe(bundle.provenance)
     with tempfile.TemporaryDirectory() as tmp:

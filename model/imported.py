@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from model import architectures
-from model.bundle import Bundle, check_model, default_preprocess
+from model.bundle import Bundle, check_classes, check_model, default_preprocess
 from model.preprocess import PreprocessConfig
 from model.versions import installed_versions
 
@@ -23,8 +23,10 @@ def imported_bundle(
     kind: str,
     source: dict[str, Any],
 ) -> Bundle:
-    """A bundle of `model`, refused (`BundleError`) unless its input fits the preprocessing and its output the
-    classes; named after the registered architecture it matches, else `<kind>:<model name>`."""
+    """A bundle of `model`, refused (`BundleError`) unless its class names are usable (`check_classes`), its input
+    fits the preprocessing and its output the classes; named after the registered architecture it matches, else
+    `<kind>:<model name>`."""
+    check_classes(classes)
     config = preprocess_config or default_preprocess(model)
     check_model(model, len(classes), config)
     arch = architectures.registry_match(model) or f"{kind}:{model.name}"

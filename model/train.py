@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from model import architectures
-from model.bundle import Bundle, save_bundle
+from model.bundle import Bundle, check_classes, save_bundle
 from model.data import LabelledImages, split_by_group
 from model.decision import UNCLASSIFIED_NAME
 from model.evaluate import evaluate, label_indices
@@ -293,7 +293,9 @@ def train(
 
     batch_size is per replica (global batch = batch_size x replicas). Returns the saved bundle; its provenance holds
     the data source, split, training settings, per-epoch history, validation and held-out test metrics, versions.
+    Class names a bundle cannot carry are refused (`BundleError`) before any training.
     """
+    check_classes(data.classes)
     require_tensorflow_backend()
     strategy = make_strategy(replicas)  # before other TensorFlow work: logical CPU devices are set before it starts
     import keras

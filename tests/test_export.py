@@ -33,7 +33,7 @@ def test_class_file_has_the_dashboard_layout(ifcb_data: Path) -> None:
 
 def test_dashboard_folders_follow_the_bin_time() -> None:
     assert dashboard_path("D20130526T095207_IFCB013") == "D2013/D20130526/D20130526T095207_IFCB013_class.h5"
-    assert dashboard_path("IFCB5_2012_028_081515") == "D2012/D20120128/IFCB5_2012_028_081515_class.h5"
+    assert dashboard_path("IFCB5_2012_028_081515") == "2012/IFCB5_2012_028/IFCB5_2012_028_081515_class.h5"
 
 
 def test_exports_of_a_store(tmp_path: Path) -> None:

@@ -48,7 +48,7 @@ def test_report_totals(store: ResultStore) -> None:
     assert report["mean_concentration_per_ml"] == {"diatom": 1.0, "dinoflagellate": 0.5}  # the bin with a volume
     assert report["bins_without_volume"] == 1
     assert report["failures"] == [
-        {"bin": "D20240101T020000_IFCB999", "stage": "roi", "reason": "truncated .roi", "kind": "data"}
+        {"bin": "D20240101T020000_IFCB999", "stage": "roi", "reason": "truncated .roi", "kind": "data", "files": ""}
     ]
     assert (report["first_bin_time"], report["last_bin_time"]) == ("2024-01-01T00:00:00Z", "2024-01-01T01:00:00Z")
     console = Console(record=True, width=120)

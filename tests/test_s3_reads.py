@@ -108,7 +108,7 @@ def test_scan_archive_requests(s3_server, cached_options, real_archive) -> None:
     results = list(scan_archive(url, cached_options))
     assert [r.bin for r in results if isinstance(r, BinFailure)] == ["IFCB5_2012_029_081515"]
     metas = [r for r in results if isinstance(r, BinMeta)]
-    assert {m.bin.id: m.n_rois for m in metas} == {OLD: 6, NEW: 19, EMPTY[0]: 0, EMPTY[1]: 0}
+    assert {m.bin.id: m.n_rois for m in metas} == {OLD: 5, NEW: 19, EMPTY[0]: 0, EMPTY[1]: 0}
     requests = log.take()
     assert len(requests) == 1 + 2 * len(metas)  # one listing, then the .hdr and .adc of each bin
     assert {m for m, _, _ in requests} == {"GET"}

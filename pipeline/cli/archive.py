@@ -12,7 +12,13 @@ import typer
 from PIL import Image
 from rich.progress import Progress
 
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_window
+from pipeline.cli.options import (
+    EXCLUDE_FOLDERS_HELP,
+    STORAGE_OPTIONS_HELP,
+    parse_folder_list,
+    parse_storage_options,
+    parse_window,
+)
 from pipeline.ifcb.archive import bin_files_at, scan_archive
 from pipeline.ifcb.bins import BinMeta, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
@@ -22,21 +28,23 @@ from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
 if TYPE_CHECKING:
     from model.preprocess import PreprocessConfig
 
-LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason")
+LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason", "warnings")
 
 
 def listing_records(results: Iterable[BinMeta | BinFailure]) -> Iterator[dict[str, Any]]:
-    """One flat record per bin (the `ls --json` objects): ok bins with counts, failed bins with their reason."""
+    """One flat record per bin (the `ls --json` objects): ok bins with counts and what the reader forgave in their
+    files (`warnings`), failed bins with their reason."""
     for result in results:
         if isinstance(result, BinFailure):
             yield {
                 "bin": result.bin, "instrument": None, "time": None, "rois": None, "ml_analyzed": None,
-                "status": "failed", "reason": f"{result.stage}: {result.reason}",
+                "status": "failed", "reason": f"{result.stage}: {result.reason}", "warnings": [],
             }  # fmt: skip
         else:
             yield {
                 "bin": result.bin.id, "instrument": result.bin.instrument, "time": result.bin.time.isoformat(),
                 "rois": result.n_rois, "ml_analyzed": result.ml_analyzed, "status": "ok", "reason": None,
+                "warnings": result.warnings,
             }  # fmt: skip
 
 
@@ -50,21 +58,24 @@ def format_listing_line(record: dict[str, Any]) -> str:
         return f"{record['bin']:<26} {'':<10} {'':<20} {'':>6} {'':>12}  failed: {record['reason']}"
     ml = "-" if record["ml_analyzed"] is None else f"{record['ml_analyzed']:.6f}"
     time = record["time"][:19].replace("T", " ")
-    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok"
+    warned = "".join(f"; warning: {warning}" for warning in record["warnings"])
+    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok{warned}"
 
 
 def ls(
     archive_url: str = typer.Argument(..., help="Archive folder: a local path, file://, s3://bucket/prefix, gs://..."),
     as_json: bool = typer.Option(
-        False, "--json", help="One JSON object per line: bin, instrument, time, rois, ml_analyzed, status, reason."
+        False, "--json", help="One JSON object per line: " + ", ".join(LISTING_COLUMNS) + "."
     ),
     start: str | None = typer.Option(None, "--start", help="Only bins sampled at or after this ISO time (UTC)."),
     end: str | None = typer.Option(None, "--end", help="Only bins sampled before this ISO time (UTC)."),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+    exclude_folders: str | None = typer.Option(None, "--exclude-folders", help=EXCLUDE_FOLDERS_HELP),
 ) -> None:
     """List the bins of an archive: one line per bin with its ROI count and volume analysed (mL).
 
-    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/).
+    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/); folders named skip
+    or beads are left out (--exclude-folders).
 
     A bin with a missing or unreadable file is listed as failed, with the reason; other files are ignored.
     """
@@ -72,7 +83,9 @@ def ls(
     start_time, end_time = parse_window(start, end)
     counts = {"ok": 0, "failed": 0, "rois": 0}
     try:
-        results = scan_archive(archive_url, options, start=start_time, end=end_time)
+        results = scan_archive(
+            archive_url, options, start=start_time, end=end_time, exclude=parse_folder_list(exclude_folders)
+        )
         if not as_json:
             typer.echo(format_listing_header())
         for record in listing_records(results):
@@ -118,6 +131,8 @@ def extract(
     except (FileNotFoundError, IfcbFormatError, BundleError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
+    for warning in meta.warnings:
+        typer.echo(f"warning: {files.bin.id}: {warning}", err=True)
     out_dir.mkdir(parents=True, exist_ok=True)
     with Progress(transient=True) as progress:
         task = progress.add_task(f"extracting {files.bin.id}", total=len(images))

@@ -12,7 +12,13 @@ from rich.console import Console
 
 from pipeline.cli import exit_codes
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
-from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options, parse_window
+from pipeline.cli.options import (
+    EXCLUDE_FOLDERS_HELP,
+    STORAGE_OPTIONS_HELP,
+    parse_folder_list,
+    parse_storage_options,
+    parse_window,
+)
 from pipeline.cluster.jobqueue import JobqueueSettings
 from pipeline.job.plan import DEFAULT_PARTITION_MB
 
@@ -29,6 +35,8 @@ CONFIG_KEYS = (
     "storage_options",
     "batch_size",
     "feeders",
+    "exclude_folders",
+    "retry_failed",
 )
 
 
@@ -82,9 +90,12 @@ STORAGE_OPTIONS = typer.Option(None, help=STORAGE_OPTIONS_HELP)
 BATCH_SIZE = typer.Option(
     None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
 )
+EXCLUDE_FOLDERS = typer.Option(None, "--exclude-folders", help=EXCLUDE_FOLDERS_HELP)
 FEEDERS = typer.Option(
-    None, min=0, help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
-    "the worker's cores less two). CPU workers always feed with threads."
+    None,
+    min=0,
+    help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
+    "the worker's cores less two). CPU workers always feed with threads.",
 )
 
 
@@ -104,6 +115,10 @@ def classify(
     config: str | None = typer.Option(None, help="YAML file (or URL) with any of these options; flags win."),
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
+    exclude_folders: str | None = EXCLUDE_FOLDERS,
+    retry_failed: bool = typer.Option(
+        False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -118,7 +133,7 @@ def classify(
     values = {
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
-        "feeders": feeders,
+        "feeders": feeders, "exclude_folders": exclude_folders, "retry_failed": retry_failed,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -137,6 +152,8 @@ def classify(
         partition_mb=float(settings["partition_mb"]),
         batch_size=settings["batch_size"],
         feeders=settings["feeders"],
+        exclude_folders=parse_folder_list(settings["exclude_folders"]),
+        retry_failed=bool(settings["retry_failed"]),
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

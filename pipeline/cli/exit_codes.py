@@ -12,8 +12,9 @@ from pipeline.redact import redact_text
 
 #: Every selected bin is complete in the store (or the command did what it was asked).
 OK = 0
-#: The run finished, but some bins failed (bad data, recorded in the store) or stayed incomplete (transient faults
-#: that outlasted their retries, or lost partitions): the report lists them, and a rerun redoes the incomplete ones.
+#: The run finished, but some bins failed (bad data, recorded in the store; also those not read again because their
+#: files are unchanged since they failed) or stayed incomplete (transient faults that outlasted their retries, or lost
+#: partitions): the report lists them, and a rerun redoes the incomplete ones.
 NOT_COMPLETE = 1
 #: Usage or configuration error: bad flags, an empty time window, a missing archive, unknown bins, credentials or
 #: permissions, a bundle that cannot run, a store of another model or held by another run. Nothing was classified.
@@ -22,7 +23,8 @@ USAGE = 2
 SIGNAL_BASE = 128
 
 HELP = (
-    "Exit codes: 0 every selected bin complete; 1 some bins failed or stayed incomplete (listed; rerun to redo the "
+    "Exit codes: 0 every selected bin complete; 1 some bins failed (bad data, also bins not read again because their "
+    "files are unchanged since they failed: --retry-failed) or stayed incomplete (listed; rerun to redo the "
     "incomplete); 2 usage or configuration error (nothing classified); 128+N stopped by signal N."
 )
 

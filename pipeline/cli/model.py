@@ -72,6 +72,7 @@ def train_command(
 
     The bundle also gets per-class thresholds fitted on the validation split (see below).
     """
+    from model.bundle import BundleError, check_classes
     from model.preprocess import PreprocessConfig
     from model.train import require_tensorflow_backend, train
 
@@ -81,6 +82,10 @@ def train_command(
         raise _fail(str(err)) from None
     options = parse_storage_options(storage_options)
     dataset = _load_labelled(data, labels, options)
+    try:
+        check_classes(dataset.classes)  # before hours of training, not when the bundle is written
+    except BundleError as err:
+        raise _fail(str(err)) from None
     bundle = train(
         dataset,
         arch=arch,

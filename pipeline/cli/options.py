@@ -28,6 +28,26 @@ def parse_storage_options(text: str | None) -> dict[str, Any]:
     return value
 
 
+EXCLUDE_FOLDERS_HELP = (
+    "Comma-separated folder names left out of the archive at any depth (default: skip,beads, as WHOI's readers "
+    "do); an empty value '' reads every folder."
+)
+
+
+def parse_folder_list(text: str | list[str] | tuple[str, ...] | None) -> tuple[str, ...]:
+    """`--exclude-folders` as folder names (a YAML config may already hold a list); None: the default list."""
+    from pipeline.ifcb.archive import EXCLUDED_FOLDERS
+
+    if text is None:
+        return EXCLUDED_FOLDERS
+    names = text.split(",") if isinstance(text, str) else [str(name) for name in text]
+    folders = tuple(name.strip() for name in names if name.strip())
+    bad = [name for name in folders if "/" in name]
+    if bad:
+        raise typer.BadParameter(f"--exclude-folders takes folder names, not paths: {', '.join(bad)}")
+    return folders
+
+
 def parse_time(value: str | datetime | None, flag: str) -> datetime | None:
     """An ISO 8601 date or time (`2024-01-31`, `2024-01-31T12:00`, `...Z`, `...+02:00`) as an aware datetime;
     a time without a zone is UTC. YAML configs may already hold a datetime."""

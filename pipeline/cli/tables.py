@@ -15,6 +15,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
     rows = [
         ("bins in the archive (selected)", summary["bins_listed"]),
         ("already complete (skipped)", summary["bins_already_complete"]),
+        ("failed before, files unchanged (not read again)", summary.get("bins_known_bad", 0)),
         ("classified now", summary["bins_done"]),
         ("failed (bad data, recorded in the store)", summary["bins_failed"]),
         ("incomplete (transient faults: rerun to redo)", summary["bins_incomplete"]),
@@ -67,6 +68,13 @@ def report_tables(report: dict[str, Any], counts: str = "argmax") -> list[Table]
         for failure in report["failures"]:
             failed.add_row(failure["bin"], failure["stage"], failure["reason"])
         tables.append(failed)
+    if report.get("warnings"):
+        warned = Table(title="complete bins with warnings (rows the reader left out)")
+        for column in ("bin", "warning"):
+            warned.add_column(column)
+        for entry in report["warnings"]:
+            warned.add_row(entry["bin"], entry["warning"])
+        tables.append(warned)
     return tables
 
 

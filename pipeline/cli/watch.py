@@ -15,6 +15,7 @@ from pipeline.cli.classify import (
     BATCH_SIZE,
     CLUSTER,
     END,
+    EXCLUDE_FOLDERS,
     FEEDERS,
     MODEL,
     OUT,
@@ -24,7 +25,7 @@ from pipeline.cli.classify import (
     WORKERS,
 )
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
-from pipeline.cli.options import parse_storage_options, parse_time
+from pipeline.cli.options import parse_folder_list, parse_storage_options, parse_time
 from pipeline.cluster.jobqueue import JobqueueSettings
 
 HELP = (
@@ -73,6 +74,7 @@ def watch(
     storage_options: str | None = STORAGE_OPTIONS,
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
+    exclude_folders: str | None = EXCLUDE_FOLDERS,
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
     """Watch ARCHIVE and classify each new bin once it is complete: all three files present and their sizes
@@ -95,6 +97,7 @@ def watch(
         partition_mb=partition_mb,
         batch_size=batch_size,
         feeders=feeders,
+        exclude_folders=parse_folder_list(exclude_folders),
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:

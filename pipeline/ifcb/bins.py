@@ -1,13 +1,15 @@
 """THE one bin reader: metadata (`.hdr` + `.adc`, small) and images (`.roi`, one ranged read), over fsspec.
 
 Everything that reads bins - `ls`, planning, the workers, training from an archive - goes through these functions,
-so that one reader decides ROI numbers, pixels and volume analysed.
+so that one reader decides ROI numbers, pixels and volume analysed. Older bins (IFCB1-6) are stitched here
+(`pipeline.ifcb.stitching`): their ROI numbers and images are the stitched ones everywhere.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 from fsspec import AbstractFileSystem
@@ -17,8 +19,12 @@ from pipeline.ifcb.adc import AdcTable, parse_adc
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
-from pipeline.ifcb.roi import read_images
+from pipeline.ifcb.roi import check_roi_size, read_images
+from pipeline.ifcb.stitching import NOT_STITCHED, Stitching, find_stitching, stitch_images
 from pipeline.ifcb.volume import ml_analyzed
+
+#: The most a `.roi` of a bin without images holds: real empty older bins have a 2-byte `.roi` (two pad bytes).
+EMPTY_ROI_BYTES = 2
 
 
 @dataclass(frozen=True)
@@ -30,6 +36,7 @@ class BinFiles:
     adc: str | None
     roi: str | None
     sizes: tuple[int, int, int] | None = None  # bytes of .hdr, .adc, .roi, when the listing gave them
+    stamp: str = ""  # the files' versions as the listing gave them (sizes, ETags or modification times); "": unknown
 
     @property
     def roi_size(self) -> int:
@@ -42,6 +49,16 @@ class BinFiles:
         return [f".{ext}" for ext in ("hdr", "adc", "roi") if getattr(self, ext) is None]
 
 
+def file_stamp(entries: Sequence[dict[str, Any]]) -> str:
+    """One text naming the versions of a bin's files from their listing entries (fsspec `detail=True`): size and
+    ETag (object stores) or modification time (file systems) of each. Equal stamps: the same files, unchanged."""
+    parts = []
+    for entry in entries:
+        version = entry.get("ETag") or entry.get("etag") or entry.get("mtime") or entry.get("LastModified") or ""
+        parts.append(f"{entry.get('size')}:{str(version).strip(chr(34))}")
+    return "/".join(parts)
+
+
 @dataclass
 class BinMeta:
     """What a bin's `.hdr` and `.adc` say: enough to plan work and compute concentrations, without any pixels."""
@@ -52,6 +69,8 @@ class BinMeta:
     adc: AdcTable
     roi_numbers: np.ndarray
     ml_analyzed: float | None
+    stitching: Stitching = NOT_STITCHED
+    warnings: list[str] = field(default_factory=list)  # what the reader forgave or noticed; [] for a clean bin
 
     @property
     def n_rois(self) -> int:
@@ -60,22 +79,30 @@ class BinMeta:
 
     @property
     def roi_bytes(self) -> int:
-        """Pixel bytes of all images: what reading the bin's images costs."""
-        rows = self.roi_numbers - 1
+        """Pixel bytes of all images as the `.roi` holds them: what reading the bin's images costs."""
+        rows = self.adc.roi_numbers - 1
         return int((self.adc.width[rows] * self.adc.height[rows]).sum())
 
 
 def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
     header = parse_header(hdr)
-    table = parse_adc(adc, files.bin.schema)
+    table = parse_adc(adc, files.bin.schema, header.adc_columns)
+    warnings = list(table.warnings)
+    if files.sizes is not None:  # the listing's size of the .roi: a short one is known before reading any pixel
+        check_roi_size(table, files.sizes[2])
+        if table.roi_numbers.size == 0 and files.sizes[2] > EMPTY_ROI_BYTES:
+            warnings.append(f".adc lists no image but the .roi holds {files.sizes[2]} bytes: they are not read")
+    stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are
     return BinMeta(
         bin=files.bin,
         files=files,
         header=header,
         adc=table,
-        roi_numbers=table.roi_numbers,
+        roi_numbers=stitching.roi_numbers(table.roi_numbers),
         ml_analyzed=ml_analyzed(files.bin, header, table),
+        stitching=stitching,
+        warnings=warnings,
     )
 
 
@@ -143,5 +170,6 @@ def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> Bin
 
 def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
     """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`
-    (transient faults retried)."""
-    return with_retries(lambda: read_images(fs, meta.files.roi, meta.adc), f"reading {meta.files.roi}")
+    (transient faults retried); older bins' pairs stitched into one image under the first row's number."""
+    images = with_retries(lambda: read_images(fs, meta.files.roi, meta.adc), f"reading {meta.files.roi}")
+    return stitch_images(images, meta.adc, meta.stitching)

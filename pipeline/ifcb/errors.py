@@ -33,12 +33,15 @@ KINDS = ("data", "transient")
 
 @dataclass(frozen=True)
 class BinFailure:
-    """A bin that could not be processed: which bin, at which stage, why, and whether it is the data's fault."""
+    """A bin that could not be processed: which bin, at which stage, why, whether it is the data's fault, and the
+    versions of the files it failed with (`BinFiles.stamp`; "" when unknown): a data failure is final until they
+    change."""
 
     bin: str
     stage: str
     reason: str
     kind: str = "data"
+    files: str = ""
 
     def __post_init__(self) -> None:
         if self.stage not in STAGES:

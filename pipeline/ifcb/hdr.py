@@ -23,14 +23,29 @@ _RUN_INHIBIT = re.compile(rf"run time\s*=\s*(?P<run>{_NUMBER})\s*s?\s+inhibit ti
 
 @dataclass(frozen=True)
 class Header:
-    """A parsed header: its variant and its `key -> value` text (values stripped of padding and quotes)."""
+    """A parsed header: its variant and its `key -> value` text (values stripped of padding and quotes).
+
+    Keys are matched without regard to case (`runTime`, `RunTime`, `RUNTIME`): versions of the acquisition software
+    differ in how they spell them, and a volume or column list must not be lost to a capital letter.
+    """
 
     variant: Variant
     values: dict[str, str] = field(default_factory=dict)
+    _folded: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        folded: dict[str, str] = {}
+        for key, value in self.values.items():
+            folded.setdefault(key.casefold(), value)  # the first spelling wins, as in the file
+        object.__setattr__(self, "_folded", folded)
+
+    def get(self, key: str) -> str | None:
+        """The text of `key` in any letter case; None when absent."""
+        return self._folded.get(key.casefold())
 
     def get_float(self, key: str) -> float | None:
         """The value of `key` as a number; None when absent; `IfcbFormatError` when present but not a number."""
-        text = self.values.get(key)
+        text = self.get(key)
         if text is None or text == "":
             return None
         try:
@@ -51,7 +66,7 @@ class Header:
     @property
     def adc_columns(self) -> list[str] | None:
         """The `.adc` column names the instrument declares (`ADCFileFormat`), when it does."""
-        text = self.values.get("ADCFileFormat")
+        text = self.get("ADCFileFormat")
         return [name.strip() for name in text.split(",")] if text else None
 
 

@@ -68,22 +68,38 @@ def parse_bin_id(text: str) -> BinId:
 
 
 def day_folder(bin_id: BinId) -> str:
-    """The day folder archives and the Dashboard keep a bin in: `D2024/D20240101` (year, then day, UTC)."""
+    """The day folder archives and the Dashboard keep a bin in, by the bin's own naming scheme (UTC).
+
+    Newer bins: `D2024/D20240101` (year, then day); older bins: `2012/IFCB5_2012_028` (year, then instrument, year and
+    day of year). The Dashboard's reader descends only into folders whose names occur in the bin id (pyifcb,
+    `ifcb/data/files.py`, `validate_path`), so each folder is a prefix of the id.
+    """
+    if bin_id.schema == "v1":
+        return f"{bin_id.time:%Y}/{bin_id.id.rsplit('_', 1)[0]}"
     return f"D{bin_id.time:%Y}/D{bin_id.time:%Y%m%d}"
 
 
 def roi_id(bin_id: str, roi_number: int) -> str:
-    """The ROI id `<bin>_<5-digit ROI number>`; the ROI number is the 1-based `.adc` row."""
-    if not 1 <= roi_number < 10**_ROI_DIGITS:
-        raise IfcbFormatError(f"ROI number {roi_number} out of range 1..{10**_ROI_DIGITS - 1}")
+    """The ROI id `<bin>_<ROI number, zero-padded to at least 5 digits>`; the ROI number is the 1-based `.adc` row.
+
+    A bin can hold more than 99,999 triggers: their ids simply have more digits (`<bin>_100000`), as pyifcb writes
+    them (`ifcb/data/identifiers.py`, the target number formatted `%05d`).
+    """
+    if roi_number < 1:
+        raise IfcbFormatError(f"ROI number {roi_number} out of range: ROI numbers start at 1")
     return f"{bin_id}_{roi_number:0{_ROI_DIGITS}d}"
 
 
 def parse_roi_id(text: str) -> tuple[BinId, int]:
-    """Split a ROI id into its bin id and ROI number; raise `IfcbFormatError` for anything else."""
+    """Split a ROI id into its bin id and ROI number; raise `IfcbFormatError` for anything else.
+
+    The number is written as `roi_id` writes it: at least 5 digits, zero-padded to 5, never more padding.
+    """
     bin_part, sep, number = text.rpartition("_")
-    if not sep or len(number) != _ROI_DIGITS or not number.isdigit() or int(number) == 0:
-        raise IfcbFormatError(f"not an IFCB ROI id: {text!r}; expected <bin id>_<5-digit ROI number, from 00001>")
+    if not sep or not number.isascii() or not number.isdigit() or int(number) == 0 or number != f"{int(number):05d}":
+        raise IfcbFormatError(
+            f"not an IFCB ROI id: {text!r}; expected <bin id>_<ROI number, from 00001, at least 5 digits>"
+        )
     return parse_bin_id(bin_part), int(number)
 
 

@@ -24,6 +24,13 @@ def image_span(adc: AdcTable) -> tuple[int, int]:
     return int(starts.min()), int(ends.max())
 
 
+def check_roi_size(adc: AdcTable, size: int) -> None:
+    """Raise `IfcbFormatError` when a `.roi` of `size` bytes ends before the images the `.adc` lists do."""
+    end = image_span(adc)[1]
+    if end > size:
+        raise IfcbFormatError(f".roi is truncated: images need bytes up to {end}, the file ends at {size}", stage="roi")
+
+
 def slice_images(block: bytes, block_start: int, adc: AdcTable) -> list[tuple[int, np.ndarray]]:
     """Cut the images out of `block` (the `.roi` bytes from `block_start`): (ROI number, uint8 (height, width)).
 
@@ -62,9 +69,7 @@ def read_images(fs: AbstractFileSystem, path: str | None, adc: AdcTable) -> list
         raise IfcbFormatError(f"missing .roi: {path} not found", stage="roi") from None
     except OSError:  # object stores refuse a range that starts past the end of the object
         size = fs.size(path)
-        if size is not None and size < end:
-            raise IfcbFormatError(
-                f".roi is truncated: images need bytes up to {end}, the file ends at {size}", stage="roi"
-            ) from None
+        if size is not None:
+            check_roi_size(adc, size)
         raise
     return slice_images(block, start, adc)

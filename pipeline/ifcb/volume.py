@@ -3,7 +3,9 @@
 Reproduces the community's computation (the IFCB Dashboard and pyifcb agree on it) step by step: v2 from the inhibit
 and run time columns (flow 0.25 mL/min), v1 from the trigger-open and frame-grab times (syringe 5/48000 mL per step
 at 40 steps/s = 1/240 mL/s, minimum processing time 0.073 s per trigger, 0.05 s for IFCB5 from 2015-06-01).
-Undefined volumes are None, never 0, so that a concentration is never silently infinite or zero.
+Undefined volumes are None, never 0, so that a concentration is never silently infinite or zero; so is a volume that
+is not positive (a header whose `runTime` is not above its `inhibitTime`, clocks that went backwards): no sample
+was looked at, and a zero or negative denominator would give infinite or negative concentrations.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from pipeline.ifcb.adc import AdcSchemaV1, AdcSchemaV2, AdcTable
+from pipeline.ifcb.adc import AdcSchemaV1, AdcTable
 from pipeline.ifcb.hdr import Header
 from pipeline.ifcb.identifiers import BinId
 
@@ -24,12 +26,11 @@ IFCB5_LATE_FROM = datetime(2015, 6, 1, tzinfo=UTC)
 
 
 def ml_analyzed(bin_id: BinId, header: Header, adc: AdcTable) -> float | None:
-    """Volume analysed by the bin in mL, or None when the files do not define it."""
+    """Volume analysed by the bin in mL (> 0), or None when the files do not define a positive one."""
     if adc.n_rows == 0:
         return None
-    if bin_id.schema == "v1":
-        return _ml_analyzed_v1(bin_id, adc)
-    return _ml_analyzed_v2(header, adc)
+    volume = _ml_analyzed_v1(bin_id, adc) if bin_id.schema == "v1" else _ml_analyzed_v2(header, adc)
+    return volume if volume is not None and np.isfinite(volume) and volume > 0 else None
 
 
 def _ml_from_header(header: Header) -> float | None:
@@ -40,9 +41,9 @@ def _ml_from_header(header: Header) -> float | None:
 
 
 def _ml_analyzed_v2(header: Header, adc: AdcTable) -> float | None:
-    s = AdcSchemaV2
+    s = adc.schema  # AdcSchemaV2, or its columns as the header's ADCFileFormat places them
     n = adc.n_rows
-    if not adc.has(s.INHIBIT_TIME) or n == 1:
+    if not (adc.has(s.INHIBIT_TIME) and adc.has(s.RUN_TIME) and adc.has(s.ADC_TIME)) or n == 1:
         return _ml_from_header(header)
     inh, run, adc_time = adc.column(s.INHIBIT_TIME), adc.column(s.RUN_TIME), adc.column(s.ADC_TIME)
     if not inh.any():

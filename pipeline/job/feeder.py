@@ -45,6 +45,7 @@ class LoadedBin:
     roi_numbers: np.ndarray
     inputs: np.ndarray
     seconds: float = 0.0  # spent reading and preprocessing it
+    warnings: tuple[str, ...] = ()  # what the reader forgave in its files (a cut-off last .adc line)
     shared: str | None = field(default=None, repr=False)  # "<block name>:<rows>" when `inputs` is in shared memory
     _block: Any = field(default=None, repr=False, compare=False)
 
@@ -76,7 +77,8 @@ def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype
             raise ConfigurationError(f"cannot read bin {files.bin.id}: {type(err).__name__}: {err}") from err
         return BinFailure.from_error(files.bin.id, err, default_stage=stage)
     numbers = np.array([number for number, _ in images], dtype=np.int32)
-    return LoadedBin(files, files.bin.time, meta.ml_analyzed, numbers, inputs, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    return LoadedBin(files, files.bin.time, meta.ml_analyzed, numbers, inputs, seconds, tuple(meta.warnings))
 
 
 # --- the process pool's side ------------------------------------------------------------------------------------

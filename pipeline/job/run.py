@@ -1,7 +1,10 @@
 """The classification job, client side: check, take the store, plan, submit one task per partition, follow, consolidate.
 
 The client never touches pixels or the model: it lists the archive, reads the store's ledger, submits partitions of
-bins that are not complete, and finally rewrites the store's `summary` from the ledger. Everything it sends to the
+bins that are not complete, and finally rewrites the store's `summary` from the ledger. A bin that failed as bad
+data is not read again while its files are the ones it failed with (same sizes and ETags or modification times, as
+the listing gives them), unless the request asks to retry failed bins: it stays failed in the run's summary (and
+its exit code) without costing a read. Everything it sends to the
 cluster is URLs, options and small plans. Bad input is refused before anything is written: an empty time window,
 a missing archive, bins asked for that the archive lacks, a bundle that cannot be read.
 """
@@ -20,7 +23,7 @@ from distributed import Client, as_completed
 
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, with_retries
-from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.archive import EXCLUDED_FOLDERS, list_bins
 from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, partition
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
@@ -58,6 +61,8 @@ class ClassifyRequest:
     partition_mb: float = DEFAULT_PARTITION_MB
     batch_size: int | None = None
     feeders: int | None = None
+    exclude_folders: tuple[str, ...] = EXCLUDED_FOLDERS
+    retry_failed: bool = False  # read bins that failed as bad data again even if their files have not changed
 
 
 @dataclass
@@ -68,6 +73,7 @@ class RunSummary:
     bundle_hash: str
     bins_listed: int = 0
     bins_already_complete: int = 0
+    bins_known_bad: int = 0  # failed before with the same files: not read again (still counted in bins_failed)
     bins_planned: int = 0
     partitions: int = 0
     partition_mb: float = 0.0
@@ -111,8 +117,9 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
         raise ConfigurationError(redact_text(str(err))) from None
     try:
         _, bins, list_failures = list_bins(
-            request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids
-        )
+            request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids,
+            exclude=request.exclude_folders,
+        )  # fmt: skip
     except FileNotFoundError:
         raise ConfigurationError(f"archive not found: {redact_url(request.archive_url)}") from None
     unknown = [f.bin for f in list_failures if f.reason == "not found in the archive"]
@@ -128,6 +135,15 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
         todo = [files for files in bins if files.bin.id not in ledger.complete]
         summary.bins_listed = len(bins) + len(list_failures)
         summary.bins_already_complete = len(bins) - len(todo)
+        known_bad = [] if request.retry_failed or not todo else _known_bad(todo, ledger)
+        if known_bad:
+            skipped = {failure.bin for failure in known_bad}
+            todo = [files for files in todo if files.bin.id not in skipped]
+            summary.bins_known_bad = len(known_bad)
+            summary.failures += [failure.to_dict() for failure in known_bad]
+            reporter.message(
+                f"{len(known_bad)} bins failed before with the same files: not read again (--retry-failed reads them)"
+            )
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         summary.dashboard = dashboard_link(client)
         if summary.dashboard:
@@ -154,6 +170,17 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _known_bad(todo: list[Any], ledger: Ledger) -> list[Any]:
+    """The recorded data failures of bins in `todo` whose files are the ones they failed with."""
+    failures = ledger.failures
+    known = []
+    for files in todo:
+        failure = failures.get(files.bin.id)
+        if failure is not None and failure.kind == "data" and failure.files and failure.files == files.stamp:
+            known.append(failure)
+    return known
 
 
 def _follow(

@@ -105,7 +105,13 @@ class Watcher:
         request = self.request
         try:
             _, bins, unfinished = with_retries(
-                lambda: list_bins(request.archive_url, request.storage_options, start=request.start, end=request.end),
+                lambda: list_bins(
+                    request.archive_url,
+                    request.storage_options,
+                    start=request.start,
+                    end=request.end,
+                    exclude=request.exclude_folders,
+                ),
                 f"listing {redact_url(request.archive_url)}",
             )
         except FileNotFoundError:  # nothing there yet (an empty prefix of a bucket lists as missing)

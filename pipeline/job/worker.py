@@ -20,7 +20,7 @@ import resource
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -177,6 +177,7 @@ def _score(
     failures: list[BinFailure] = []
     incomplete: list[dict[str, str]] = []
     results: list[BinResult] = []
+    stamps = {files.bin.id: files.stamp for files in task.bins}
 
     def batches() -> Iterator[tuple[np.ndarray, Batch]]:
         items = feeder.load(task.bins)
@@ -189,8 +190,8 @@ def _score(
             if isinstance(item, BinFailure):
                 if item.kind == "transient":
                     incomplete.append({"bin": item.bin, "reason": item.reason})
-                else:
-                    failures.append(item)
+                else:  # with the files' versions: not read again until they change
+                    failures.append(replace(item, files=stamps.get(item.bin, "")))
                 continue
             key = item.files.bin.id
             loaded[key] = item
@@ -204,7 +205,7 @@ def _score(
     def finish_ready() -> None:
         for key, scores in collector.ready():
             item = loaded.pop(key)
-            results.append(BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed))
+            results.append(BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings))
 
     model_started = time.perf_counter()
     for scores, batch in predictor.run(batches()):

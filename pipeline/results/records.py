@@ -27,6 +27,7 @@ class BinResult:
     roi_numbers: np.ndarray  # int (roi,)
     scores: np.ndarray  # float32 (roi, class)
     ml_analyzed: float | None
+    warnings: tuple[str, ...] = ()  # what the reader forgave in the bin's files
 
     @property
     def counts(self) -> np.ndarray:
@@ -46,6 +47,7 @@ class BinRecord:
     part: str
     roi_offset: int
     counts_thresholded: list[int] | None = None  # by the bundle's thresholds, unclassified last; None: no thresholds
+    warnings: list[str] | None = None  # what the reader forgave (a cut-off last .adc line); None: nothing
 
 
 @dataclass
@@ -60,7 +62,7 @@ class Commit:
     def to_attributes(self) -> dict[str, Any]:
         return {
             "part": self.part,
-            "bins": [asdict(record) for record in self.bins],
+            "bins": [_record_attributes(record) for record in self.bins],
             "failures": [failure.to_dict() for failure in self.failures],
             "incomplete": list(self.incomplete),
         }
@@ -73,6 +75,15 @@ class Commit:
             failures=[BinFailure(**failure) for failure in attrs.get("failures", [])],
             incomplete=list(attrs.get("incomplete", [])),
         )
+
+
+def _record_attributes(record: BinRecord) -> dict[str, Any]:
+    """A bin record as commit attributes; `warnings` only where there are some (records of clean bins keep the
+    bytes they always had)."""
+    attributes = asdict(record)
+    if not attributes["warnings"]:
+        del attributes["warnings"]
+    return attributes
 
 
 class Ledger:

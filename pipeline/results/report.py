@@ -71,7 +71,7 @@ def store_report(
         report[f"classes{suffix}"] = names
         report[f"counts{suffix}"] = {name: int(n) for name, n in zip(names, totals, strict=True)}
         report[f"mean_concentration_per_ml{suffix}"] = {
-            name: _finite_or_none(np.nanmean(per_ml[:, i]) if len(per_ml) else np.nan) for i, name in enumerate(names)
+            name: _mean_or_none(per_ml[:, i]) for i, name in enumerate(names)
         }
     report.update(
         {
@@ -79,13 +79,20 @@ def store_report(
             "first_bin_time": _iso(times.min()) if times.size else None,
             "last_bin_time": _iso(times.max()) if times.size else None,
             "failures": failures,
+            "warnings": [
+                {"bin": record.bin, "warning": warning}
+                for record in sorted(ledger.bins.values(), key=lambda r: r.bin)
+                for warning in record.warnings or ()
+            ],
         }
     )
     return report
 
 
-def _finite_or_none(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
+def _mean_or_none(values: np.ndarray) -> float | None:
+    """The mean of the finite values (concentrations of bins with a volume); None when there is none."""
+    finite = values[np.isfinite(values)]
+    return float(finite.mean()) if finite.size else None
 
 
 def _iso(moment: np.datetime64) -> str:

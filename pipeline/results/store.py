@@ -16,7 +16,8 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  ml_analyzed, n_rois, time, and where each bin's ROIs are (part, roi_offset); with a
                                  bundle's thresholds also counts_thresholded, concentration_thresholded (bin x
                                  class_thresholded: the classes, then `unclassified`)
-    STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins
+    STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins (stage,
+                                 reason, versions of their files); warnings of complete bins
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
 Scores are stored raw; counts are stored both by argmax and, when the bundle has per-class thresholds (recorded in
@@ -296,6 +297,7 @@ class ResultStore:
                     part=part,
                     roi_offset=offset,
                     counts_thresholded=thresholded,
+                    warnings=list(result.warnings) or None,
                 )
             )
             offset += n
@@ -342,12 +344,16 @@ class ResultStore:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
-                LEDGER: ("failed_bin", "failed_stage", "failed_reason"),
+                LEDGER: ("failed_bin", "failed_stage", "failed_reason", "failed_files", "warned_bin", "warning"),
             }
         )
         records: dict[str, BinRecord] = {}
         failures: dict[str, BinFailure] = {}
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
+        warned: dict[str, list[str]] = {}
+        if kept is not None and "warned_bin" in kept:  # absent in stores written before warnings were kept
+            for bin_id, warning in zip(kept["warned_bin"].tolist(), kept["warning"].tolist(), strict=True):
+                warned.setdefault(str(bin_id), []).append(str(warning))
         if summary is not None:
             times = summary["time"].astype("datetime64[s]")
             thresholded = summary.get("counts_thresholded")  # absent in stores of bundles without thresholds
@@ -362,12 +368,15 @@ class ResultStore:
                     part=str(summary["part"][i]),
                     roi_offset=int(summary["roi_offset"][i]),
                     counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
+                    warnings=warned.get(str(bin_id)),
                 )
         if kept is not None:
-            for bin_id, stage, reason in zip(
-                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(), strict=True
-            ):
-                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
+            stamps = kept.get("failed_files", np.full(len(kept["failed_bin"]), ""))  # absent in older stores
+            for bin_id, stage, reason, stamp in zip(
+                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(),
+                stamps.tolist(), strict=True,
+            ):  # fmt: skip
+                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
         return records, failures
 
     @_retried
@@ -398,7 +407,7 @@ class ResultStore:
         documents: dict[str, bytes] = {}
         for group_path, dataset in (
             (SUMMARY, summary_dataset(ledger.bins.values(), info)),
-            (LEDGER, ledger_dataset(ledger.parts, failures.values())),
+            (LEDGER, ledger_dataset(ledger.parts, failures.values(), ledger.bins.values())),
         ):
             contents: dict[str, Any] = {}
             with warnings.catch_warnings():

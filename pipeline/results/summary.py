@@ -78,14 +78,21 @@ def _per_ml(counts: np.ndarray, volume: np.ndarray) -> np.ndarray:
         return np.where(volume[:, None] > 0, counts / volume[:, None], np.nan)
 
 
-def ledger_dataset(parts: Iterable[str], failures: Iterable[BinFailure]) -> xr.Dataset:
-    """Partitions the summary includes, and failed bins (not complete) with the stage and reason of the failure."""
+def ledger_dataset(
+    parts: Iterable[str], failures: Iterable[BinFailure], records: Iterable[BinRecord] = ()
+) -> xr.Dataset:
+    """Partitions the summary includes, failed bins (not complete) with the stage, reason and file versions of the
+    failure, and the warnings of complete bins (one row per warning: `warned_bin`, `warning`)."""
     failed = sorted(failures, key=lambda failure: failure.bin)
+    warned = [(r.bin, text) for r in sorted(records, key=lambda r: r.bin) for text in (r.warnings or ())]
     return xr.Dataset(
         {
             "consolidated_part": ("part", np.array(sorted(parts), dtype=object)),
             "failed_bin": ("failed", np.array([f.bin for f in failed], dtype=object)),
             "failed_stage": ("failed", np.array([f.stage for f in failed], dtype=object)),
             "failed_reason": ("failed", np.array([f.reason for f in failed], dtype=object)),
+            "failed_files": ("failed", np.array([f.files for f in failed], dtype=object)),
+            "warned_bin": ("warned", np.array([bin_id for bin_id, _ in warned], dtype=object)),
+            "warning": ("warned", np.array([text for _, text in warned], dtype=object)),
         }
     )
