@@ -169,7 +169,8 @@ def test_strict_build_fails_on_each_fault(tmp_path: Path, fault: str | None) -> 
     """A small site with the project's settings builds, and fails with each fault the strict build must catch."""
     docs = tmp_path / "docs"
     docs.mkdir()
-    (tmp_path / "example.py").write_text('"""A module.\n\nSee [the thing][example.thing]."""\n\nthing = 1\n"""A thing."""\n')
+    module = '"""A module.\n\nSee [the thing][example.thing]."""\n\nthing = 1\n"""A thing."""\n'
+    (tmp_path / "example.py").write_text(module)
     (docs / "index.md").write_text("# Home\n\nSee [the API](api.md).\n")
     (docs / "api.md").write_text("# API\n\n::: example\n")
     nav = ["index.md", "api.md"]
@@ -220,3 +221,18 @@ def test_tutorial_commands_run_as_written(tmp_path: Path) -> None:
     assert (tmp_path / "bins.csv.json").is_file()
     assert (tmp_path / "concentrations.png").read_bytes()[:4] == b"\x89PNG"
     assert len(list((tmp_path / "rois").glob("D20240101T000000_IFCB999_*.png"))) > 0
+
+
+def test_watch_page_names_exactly_the_metrics_a_watch_serves() -> None:
+    """The metric table and the alert rules of the watch guide use the names Prometheus scrapes."""
+    from prometheus_client import generate_latest
+
+    from pipeline.job.metrics import WatchMetrics
+
+    served = {
+        line.split("{")[0].split()[0]
+        for line in generate_latest(WatchMetrics().registry).decode().splitlines()
+        if line and not line.startswith("#") and not line.split("{")[0].split()[0].endswith("_created")
+    }
+    named = set(re.findall(r"\bifcbflow_[a-z_]+", (REPO / "docs" / "how-to" / "watch.md").read_text()))
+    assert served and named == served
