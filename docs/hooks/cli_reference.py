@@ -17,7 +17,7 @@ from typer.cli import get_docs_for_click
 PAGE = "reference/cli.md"
 INTRO = (
     "Every `ifcbflow` command with its arguments and options, generated from the program itself when this site is "
-    "built. The same text is printed by `ifcbflow COMMAND --help`."
+    "built. The same help is printed by `ifcbflow COMMAND --help`."
 )
 _FENCE = re.compile(r"^```")
 

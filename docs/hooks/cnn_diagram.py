@@ -67,8 +67,8 @@ def _shape(shape: tuple[int, ...]) -> str:
 
 
 def _describe(block: Block) -> str:
-    kinds = " → ".join(layer.kind for layer in block.layers)
-    return f"{block.name}: {kinds}"
+    name = block.layers[0].name if len(block.layers) == 1 else block.name
+    return f"{name}: " + " → ".join(layer.kind for layer in block.layers)
 
 
 def svg(layers: list[Layer]) -> str:
