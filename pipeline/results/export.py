@@ -1,7 +1,8 @@
 """Exports of a store: IFCB Dashboard v3 class files and a per-bin CSV table.
 
 The Dashboard (and R tools such as iRfcb) read `{bin}_class.h5` with `output_scores` (ROIs x classes),
-`class_labels` (the column order) and `roi_numbers`; files sit in `D{YYYY}/D{YYYYMMDD}/` folders like the raw data.
+`class_labels` (the column order) and `roi_numbers`; files sit in the raw data's day folders (`D{YYYY}/D{YYYYMMDD}/`;
+`{YYYY}/IFCBn_{YYYY}_{DDD}/` for old-style bins: `pipeline.ifcb.identifiers.day_folder`).
 As in the files of classifiers with thresholds (iRfcb's), `class_name` is each ROI's class by the decision rule
 (`unclassified` below its class threshold), `class_name_auto` its argmax class, and `thresholds` the per-class
 thresholds. Scores stay raw whatever the remap; a remap renames `class_name` and `class_name_auto` and is recorded
