@@ -295,8 +295,8 @@ def train(
     the data source, split, training settings, per-epoch history, validation and held-out test metrics, versions.
     Class names a bundle cannot carry are refused (`BundleError`) before any training.
     """
-    check_classes(data.classes)
     require_tensorflow_backend()
+    check_classes(data.classes)
     strategy = make_strategy(replicas)  # before other TensorFlow work: logical CPU devices are set before it starts
     import keras
     import tensorflow as tf
