@@ -29,6 +29,7 @@ CONFIG_KEYS = (
     "storage_options",
     "batch_size",
     "feeders",
+    "embeddings",
 )
 
 
@@ -82,6 +83,10 @@ STORAGE_OPTIONS = typer.Option(None, help=STORAGE_OPTIONS_HELP)
 BATCH_SIZE = typer.Option(
     None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
 )
+EMBEDDINGS_HELP = (
+    "Also store each ROI's penultimate-layer features (float16), for annotation and clustering tools; a store has "
+    "them for every partition or for none."
+)
 FEEDERS = typer.Option(
     None, min=0, help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
     "the worker's cores less two). CPU workers always feed with threads."
@@ -104,6 +109,7 @@ def classify(
     config: str | None = typer.Option(None, help="YAML file (or URL) with any of these options; flags win."),
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
+    embeddings: bool = typer.Option(False, "--embeddings", help=EMBEDDINGS_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -118,7 +124,7 @@ def classify(
     values = {
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
-        "feeders": feeders,
+        "feeders": feeders, "embeddings": embeddings,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -137,6 +143,7 @@ def classify(
         partition_mb=float(settings["partition_mb"]),
         batch_size=settings["batch_size"],
         feeders=settings["feeders"],
+        embeddings=bool(settings["embeddings"]),
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

@@ -27,6 +27,7 @@ class BinResult:
     roi_numbers: np.ndarray  # int (roi,)
     scores: np.ndarray  # float32 (roi, class)
     ml_analyzed: float | None
+    embeddings: np.ndarray | None = None  # float16 (roi, feature): penultimate features, with `classify --embeddings`
 
     @property
     def counts(self) -> np.ndarray:
