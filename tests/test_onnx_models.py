@@ -131,3 +131,21 @@ def test_a_keras_model_refuses_a_float_contract(tmp_path: Path) -> None:
     code, output = _import(str(tmp_path / "m.keras"), "--classes", CLASSES, "--preprocess", "utopia", "--scale",
                            "unit", "--out", str(tmp_path / "b.zip"))  # fmt: skip
     assert code == 1 and "Rescaling" in output
+
+
+def test_model_export_onnx_gives_the_same_scores(tmp_path: Path) -> None:
+    keras_url, onnx_url = str(tmp_path / "k.zip"), str(tmp_path / "o.zip")
+    make_bundle(keras_url)
+    result = CliRunner().invoke(app, ["model", "export", keras_url, "--onnx", "--out", onnx_url])
+    assert result.exit_code == 0, result.output
+    keras_bundle, onnx_bundle = load_bundle(keras_url), load_bundle(onnx_url)
+    assert onnx_bundle.arch == "onnx:small-cnn" and onnx_bundle.preprocess == keras_bundle.preprocess
+    assert onnx_bundle.provenance["exported_from"]["bundle"] == keras_bundle.content_hash
+    images = _images()
+    np.testing.assert_allclose(onnx_bundle.predict(images), keras_bundle.predict(images), rtol=1e-5, atol=1e-6)
+    pixels = preprocess_batch(images, keras_bundle.preprocess)
+    _, onnx_features = make_predictor(onnx_bundle, embeddings=True).predict(pixels)
+    _, keras_features = make_predictor(keras_bundle, embeddings=True).predict(pixels)
+    np.testing.assert_allclose(onnx_features, keras_features, rtol=1e-5, atol=1e-5)
+    result = CliRunner().invoke(app, ["model", "export", onnx_url, "--onnx", "--out", str(tmp_path / "again.zip")])
+    assert result.exit_code == 2 and "already an ONNX model" in result.output

@@ -290,6 +290,33 @@ def import_command(
     console.print(f"wrote {out}: {bundle.arch}, {len(names)} classes, hash {digest[:12]}", highlight=False)
 
 
+def export_command(
+    bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="A Keras model bundle (path or URL)."),
+    out: str = typer.Option(..., "--out", help="Where to write the ONNX bundle (path or fsspec URL)."),
+    onnx: bool = typer.Option(False, "--onnx", help="Convert the model to ONNX (the one format offered)."),
+    storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Write the bundle's model as ONNX, for ONNX Runtime: faster than TensorFlow on CPU nodes for utopia-b3.
+
+    Same classes, preprocessing and thresholds; refused unless the converted model gives the same scores (1e-4) on
+    random inputs. Another model file, so another hash: its results go to a new store.
+    """
+    from model.bundle import BundleError, load_bundle, save_bundle
+    from model.onnx_export import exported_bundle
+
+    if not onnx:
+        raise typer.BadParameter("say which format: --onnx (the one offered)", param_hint="--onnx")
+    options = parse_storage_options(storage_options)
+    try:
+        bundle = exported_bundle(load_bundle(bundle_url, options))
+        digest = save_bundle(bundle, out, options)
+    except BundleError as err:
+        raise _fail(str(err), USAGE) from None
+    difference = bundle.provenance["exported_from"]["max_score_difference"]
+    console.print(f"wrote {out}: {bundle.arch}, hash {digest[:12]}; scores within {difference:.1g} of {bundle_url}",
+                  highlight=False)  # fmt: skip
+
+
 def info_command(
     bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="Model bundle path or URL."),
     as_json: bool = typer.Option(False, "--json", help="Print the bundle's metadata as JSON."),
