@@ -28,7 +28,7 @@ import numpy as np
 from model.bundle import BundleError
 from model.thresholds import threshold_array
 from pipeline.cluster.local import cores, visible_gpus
-from pipeline.cluster.runtime import configure_tensorflow
+from pipeline.cluster.runtime import configure_tensorflow, model_threads
 from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
@@ -116,7 +116,7 @@ def _predictor(task: PartitionTask, bundle: Any) -> Any:
     from model.inference import make_predictor
 
     key = ("predictor", task.bundle_url, task.bundle_hash, task.embeddings)
-    return _cached(key, lambda: make_predictor(bundle, embeddings=task.embeddings, threads=cores()))
+    return _cached(key, lambda: make_predictor(bundle, embeddings=task.embeddings, threads=model_threads()))
 
 
 def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
