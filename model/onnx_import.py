@@ -8,9 +8,13 @@ automatically (the input of the last fully connected layer) or named, so that `c
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import fsspec
+import onnx
+from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
 
 from model.bundle import Bundle, BundleError
 from model.imported import imported_bundle
@@ -34,12 +38,7 @@ def import_onnx(
     `size_from_model`) from the model's input. `embedding` names the tensor to expose as embeddings (default: the
     penultimate layer's, when one is found; a bundle without one classifies but cannot give embeddings).
     """
-    try:
-        with fsspec.open(model_url, "rb", **(storage_options or {})) as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BundleError(f"no model file at {model_url}") from None
-    model = OnnxModel.from_bytes(data, f"{model_url}")
+    model = OnnxModel.from_bytes(_read_model(model_url, storage_options or {}), f"{model_url}")
     if softmax:
         model = with_softmax(model)
     if embedding is not None or penultimate(model) is not None:
@@ -48,3 +47,30 @@ def import_onnx(
     source = {"model": model_url, "softmax_added": softmax, "embedding_output": embeddings}
     config = preprocess_config or PRESETS["whoi"]
     return imported_bundle(model, classes, config, kind="onnx", source=source, size_from_model=size_from_model)
+
+
+def _read_model(url: str, storage_options: dict[str, Any]) -> bytes:
+    """The graph's bytes with every weight inside: weights stored beside it as external data (what
+    `torch.onnx.export` writes by default, `MODEL.onnx.data`) are fetched from the same folder and embedded."""
+    try:
+        with fsspec.open(url, "rb", **storage_options) as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BundleError(f"no model file at {url}") from None
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as err:  # protobuf raises its own decode errors for a file that is not ONNX
+        raise BundleError(f"{url} is not a valid ONNX model: {err}") from None
+    external = {ExternalDataInfo(t).location for t in proto.graph.initializer if uses_external_data(t)}
+    if not external:
+        return data
+    folder = url.rsplit("/", 1)[0] if "/" in url else "."
+    with tempfile.TemporaryDirectory() as tmp:
+        for location in external:
+            try:
+                with fsspec.open(f"{folder}/{location}", "rb", **storage_options) as f:
+                    (Path(tmp) / location).write_bytes(f.read())
+            except FileNotFoundError:
+                raise BundleError(f"{url} keeps its weights in {location}, which is not beside it") from None
+        load_external_data_for_model(proto, tmp)
+    return proto.SerializeToString()

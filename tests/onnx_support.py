@@ -25,8 +25,10 @@ def onnx_classifier(
     softmax: bool = True,
     batch: int | str = "n",
     seed: int = 0,
+    external: bool = False,
 ) -> dict[str, np.ndarray]:
-    """Write the classifier to `path`; returns its weights (w1, b1, w2, b2)."""
+    """Write the classifier to `path` (`external`: its weights in `<path>.data` beside it, as `torch.onnx.export`
+    writes them); returns its weights (w1, b1, w2, b2)."""
     rng = np.random.default_rng(seed)
     inputs = channels * size * size
     weights = {
@@ -55,7 +57,7 @@ def onnx_classifier(
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = IR_VERSION
     onnx.checker.check_model(model)
-    onnx.save(model, str(path))
+    onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data", size_threshold=0)
     return weights
 
 

@@ -64,6 +64,23 @@ def test_classes_from_a_file_and_logits_get_a_softmax(tmp_path: Path) -> None:
     np.testing.assert_allclose(bundle.predict(images), expected, rtol=1e-6, atol=1e-7)
 
 
+def test_weights_stored_beside_the_graph_are_embedded(tmp_path: Path) -> None:
+    model = tmp_path / "m.onnx"
+    onnx_classifier(model, size=24, external=True)
+    assert (tmp_path / "m.onnx.data").exists()
+    bundle = import_onnx(str(model), CLASSES.split(","), preprocess_config=preset("smhi"))
+    save_bundle(bundle, str(tmp_path / "b.zip"))
+    images = _images()
+    (tmp_path / "m.onnx.data").rename(tmp_path / "elsewhere.data")
+    scores = load_bundle(str(tmp_path / "b.zip")).predict(images)  # the bundle holds every weight
+    (tmp_path / "elsewhere.data").rename(tmp_path / "m.onnx.data")
+    inputs = model_input(preprocess_batch(images, bundle.preprocess), bundle.preprocess)
+    np.testing.assert_array_equal(scores, run_directly(model, inputs))
+    (tmp_path / "m.onnx.data").unlink()
+    with pytest.raises(BundleError, match=r"keeps its weights in m.onnx.data, which is not beside it"):
+        import_onnx(str(model), CLASSES.split(","), preprocess_config=preset("smhi"))
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
