@@ -25,17 +25,17 @@ CLASSES = ["round", "long", "spiky"]
 
 def test_classify_with_embeddings_equals_the_model_run_directly(tmp_path: Path, dask_client) -> None:
     archive, model, bundle_url, store = (str(tmp_path / name) for name in ("archive", "m.onnx", "b.zip", "s.zarr"))
-    write_synthetic_archive(archive, bins=4, rois=30, classes=3, seed=5)
+    write_synthetic_archive(archive, bins=12, rois=30, classes=3, seed=5)
     weights = onnx_classifier(Path(model), size=32, features=8)
     bundle = import_onnx(model, CLASSES, preprocess_config=preset("smhi"))
     save_bundle(bundle, bundle_url)
-    request = ClassifyRequest(archive, bundle_url, store, partition_mb=0.01, batch_size=16, embeddings=True)
+    request = ClassifyRequest(archive, bundle_url, store, batch_size=16, embeddings=True)  # bins across batches
     summary = run_classification(dask_client, request)
-    assert summary.complete and summary.rois == 120 and summary.partitions >= 2
+    assert summary.complete and summary.rois == 360 and 2 <= summary.partitions < 12  # bins share partitions
 
     rois = open_rois(store)
     assert rois.scores.dims == ("roi", "class") and rois.embeddings.dims == ("roi", "feature")
-    assert rois.embeddings.dtype == np.float16 and rois.embeddings.shape == (120, 8)
+    assert rois.embeddings.dtype == np.float16 and rois.embeddings.shape == (360, 8)
     fs, bins, _ = list_bins(archive)
     for files in bins:
         images = read_bin_images(fs, read_bin_meta(fs, files))

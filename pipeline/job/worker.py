@@ -175,7 +175,7 @@ def _score(
     batch_size = task.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
     assembler = BatchAssembler(batch_size, (size, size, 1), bundle.preprocess.pixel_dtype)
     collector = ScoreCollector(len(task.classes))
-    features: ScoreCollector | None = None  # embeddings, sized by the first batch
+    features: ScoreCollector | None = None  # embeddings: made at the first batch's (its width), then fed alike
     loaded: dict[str, LoadedBin] = {}
     failures: list[BinFailure] = []
     incomplete: list[dict[str, str]] = []
@@ -198,6 +198,8 @@ def _score(
             key = item.files.bin.id
             loaded[key] = item
             collector.expect(key, len(item.roi_numbers))
+            if features is not None:
+                features.expect(key, len(item.roi_numbers))
             for batch in assembler.add(key, item.inputs):
                 yield batch.inputs, batch
             item.release()
