@@ -336,6 +336,7 @@ def info_command(
     console.print(f"[bold]{bundle_url}[/bold]", highlight=False)
     console.print(f"  hash:        {info['content_hash']}", highlight=False)
     console.print(f"  arch:        {info['arch']}", highlight=False)
+    console.print(f"  runtime:     {info.get('runtime', 'keras')}", highlight=False)
     console.print(f"  classes:     {', '.join(info['classes'])}", highlight=False)
     console.print(f"  preprocess:  {info['preprocess']}", highlight=False)
     console.print(f"  created:     {provenance.get('created', '?')}", highlight=False)
