@@ -83,9 +83,11 @@ STORAGE_OPTIONS = typer.Option(None, help=STORAGE_OPTIONS_HELP)
 BATCH_SIZE = typer.Option(
     None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
 )
-EMBEDDINGS_HELP = (
-    "Also store each ROI's penultimate-layer features (float16), for annotation and clustering tools; a store has "
-    "them for every partition or for none."
+EMBEDDINGS = typer.Option(
+    False,
+    "--embeddings",
+    help="Also store each ROI's penultimate-layer features (float16), for annotation and clustering tools; a store "
+    "has them for every partition or for none.",
 )
 FEEDERS = typer.Option(
     None, min=0, help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
@@ -109,7 +111,7 @@ def classify(
     config: str | None = typer.Option(None, help="YAML file (or URL) with any of these options; flags win."),
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
-    embeddings: bool = typer.Option(False, "--embeddings", help=EMBEDDINGS_HELP),
+    embeddings: bool = EMBEDDINGS,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:

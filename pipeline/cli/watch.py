@@ -14,6 +14,7 @@ from pipeline.cli import exit_codes
 from pipeline.cli.classify import (
     BATCH_SIZE,
     CLUSTER,
+    EMBEDDINGS,
     END,
     FEEDERS,
     MODEL,
@@ -73,6 +74,7 @@ def watch(
     storage_options: str | None = STORAGE_OPTIONS,
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
+    embeddings: bool = EMBEDDINGS,
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
     """Watch ARCHIVE and classify each new bin once it is complete: all three files present and their sizes
@@ -95,6 +97,7 @@ def watch(
         partition_mb=partition_mb,
         batch_size=batch_size,
         feeders=feeders,
+        embeddings=embeddings,
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:
