@@ -1,14 +1,18 @@
 """The model bundle: one file (a zip) that says everything a classifier run needs, loadable from any fsspec URL.
 
 Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing, provenance, content hash and,
-when fitted, per-class `thresholds`) and `model.keras` (Keras 3 native file). The content hash is sha256 over the
-model bytes and the canonical metadata, so an output store can record exactly which model wrote it and a tampered file
-is refused on load. Thresholds are part of the metadata, hence of the hash: the same weights with other thresholds
-are another model, whose counts land in another store. A bundle without them decides by plain argmax.
+when fitted, per-class `thresholds`) and the model: `model.keras` (Keras 3 native file) or, for an ONNX model
+(`"runtime": "onnx"` in the metadata; absent means Keras), `model.onnx` (`model.onnx_model`). The content hash is
+sha256 over the model bytes and the canonical metadata, so an output store can record exactly which model wrote it
+and a tampered file is refused on load. Thresholds are part of the metadata, hence of the hash: the same weights
+with other thresholds are another model, whose counts land in another store. A bundle without them decides by plain
+argmax.
 
-The model of a bundle takes uint8 (size, size, 1) images with `size == preprocess.size`, exactly what
-`model.preprocess` makes; `check_model` holds that at every save, load and import, so a mismatch stops a run before
-its first bin instead of failing every bin at predict.
+The preprocessing contract (`model.preprocess.PreprocessConfig`) is data in the metadata; a bundle written before
+the contract had more parts than size, padding and normalisation has only those keys, and the missing ones mean
+the ifcbUTOPIA contract. The model takes what the contract makes: a Keras model uint8 (size, size, channels)
+images (the default: (size, size, 1)), an ONNX model the contract's input shape and layout; `check_model` holds that
+at every save, load and import, so a mismatch stops a run before its first bin instead of failing every bin.
 
 Format version 2 (OpenCV preprocessing, uint8 model input) refuses version 1 bundles (Pillow preprocessing,
 float32 input) with a message rather than converting them: Pillow's bilinear resize filters when it shrinks and
@@ -49,6 +53,8 @@ _REFUSED_VERSIONS = {
 }
 _META = "bundle.json"
 _MODEL = "model.keras"
+#: The model's member in the zip, by runtime (the metadata's "runtime"; absent: keras).
+_MEMBERS = {"keras": _MODEL, "onnx": "model.onnx"}
 _REQUIRED = ("format", "format_version", "classes", "arch", "preprocess", "provenance", "content_hash")
 
 
@@ -60,7 +66,7 @@ class BundleError(ValueError):
 class Bundle:
     """A trained classifier with everything needed to apply it the same way it was trained."""
 
-    model: Any  # keras.Model; typed loosely so importing this module does not import Keras
+    model: Any  # keras.Model or model.onnx_model.OnnxModel; typed loosely so this module imports neither
     classes: list[str]
     preprocess: PreprocessConfig
     arch: str
@@ -72,16 +78,16 @@ class Bundle:
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
         """Class probabilities float32 (n, n_classes) for uint8 2-D ROIs, in `self.classes` order.
 
-        Preprocessing fills one reused uint8 batch buffer, so memory stays bounded for any number of images; the
-        model runs through the same compiled predictor as classification (`model.inference`).
+        Preprocessing fills one reused batch buffer, so memory stays bounded for any number of images; the model
+        runs through the same predictor as classification (`model.inference.make_predictor`).
         """
-        from model.inference import Predictor
+        from model.inference import make_predictor
 
         if self._predictor is None:
-            self._predictor = Predictor(self.model)
+            self._predictor = make_predictor(self)
         out = np.empty((len(images), len(self.classes)), dtype=np.float32)
         size = self.preprocess.size
-        buffer = np.empty((min(batch_size, len(images)), size, size, 1), dtype=np.uint8)
+        buffer = np.empty((min(batch_size, len(images)), size, size, 1), dtype=self.preprocess.pixel_dtype)
         for start in range(0, len(images), batch_size):
             chunk = images[start : start + batch_size]
             batch = preprocess_into(chunk, self.preprocess, buffer[: len(chunk)])
@@ -92,16 +98,25 @@ class Bundle:
 def check_model(model: Any, n_classes: int, config: PreprocessConfig) -> None:
     """Refuse a model that cannot take this preprocessing's images or does not give one score per class.
 
-    The model must have one uint8 (size, size, 1) input with `size == config.size` and one (n, n_classes) output.
+    A Keras model must have one uint8 input of the contract's shape (the default: (size, size, 1)) and one
+    (n, n_classes) output; an ONNX model is checked by `OnnxModel.check`.
     """
+    if getattr(model, "runtime", "keras") == "onnx":
+        model.check(n_classes, config)
+        return
+    if config.input_dtype != np.uint8:
+        raise BundleError(
+            f"a Keras model takes the contract's uint8 grey levels, but this contract makes {config.input_dtype} "
+            "values (scale or mean/std): put the scaling inside the model (a Rescaling layer)"
+        )
     if len(model.inputs) != 1 or len(model.outputs) != 1:
         counts = f"{len(model.inputs)} and {len(model.outputs)}"
         raise BundleError(f"the model must have one input and one output, not {counts}")
     shape, size = tuple(model.input_shape[1:]), config.size
-    if shape != (size, size, 1):
+    if shape != config.input_shape:
         raise BundleError(
             f"the model's input shape {shape} does not match the preprocessing size {size}: "
-            f"the model must take ({size}, {size}, 1) images"
+            f"the model must take {config.input_shape} images ({config.describe()})"
         )
     dtype = model.inputs[0].dtype
     if dtype != "uint8":
@@ -145,8 +160,12 @@ def checked_thresholds(thresholds: dict[str, float], classes: list[str]) -> dict
     return dict(zip(classes, values.tolist(), strict=True))
 
 
+def _runtime(model: Any) -> str:
+    return getattr(model, "runtime", "keras")
+
+
 def _metadata(bundle: Bundle) -> dict[str, Any]:
-    metadata = {
+    metadata: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "classes": list(bundle.classes),
@@ -156,6 +175,8 @@ def _metadata(bundle: Bundle) -> dict[str, Any]:
     }
     if bundle.thresholds is not None:  # absent, not null: a bundle without thresholds keeps its old bytes and hash
         metadata["thresholds"] = checked_thresholds(bundle.thresholds, list(bundle.classes))
+    if _runtime(bundle.model) != "keras":  # absent for Keras: such bundles keep their bytes and hash
+        metadata["runtime"] = _runtime(bundle.model)
     return metadata
 
 
@@ -207,7 +228,7 @@ def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None
     check_model(bundle.model, len(bundle.classes), bundle.preprocess)
     bundle.provenance = _json_safe(bundle.provenance)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / _MODEL
+        path = Path(tmp) / _MEMBERS[_runtime(bundle.model)]
         bundle.model.save(path)
         model_bytes = path.read_bytes()
     bundle.content_hash = _write(model_bytes, _metadata(bundle), url, storage_options)
@@ -226,7 +247,7 @@ def save_with_thresholds(
     `provenance.thresholds`); returns the new hash. The model file is copied byte for byte: the same model."""
     archive = _open_zip(_read_bytes(source_url, storage_options), source_url)
     metadata = _parse_metadata(archive, source_url)
-    model_bytes = archive.read(_MODEL)
+    model_bytes = archive.read(_member(metadata, archive, source_url))
     _verify(model_bytes, metadata, source_url)
     metadata = {key: value for key, value in metadata.items() if key != "content_hash"}
     metadata["thresholds"] = checked_thresholds(thresholds, list(metadata["classes"]))
@@ -242,7 +263,7 @@ def _write(model_bytes: bytes, metadata: dict[str, Any], url: str, storage_optio
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(_META, json.dumps(metadata, indent=2, sort_keys=True))
-        archive.writestr(_MODEL, model_bytes)
+        archive.writestr(_MEMBERS[metadata.get("runtime", "keras")], model_bytes)
     with fsspec.open(url, "wb", **(storage_options or {})) as f:
         f.write(buffer.getvalue())
     return metadata["content_hash"]
@@ -270,10 +291,21 @@ def _open_zip(data: bytes | IO[bytes], url: str) -> zipfile.ZipFile:
         archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
     except zipfile.BadZipFile:
         raise BundleError(f"{url} is not an ifcbflow model bundle (not a zip file)") from None
-    missing = {_META, _MODEL} - set(archive.namelist())
-    if missing:
-        raise BundleError(f"{url} is not an ifcbflow model bundle (missing {', '.join(sorted(missing))})")
+    names = set(archive.namelist())
+    if _META not in names or not names & set(_MEMBERS.values()):
+        missing = [name for name in (_META, _MODEL) if name not in names]
+        raise BundleError(f"{url} is not an ifcbflow model bundle (missing {', '.join(missing)})")
     return archive
+
+
+def _member(metadata: dict[str, Any], archive: zipfile.ZipFile, url: str) -> str:
+    """The zip member of the bundle's model, by its runtime; BundleError for an unknown runtime or a missing file."""
+    runtime = metadata.get("runtime", "keras")
+    if runtime not in _MEMBERS:
+        raise BundleError(f"{url}: unknown model runtime {runtime!r}; this ifcbflow runs {', '.join(_MEMBERS)}")
+    if _MEMBERS[runtime] not in archive.namelist():
+        raise BundleError(f"{url} is not an ifcbflow model bundle (missing {_MEMBERS[runtime]})")
+    return _MEMBERS[runtime]
 
 
 def _parse_metadata(archive: zipfile.ZipFile, url: str) -> dict[str, Any]:
@@ -313,13 +345,18 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bund
     """Load and verify a bundle from any fsspec URL; Keras loads in safe mode (no arbitrary code from the file)."""
     archive = _open_zip(_read_bytes(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
-    model_bytes = archive.read(_MODEL)
+    model_bytes = archive.read(_member(metadata, archive, url))
     _verify(model_bytes, metadata, url)
     try:
         preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
     except (TypeError, ValueError) as err:
         raise BundleError(f"{url}: bad preprocessing parameters: {err}") from None
-    model = load_keras_model(model_bytes, f"{url}: the model inside the bundle")
+    if metadata.get("runtime") == "onnx":
+        from model.onnx_model import OnnxModel
+
+        model: Any = OnnxModel.from_bytes(model_bytes, f"{url}: the model inside the bundle")
+    else:
+        model = load_keras_model(model_bytes, f"{url}: the model inside the bundle")
     classes = list(metadata["classes"])
     try:
         check_model(model, len(classes), preprocess)

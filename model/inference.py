@@ -1,10 +1,15 @@
-"""Inference over fixed-size uint8 batches, keeping the device busy, on whichever Keras backend is selected.
+"""Inference over fixed-size batches of the preprocessing's pixels, keeping the device busy: Keras models on whichever
+Keras backend is selected, ONNX models on ONNX Runtime.
 
-Each batch goes through one compiled call (`tf.function`, `jax.jit`; eager modules on torch), and the next batch is
-dispatched before the previous batch's scores are fetched: on a GPU the device computes batch n while the host
-assembles batch n+1 and copies it over, so neither waits for the other. Batches are uint8 (the model casts on the
-device), four times less to copy than float32. Batch shapes should come from a small set (e.g. a fixed size, and
-powers of two for a last partial batch), since each new shape compiles once.
+`make_predictor(bundle)` gives the right one; both take pixel batches (n, size, size, 1) and apply the contract's
+value stage (`model.preprocess.model_input`) first, and both give float32 scores (n, classes), or with
+`embeddings=True` the pair (scores, penultimate features (n, features)).
+
+For Keras models each batch goes through one compiled call (`tf.function`, `jax.jit`; eager modules on torch),
+and the next batch is dispatched before the previous batch's scores are fetched: on a GPU the device computes batch
+n while the host assembles batch n+1 and copies it over, so neither waits for the other. Batches of the default
+contract are uint8 (the model casts on the device), four times less to copy than float32. Batch shapes should come
+from a small set (e.g. a fixed size, and powers of two for a last partial batch), since each new shape compiles once.
 """
 
 from __future__ import annotations
@@ -14,17 +19,32 @@ from typing import Any, TypeVar
 
 import numpy as np
 
+from model.bundle import BundleError
+from model.preprocess import PreprocessConfig, model_input
+
 Tag = TypeVar("Tag")
+#: What a predictor gives per batch: the scores, or (scores, embeddings) with `embeddings=True`.
+Outputs = np.ndarray | tuple[np.ndarray, np.ndarray]
 
 
 class Predictor:
-    """Scores (float32, (n, classes)) of uint8 input batches, with one batch in flight while the next is prepared."""
+    """Scores (float32, (n, classes)) of a Keras model on pixel batches, one batch in flight while the next is
+    prepared; with `embeddings` also the input of its last Dense layer (the penultimate features)."""
 
-    def __init__(self, model: Any, *, jit_compile: bool | None = None) -> None:
+    def __init__(
+        self,
+        model: Any,
+        config: PreprocessConfig | None = None,
+        *,
+        jit_compile: bool | None = None,
+        embeddings: bool = False,
+    ) -> None:
         import keras
 
         self.backend = keras.backend.backend()
-        self._dispatch, self._fetch = _compiled(model, self.backend, jit_compile)
+        self.config, self.embeddings = config, embeddings
+        compiled = embedding_model(model) if embeddings else model
+        self._dispatch, self._fetch = _compiled(compiled, self.backend, jit_compile)
 
     def run(self, batches: Iterable[tuple[np.ndarray, Tag]]) -> Iterator[tuple[np.ndarray, Tag]]:
         """For each (inputs, tag), in order: (scores of every row of `inputs`, tag).
@@ -34,19 +54,81 @@ class Predictor:
         """
         pending: tuple[Any, Tag] | None = None
         for inputs, tag in batches:
-            handle = self._dispatch(inputs)
+            handle = self._dispatch(self._values(inputs))
             if pending is not None:
                 yield self._scores(pending[0]), pending[1]
             pending = (handle, tag)
         if pending is not None:
             yield self._scores(pending[0]), pending[1]
 
-    def predict(self, inputs: np.ndarray) -> np.ndarray:
-        """Scores of one batch, synchronously."""
-        return self._scores(self._dispatch(inputs))
+    def predict(self, inputs: np.ndarray) -> Outputs:
+        """Scores (and embeddings) of one batch, synchronously."""
+        return self._scores(self._dispatch(self._values(inputs)))
 
-    def _scores(self, handle: Any) -> np.ndarray:
+    def _values(self, pixels: np.ndarray) -> np.ndarray:
+        return pixels if self.config is None else model_input(pixels, self.config)
+
+    def _scores(self, handle: Any) -> Outputs:
+        if self.embeddings:
+            scores, features = handle
+            return self._array(scores), self._array(features)
+        return self._array(handle)
+
+    def _array(self, handle: Any) -> np.ndarray:
         return np.asarray(self._fetch(handle), dtype=np.float32)
+
+
+class OnnxPredictor(Predictor):
+    """The same interface for an ONNX model on ONNX Runtime (`model.onnx_model.OnnxModel.session`).
+
+    A graph with a fixed batch size gets exactly that many rows per call (the last chunk padded with zeros).
+    """
+
+    def __init__(
+        self, model: Any, config: PreprocessConfig, *, embeddings: bool = False, threads: int | None = None
+    ) -> None:
+        if embeddings and not model.has_embeddings:
+            raise BundleError("the ONNX model of this bundle has no embedding output: re-import it with --embedding")
+        self.backend = "onnxruntime"
+        self.config, self.embeddings = config, embeddings
+        session = model.session(threads)
+        names = list(model.output_names[: 2 if embeddings else 1])
+        dtype, name, fixed = model.input_dtype, model.input_name, model.input_shape[0]
+
+        def dispatch(inputs: np.ndarray) -> list[np.ndarray]:
+            inputs = inputs.astype(dtype, copy=False)
+            if fixed is None or len(inputs) == fixed:
+                return session.run(names, {name: inputs})
+            chunks = []
+            for start in range(0, len(inputs), fixed):
+                chunk = inputs[start : start + fixed]
+                padded = np.zeros((fixed, *chunk.shape[1:]), dtype) if len(chunk) < fixed else chunk
+                padded[: len(chunk)] = chunk
+                chunks.append([output[: len(chunk)] for output in session.run(names, {name: padded})])
+            return [np.concatenate(parts) for parts in zip(*chunks, strict=True)]
+
+        self._dispatch = lambda inputs: dispatch(inputs) if embeddings else dispatch(inputs)[0]
+        self._fetch = np.asarray
+
+
+def make_predictor(bundle: Any, *, embeddings: bool = False, threads: int | None = None) -> Predictor:
+    """The predictor of a bundle's model: ONNX Runtime for an ONNX model (`threads` for its pool), else Keras."""
+    if getattr(bundle.model, "runtime", "keras") == "onnx":
+        return OnnxPredictor(bundle.model, bundle.preprocess, embeddings=embeddings, threads=threads)
+    return Predictor(bundle.model, bundle.preprocess, embeddings=embeddings)
+
+
+def embedding_model(model: Any) -> Any:
+    """The Keras model with a second output: the input of its last Dense layer (the penultimate features).
+
+    BundleError when the model has no Dense layer at its top level (e.g. a whole model nested as one layer).
+    """
+    import keras
+
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    if not dense:
+        raise BundleError(f"model {model.name} has no Dense layer whose input could be its embeddings")
+    return keras.Model(model.inputs, [model.outputs[0], dense[-1].input], name=f"{model.name}_embeddings")
 
 
 def _compiled(model: Any, backend: str, jit_compile: bool | None) -> tuple[Callable[[np.ndarray], Any], Callable]:

@@ -189,13 +189,14 @@ def import_keras2(
     classes: list[str],
     *,
     preprocess_config: PreprocessConfig | None = None,
+    size_from_model: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> Bundle:
     """Keras 2 JSON + HDF5 weights -> an unsaved Bundle (save it with `save_bundle`); raises Keras2ImportError for
     files it cannot translate and BundleError for a model that does not fit `classes` or the preprocessing.
 
     `classes` is the model's output order (index 0 first); the preprocessing default is the ifcbUTOPIA contract at
-    the model's input size.
+    the model's input size (`size_from_model`: the given contract at the model's input size).
     """
     options = storage_options or {}
     with fsspec.open(architecture_url, "rt", **options) as f:
@@ -211,4 +212,6 @@ def import_keras2(
         "keras_version": document.get("keras_version"),
         "backend": document.get("backend"),
     }
-    return imported_bundle(model, classes, preprocess_config, kind="keras2", source=source)
+    return imported_bundle(
+        model, classes, preprocess_config, kind="keras2", source=source, size_from_model=size_from_model
+    )

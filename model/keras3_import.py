@@ -39,12 +39,13 @@ def import_keras3(
     classes: list[str],
     *,
     preprocess_config: PreprocessConfig | None = None,
+    size_from_model: bool = False,
     storage_options: dict[str, Any] | None = None,
 ) -> Bundle:
     """A `.keras` file (any fsspec URL) -> an unsaved Bundle (save it with `save_bundle`); BundleError if unusable.
 
     `classes` is the model's output order (index 0 first); the preprocessing default is the ifcbUTOPIA contract at
-    the model's input size.
+    the model's input size (`size_from_model`: the given contract at the model's input size).
     """
     try:
         with fsspec.open(model_url, "rb", **(storage_options or {})) as f:
@@ -54,4 +55,6 @@ def import_keras3(
     loaded = load_keras_model(data, f"{model_url} (a Keras 3 native .keras file)")
     model = _uint8_model(loaded)
     source = {"model": model_url, "input_dtype": loaded.inputs[0].dtype}
-    return imported_bundle(model, classes, preprocess_config, kind="keras", source=source)
+    return imported_bundle(
+        model, classes, preprocess_config, kind="keras", source=source, size_from_model=size_from_model
+    )

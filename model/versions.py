@@ -16,6 +16,8 @@ RECORDED: dict[str, tuple[str, ...]] = {
     "jax": ("jax",),
     "numpy": ("numpy",),
     "opencv": ("opencv-python-headless", "opencv-python"),
+    "pillow": ("pillow",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
     "zarr": ("zarr",),
     "dask": ("dask",),
     "distributed": ("distributed",),

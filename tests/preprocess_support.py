@@ -37,3 +37,15 @@ def bin_rois(ifcb: Path) -> list[np.ndarray]:
         fs, files = bin_files_at(str(roi))
         rois += [image for _, image in read_bin_images(fs, read_bin_meta(fs, files))]
     return rois
+
+
+def bin_rois_by_bin(ifcb: Path) -> list[tuple[str, list[tuple[int, np.ndarray]]]]:
+    """Per shared real bin (by id, in name order): its (ROI number, image) pairs, by the one bin reader."""
+    from pipeline.ifcb.archive import bin_files_at
+    from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+
+    found = []
+    for roi in sorted((ifcb / "bins").glob("*.roi")):
+        fs, files = bin_files_at(str(roi))
+        found.append((files.bin.id, read_bin_images(fs, read_bin_meta(fs, files))))
+    return found

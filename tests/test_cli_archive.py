@@ -151,6 +151,26 @@ def test_extract_model_input_uses_the_bundles_preprocessing_without_tensorflow(i
         np.testing.assert_array_equal(written[f"{NEW}_{number:05d}.png"], preprocess(image, config)[:, :, 0])
 
 
+def test_extract_model_input_of_an_onnx_bundle_with_a_float_contract(ifcb_data: Path, tmp_path: Path) -> None:
+    from onnx_support import onnx_classifier
+
+    from model.preprocess import preprocess, preset
+
+    onnx_classifier(tmp_path / "m.onnx", size=40)
+    result = runner.invoke(app, ["model", "import", str(tmp_path / "m.onnx"), "--classes", "a,b,c", "--preprocess",
+                                 "smhi", "--out", str(tmp_path / "m.zip")])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "seen"
+    args = ["extract", str(ifcb_data / "bins" / NEW), str(out), "--model-input", "--model", str(tmp_path / "m.zip")]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    written = _pngs(out)
+    for number, image in _bin_images(ifcb_data, NEW):
+        grey = preprocess(image, preset("smhi", size=40))[:, :, 0]  # float32 grey levels: the PNG rounds them
+        assert grey.dtype == np.float32
+        np.testing.assert_array_equal(written[f"{NEW}_{number:05d}.png"], np.rint(grey).astype(np.uint8))
+
+
 def test_extract_model_flags_are_checked(ifcb_data: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["extract", str(ifcb_data / "bins" / OLD), str(tmp_path / "a"), "--model", "m.zip"])
     assert result.exit_code == 2 and "--model-input" in result.output

@@ -3,6 +3,7 @@ implementation on real ROIs, the batch forms, and training == inference on real 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import keras
@@ -134,8 +135,8 @@ def test_bad_inputs_and_config_round_trip() -> None:
         PreprocessConfig.from_dict({**config.to_dict(), "gamma": 2})
     with pytest.raises(ValueError, match="lack the method"):
         PreprocessConfig.from_dict({"size": 48, "pad_value": 3, "normalisation": "none"})
-    with pytest.raises(ValueError, match="method must be 'opencv'"):
-        PreprocessConfig(method="pillow")
+    with pytest.raises(ValueError, match="method must be one of"):
+        PreprocessConfig(method="skimage")
     with pytest.raises(ValueError, match="normalisation"):
         PreprocessConfig(normalisation="zscore")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="2-D uint8"):
@@ -163,3 +164,31 @@ def test_training_and_inference_see_identical_inputs_on_real_rois(utopia_data: P
     np.testing.assert_array_equal(seen, training.reshape(93, -1).astype(np.float32))
     np.testing.assert_array_equal(training, preprocess_batch(data.images, config))
     assert training.max() == 255 and training.min() == 0
+
+
+def test_the_contract_as_data_round_trips_and_refuses_what_cannot_be() -> None:
+    from model.preprocess import PRESETS, model_input, preset
+
+    smhi = preset("smhi", size=64, mean=(0.7,), std=(0.08,))
+    data = smhi.to_dict()
+    assert data["mean"] == [0.7] and "channels" in data and "interpolation" not in data  # defaults left out
+    assert PreprocessConfig.from_dict(data) == smhi
+    legacy = {"size": 64, "pad_value": 0, "normalisation": "minmax", "method": "opencv"}  # a bundle of before
+    assert PreprocessConfig.from_dict(legacy) == replace(PRESETS["utopia"], size=64)  # means the ifcbUTOPIA contract
+    pixels = np.full((2, 64, 64, 1), 255, np.float32)
+    assert model_input(pixels, smhi).shape == (2, 3, 64, 64)
+    np.testing.assert_allclose(model_input(pixels, smhi), (1 - 0.7) / 0.08, rtol=1e-6)
+    uint8 = np.zeros((1, 128, 128, 1), np.uint8)
+    assert model_input(uint8, PreprocessConfig()) is uint8  # the default passes its uint8 batch through
+    for bad, message in (
+        ({"precision": "float32"}, "minmax normalisation stretches uint8"),
+        ({"channels": 2}, "channels must be 1 or 3"),
+        ({"mean": (0.5,)}, "mean and std go together"),
+        ({"mean": (0.5,), "std": (0.0,)}, "std must be positive"),
+        ({"channels": 3, "mean": (1, 2), "std": (1, 2)}, "needs 1 or 3 values"),
+        ({"resize": "crop"}, "resize must be one of"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            PreprocessConfig(**bad)
+    with pytest.raises(ValueError, match="unknown preprocessing preset 'keras'"):
+        preset("keras")

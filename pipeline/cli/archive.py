@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import typer
 from PIL import Image
 from rich.progress import Progress
@@ -113,7 +114,9 @@ def extract(
 ) -> None:
     """Write every ROI image of one bin as a lossless 8-bit grayscale PNG named <roi id>.png (the raw pixels).
 
-    With --model-input, write instead the uint8 image the model is fed (the bundle's preprocessing with --model).
+    With --model-input, write instead the image the model is fed (the bundle's preprocessing with --model): its
+    grey levels before any scaling, the one grey a 3-channel model gets in each channel (rounded to 8 bits where
+    the contract resizes in float32).
     """
     from model.bundle import BundleError
     from model.preprocess import preprocess
@@ -137,11 +140,16 @@ def extract(
     with Progress(transient=True) as progress:
         task = progress.add_task(f"extracting {files.bin.id}", total=len(images))
         for number, image in images:
-            pixels = image if config is None else preprocess(image, config)[:, :, 0]
+            pixels = image if config is None else _grey(preprocess(image, config)[:, :, 0])
             Image.fromarray(pixels).save(out_dir / f"{roi_id(files.bin.id, number)}.png")
             progress.advance(task)
     what = "raw" if config is None else f"model-input {config.size}x{config.size}"
     typer.echo(f"wrote {len(images)} {what} PNG files to {out_dir}")
+
+
+def _grey(pixels: np.ndarray) -> np.ndarray:
+    """A pixel stage as 8-bit grey levels (a float32 contract's fractions rounded)."""
+    return pixels if pixels.dtype == np.uint8 else np.clip(np.rint(pixels), 0, 255).astype(np.uint8)
 
 
 def _model_input_config(bundle_url: str | None, storage_options: dict[str, Any]) -> PreprocessConfig:

@@ -37,6 +37,7 @@ CONFIG_KEYS = (
     "feeders",
     "exclude_folders",
     "retry_failed",
+    "embeddings",
 )
 
 
@@ -91,6 +92,12 @@ BATCH_SIZE = typer.Option(
     None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
 )
 EXCLUDE_FOLDERS = typer.Option(None, "--exclude-folders", help=EXCLUDE_FOLDERS_HELP)
+EMBEDDINGS = typer.Option(
+    False,
+    "--embeddings",
+    help="Also store each ROI's penultimate-layer features (float16), for annotation and clustering tools; a store "
+    "has them for every partition or for none.",
+)
 FEEDERS = typer.Option(
     None,
     min=0,
@@ -119,6 +126,7 @@ def classify(
     retry_failed: bool = typer.Option(
         False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
     ),
+    embeddings: bool = EMBEDDINGS,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -134,6 +142,7 @@ def classify(
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
         "feeders": feeders, "exclude_folders": exclude_folders, "retry_failed": retry_failed,
+        "embeddings": embeddings,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -154,6 +163,7 @@ def classify(
         feeders=settings["feeders"],
         exclude_folders=parse_folder_list(settings["exclude_folders"]),
         retry_failed=bool(settings["retry_failed"]),
+        embeddings=bool(settings["embeddings"]),
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

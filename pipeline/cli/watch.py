@@ -14,6 +14,7 @@ from pipeline.cli import exit_codes
 from pipeline.cli.classify import (
     BATCH_SIZE,
     CLUSTER,
+    EMBEDDINGS,
     END,
     EXCLUDE_FOLDERS,
     FEEDERS,
@@ -75,6 +76,7 @@ def watch(
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
     exclude_folders: str | None = EXCLUDE_FOLDERS,
+    embeddings: bool = EMBEDDINGS,
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
     """Watch ARCHIVE and classify each new bin once it is complete: all three files present and their sizes
@@ -98,6 +100,7 @@ def watch(
         batch_size=batch_size,
         feeders=feeders,
         exclude_folders=parse_folder_list(exclude_folders),
+        embeddings=embeddings,
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:

@@ -39,10 +39,16 @@ def configure_tensorflow() -> None:
         _configured = True
 
 
+def model_threads() -> int:
+    """Threads the model may use in this worker process (TensorFlow's and ONNX Runtime's pools alike): what the
+    cluster factory passed in `TF_THREADS_ENV`, else every core the process may use."""
+    return int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
+
+
 def _configure_tensorflow_runtime() -> None:
     import tensorflow as tf
 
-    threads = int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
+    threads = model_threads()
     try:
         tf.config.threading.set_intra_op_parallelism_threads(threads)
         tf.config.threading.set_inter_op_parallelism_threads(min(2, threads))

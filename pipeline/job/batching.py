@@ -85,10 +85,12 @@ class BatchAssembler:
 
 
 class ScoreCollector:
-    """Collects per-batch scores back into per-item score arrays, releasing items in the order they were expected."""
+    """Collects per-batch scores (or any per-row outputs, of `dtype`) back into per-item arrays, releasing items in
+    the order they were expected."""
 
-    def __init__(self, n_classes: int) -> None:
+    def __init__(self, n_classes: int, dtype: np.dtype | type = np.float32) -> None:
         self.n_classes = n_classes
+        self.dtype = np.dtype(dtype)
         self._order: list[Hashable] = []
         self._scores: dict[Hashable, np.ndarray] = {}
         self._missing: dict[Hashable, int] = {}
@@ -98,7 +100,7 @@ class ScoreCollector:
         if key in self._missing:
             raise ValueError(f"item {key!r} is already expected")
         self._order.append(key)
-        self._scores[key] = np.empty((n_rows, self.n_classes), dtype=np.float32)
+        self._scores[key] = np.empty((n_rows, self.n_classes), dtype=self.dtype)
         self._missing[key] = n_rows
 
     def take(self, batch: Batch, scores: np.ndarray) -> None:
@@ -115,6 +117,11 @@ class ScoreCollector:
             key = self._order.pop(0)
             del self._missing[key]
             yield key, self._scores.pop(key)
+
+    @property
+    def expected(self) -> list[tuple[Hashable, int]]:
+        """The items expected and not yet handed out, in order, with their row counts."""
+        return [(key, len(self._scores[key])) for key in self._order]
 
     @property
     def pending(self) -> int:

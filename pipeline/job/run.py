@@ -63,6 +63,7 @@ class ClassifyRequest:
     feeders: int | None = None
     exclude_folders: tuple[str, ...] = EXCLUDED_FOLDERS
     retry_failed: bool = False  # read bins that failed as bad data again even if their files have not changed
+    embeddings: bool = False  # also store each ROI's penultimate features
 
 
 @dataclass
@@ -128,7 +129,12 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
         raise UsageError(f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more}")
 
     store = ResultStore(request.store_url, options)
-    store_info = store.prepare(bundle_info=bundle_info, bundle_url=request.bundle_url, archive_url=request.archive_url)
+    store_info = store.prepare(
+        bundle_info=bundle_info,
+        bundle_url=request.bundle_url,
+        archive_url=request.archive_url,
+        embeddings=request.embeddings,
+    )
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
     with store.lease(uuid.uuid4().hex):
         ledger = store.ledger(clean=True)
@@ -212,6 +218,7 @@ def _follow(
             bundle_options=request.storage_options,
             batch_size=request.batch_size,
             feeders=request.feeders,
+            embeddings=request.embeddings,
         )
         futures[client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
                                resources=resources)] = task  # fmt: skip

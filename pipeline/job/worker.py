@@ -28,7 +28,7 @@ import numpy as np
 from model.bundle import BundleError
 from model.thresholds import threshold_array
 from pipeline.cluster.local import cores, visible_gpus
-from pipeline.cluster.runtime import configure_tensorflow
+from pipeline.cluster.runtime import configure_tensorflow, model_threads
 from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
@@ -65,6 +65,7 @@ class PartitionTask:
     bundle_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None  # None: GPU_BATCH or CPU_BATCH, by the worker's device
     feeders: int | None = None  # feeder processes on a GPU worker (0: threads); None: by the worker's cores
+    embeddings: bool = False  # also store each ROI's penultimate features (float16)
 
     @property
     def roi_bytes(self) -> int:
@@ -112,16 +113,17 @@ def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: s
 
 
 def _predictor(task: PartitionTask, bundle: Any) -> Any:
-    from model.inference import Predictor
+    from model.inference import make_predictor
 
-    return _cached(("predictor", task.bundle_url, task.bundle_hash), lambda: Predictor(bundle.model))
+    key = ("predictor", task.bundle_url, task.bundle_hash, task.embeddings)
+    return _cached(key, lambda: make_predictor(bundle, embeddings=task.embeddings, threads=model_threads()))
 
 
 def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
     processes, threads = default_feeders(gpu, cores())
     if task.feeders is not None:
         processes, threads = (task.feeders, 0) if task.feeders else (0, threads or 2)
-    dtype = np.dtype(bundle.model.inputs[0].dtype)
+    dtype = bundle.preprocess.pixel_dtype
     key = ("feeder", task.archive_url, repr(sorted(task.archive_options.items())), bundle.preprocess, processes)
     return _cached(
         key,
@@ -171,8 +173,9 @@ def _score(
     predictor = _predictor(task, bundle)
     feeder = _feeder(task, bundle, gpu)
     batch_size = task.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
-    assembler = BatchAssembler(batch_size, (size, size, 1), np.dtype(bundle.model.inputs[0].dtype))
+    assembler = BatchAssembler(batch_size, (size, size, 1), bundle.preprocess.pixel_dtype)
     collector = ScoreCollector(len(task.classes))
+    features: ScoreCollector | None = None  # embeddings: made at the first batch's (its width), then fed alike
     loaded: dict[str, LoadedBin] = {}
     failures: list[BinFailure] = []
     incomplete: list[dict[str, str]] = []
@@ -196,6 +199,8 @@ def _score(
             key = item.files.bin.id
             loaded[key] = item
             collector.expect(key, len(item.roi_numbers))
+            if features is not None:
+                features.expect(key, len(item.roi_numbers))
             for batch in assembler.add(key, item.inputs):
                 yield batch.inputs, batch
             item.release()
@@ -205,10 +210,20 @@ def _score(
     def finish_ready() -> None:
         for key, scores in collector.ready():
             item = loaded.pop(key)
-            results.append(BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings))
+            embedded = None if features is None else next(features.ready())[1]
+            results.append(
+                BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded)
+            )
 
     model_started = time.perf_counter()
-    for scores, batch in predictor.run(batches()):
+    for outputs, batch in predictor.run(batches()):
+        scores, embedded = outputs if task.embeddings else (outputs, None)
+        if embedded is not None:
+            if features is None:
+                features = ScoreCollector(embedded.shape[1], np.float16)
+                for key, rows in collector.expected:
+                    features.expect(key, rows)
+            features.take(batch, embedded)
         collector.take(batch, scores)
         finish_ready()
     finish_ready()  # bins of 0 ROIs after the last batch

@@ -28,6 +28,7 @@ class BinResult:
     scores: np.ndarray  # float32 (roi, class)
     ml_analyzed: float | None
     warnings: tuple[str, ...] = ()  # what the reader forgave in the bin's files
+    embeddings: np.ndarray | None = None  # float16 (roi, feature): penultimate features, with `classify --embeddings`
 
     @property
     def counts(self) -> np.ndarray:

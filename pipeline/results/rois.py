@@ -5,7 +5,9 @@
     sure.bin.values, sure.roi_number.values                                      # which ROIs, to look at them
 
 The Dataset concatenates the store's partitions (`parts/<part>`, each a zarr group of ROI-level arrays) in time
-order: `scores` (roi, class) with coordinates `class`, and per ROI `bin`, `roi_number` and `time`. Arrays stay lazy
+order: `scores` (roi, class) with coordinates `class`, in a store made with `classify --embeddings` also
+`embeddings` (roi, feature) float16 (the model's penultimate-layer features), and per ROI `bin`, `roi_number` and
+`time`. Arrays stay lazy
 (dask), so only what an expression needs is read; `start`/`end` open only the partitions of that time window.
 """
 

@@ -3,9 +3,11 @@
 Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open it)::
 
     STORE/zarr.json              root attributes: layout, classes (ordered), bundle_hash, bundle_arch, bundle_url,
-                                 archive_urls (credentials redacted), versions
+                                 archive_urls (credentials redacted), versions, embeddings (true when every
+                                 partition holds them; absent in stores made before they existed: false)
     STORE/parts/<part>/          one group per committed partition: its bins' ROIs, contiguous, in bin order
         scores     (roi, class)  float32 class scores
+        embeddings (roi, feature) float16 penultimate-layer features (stores made with `classify --embeddings`)
         roi_number (roi)         ROI numbers (1-based .adc rows)
         bin        (roi)         the bin of each ROI
         time       (roi)         the bin's sample time (UTC)
@@ -206,10 +208,13 @@ class ResultStore:
         if layout != LAYOUT:
             raise StoreMismatchError(f"{redact_url(self.url)} is not an ifcbflow store (layout {layout!r})")
 
-    def prepare(self, *, bundle_info: dict[str, Any], bundle_url: str, archive_url: str) -> dict[str, Any]:
+    def prepare(
+        self, *, bundle_info: dict[str, Any], bundle_url: str, archive_url: str, embeddings: bool = False
+    ) -> dict[str, Any]:
         """Create the store for this bundle, or check that an existing one was made with the same bundle.
 
-        Raises StoreMismatchError when the store belongs to another model: results of two models never mix.
+        Raises StoreMismatchError when the store belongs to another model (results of two models never mix), or
+        when `embeddings` differs from the store's (every partition of a store has them, or none).
         """
         info = self.info()
         if info is None:
@@ -228,6 +233,8 @@ class ResultStore:
             }
             if bundle_info.get("thresholds") is not None:
                 info["thresholds"] = dict(bundle_info["thresholds"])
+            if embeddings:  # absent, not false: stores without them keep the bytes they always had
+                info["embeddings"] = True
             self.write_documents(
                 {
                     "zarr.json": group_document(info),
@@ -244,6 +251,12 @@ class ResultStore:
                 f"{info.get('bundle_hash')} ({info.get('bundle_url')}), but the requested bundle "
                 f"{redact_url(bundle_url)} has hash {bundle_info['content_hash']}. One store holds one model's "
                 "results: use a new --out for this model."
+            )
+        if bool(info.get("embeddings")) != embeddings:
+            has = "holds" if info.get("embeddings") else "has no"
+            raise StoreMismatchError(
+                f"{redact_url(self.url)} {has} embeddings: rerun {'with' if info.get('embeddings') else 'without'} "
+                "--embeddings (every partition of a store has them, or none), or use a new --out"
             )
         archive = redact_url(archive_url)
         if archive not in info.get("archive_urls", []):
@@ -487,26 +500,33 @@ def _partition_documents(part: str, results: Sequence[BinResult], n_classes: int
     """Every key of `parts/<part>` (the group, its arrays' metadata and one chunk each), built in memory.
 
     ROI-level arrays, so that xarray reads a partition (and `open_rois` the whole store) as one table of ROIs:
-    `scores` (roi, class), and per ROI its `roi_number`, `bin` and `time` (CF-encoded, decoded by xarray).
+    `scores` (roi, class), `embeddings` (roi, feature) when the results have them, and per ROI its `roi_number`,
+    `bin` and `time` (CF-encoded, decoded by xarray).
     """
     scores = np.concatenate([r.scores.astype(np.float32, copy=False) for r in results]).reshape(-1, n_classes)
+    arrays: list[tuple[str, np.ndarray, tuple[str, ...], dict[str, str]]] = [
+        ("scores", scores, ("roi", "class"), {"long_name": "class scores"})
+    ]
+    if any(r.embeddings is not None for r in results):
+        embedded = np.concatenate([np.asarray(r.embeddings, dtype=np.float16) for r in results])
+        arrays.append(("embeddings", embedded, ("roi", "feature"), {"long_name": "penultimate-layer features"}))
     numbers = np.concatenate([np.asarray(r.roi_numbers, dtype=np.int32) for r in results])
     bins = np.concatenate([np.full(len(r.roi_numbers), r.bin, dtype=object) for r in results])
     seconds = np.concatenate([np.full(len(r.roi_numbers), int(r.time.timestamp()), dtype=np.int64) for r in results])
     rows = max(len(numbers), 1)  # zarr chunks cannot be empty
     contents: dict[str, Any] = {}
     group = zarr.open_group(MemoryStore(contents), mode="w", zarr_format=3)
-    for name, data, attributes in (
-        ("scores", scores, {"long_name": "class scores"}),
-        ("roi_number", numbers, {"long_name": "ROI number (1-based .adc row)"}),
-        ("time", seconds, {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian"}),
+    for name, data, dimensions, attributes in (
+        *arrays,
+        ("roi_number", numbers, ("roi",), {"long_name": "ROI number (1-based .adc row)"}),
+        ("time", seconds, ("roi",), {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian"}),
     ):
         array = group.create_array(
             name,
             shape=data.shape,
             chunks=(rows, *data.shape[1:]),
             dtype=data.dtype,
-            dimension_names=("roi", "class")[: data.ndim],
+            dimension_names=dimensions,
             serializer=_SERIALIZER,
             compressors=_COMPRESSORS,
             fill_value=0,

@@ -1,0 +1,76 @@
+"""Import an ONNX model (WHOI's `ifcb-inference` models, a torchvision ResNet exported with `torch.onnx.export`, any
+classifier of one image input) as a bundle, with the preprocessing contract it was trained with.
+
+The graph is checked and stored as it is, but for two optional pieces of surgery: a Softmax after the scores for a
+model that outputs logits (`softmax`), and its penultimate features as a second output (`model.onnx_model`), found
+automatically (the input of the last fully connected layer) or named, so that `classify --embeddings` can store them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import fsspec
+import onnx
+from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
+
+from model.bundle import Bundle, BundleError
+from model.imported import imported_bundle
+from model.onnx_model import OnnxModel, penultimate, with_embedding_output, with_softmax
+from model.preprocess import PRESETS, PreprocessConfig
+
+
+def import_onnx(
+    model_url: str,
+    classes: list[str],
+    *,
+    preprocess_config: PreprocessConfig | None = None,
+    size_from_model: bool = True,
+    softmax: bool = False,
+    embedding: str | None = None,
+    storage_options: dict[str, Any] | None = None,
+) -> Bundle:
+    """An `.onnx` file (any fsspec URL) -> an unsaved Bundle (save it with `save_bundle`); BundleError if unusable.
+
+    `classes` is the model's output order; the contract defaults to the `whoi` preset, its size (with
+    `size_from_model`) from the model's input. `embedding` names the tensor to expose as embeddings (default: the
+    penultimate layer's, when one is found; a bundle without one classifies but cannot give embeddings).
+    """
+    model = OnnxModel.from_bytes(_read_model(model_url, storage_options or {}), f"{model_url}")
+    if softmax:
+        model = with_softmax(model)
+    if embedding is not None or penultimate(model) is not None:
+        model = with_embedding_output(model, embedding)
+    embeddings = model.output_names[1] if model.has_embeddings else None
+    source = {"model": model_url, "softmax_added": softmax, "embedding_output": embeddings}
+    config = preprocess_config or PRESETS["whoi"]
+    return imported_bundle(model, classes, config, kind="onnx", source=source, size_from_model=size_from_model)
+
+
+def _read_model(url: str, storage_options: dict[str, Any]) -> bytes:
+    """The graph's bytes with every weight inside: weights stored beside it as external data (what
+    `torch.onnx.export` writes by default, `MODEL.onnx.data`) are fetched from the same folder and embedded."""
+    try:
+        with fsspec.open(url, "rb", **storage_options) as f:
+            data = f.read()
+    except FileNotFoundError:
+        raise BundleError(f"no model file at {url}") from None
+    try:
+        proto = onnx.load_model_from_string(data)
+    except Exception as err:  # protobuf raises its own decode errors for a file that is not ONNX
+        raise BundleError(f"{url} is not a valid ONNX model: {err}") from None
+    external = {ExternalDataInfo(t).location for t in proto.graph.initializer if uses_external_data(t)}
+    if not external:
+        return data
+    folder = url.rsplit("/", 1)[0] if "/" in url else "."
+    with tempfile.TemporaryDirectory() as tmp:
+        for location in external:
+            try:
+                with fsspec.open(f"{folder}/{location}", "rb", **storage_options) as f:
+                    (Path(tmp) / location).write_bytes(f.read())
+            except FileNotFoundError:
+                raise BundleError(f"{url} keeps its weights in {location}, which is not beside it") from None
+        load_external_data_for_model(proto, tmp)
+    return proto.SerializeToString()

@@ -1,0 +1,182 @@
+"""ONNX models in bundles: the graph as bytes, what ifcbflow needs of its input and outputs, and the graph surgery
+an import may do (a softmax after logits, the penultimate features as a second output).
+
+A bundle's ONNX graph has one image input and the class scores as its first output; where it can give embeddings,
+the penultimate features (n, features) are its second output. Inference runs on ONNX Runtime (`model.inference`),
+on the CUDA provider where the `gpu` extra installed it, else on the CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from model.bundle import BundleError
+from model.preprocess import PreprocessConfig
+
+#: Nodes between the last fully connected layer and the scores that change no feature (walked through backwards).
+_PASS_THROUGH = ("Softmax", "LogSoftmax", "Identity", "Sigmoid", "Flatten", "Reshape", "Cast", "Add")
+_LINEAR = ("Gemm", "MatMul")
+
+
+def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
+    """A tensor's shape, None for each symbolic or unknown dimension."""
+    return tuple(d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim)
+
+
+@dataclass(frozen=True)
+class OnnxModel:
+    """A serialized ONNX graph (`data`) and its interface, read once from it."""
+
+    data: bytes
+    name: str
+    input_name: str
+    input_shape: tuple[int | None, ...]  # batch first
+    input_dtype: np.dtype
+    output_names: tuple[str, ...]
+    output_shapes: tuple[tuple[int | None, ...], ...]
+
+    runtime = "onnx"
+
+    @classmethod
+    def from_bytes(cls, data: bytes, what: str = "the ONNX model") -> OnnxModel:
+        """Parse and check a serialized graph; BundleError if it is not a valid ONNX model with one image input."""
+        try:
+            proto = onnx.load_model_from_string(data)
+            onnx.checker.check_model(proto)
+        except Exception as err:  # onnx raises several types for a bad file; all mean the same to the caller
+            raise BundleError(f"{what} is not a valid ONNX model: {err}") from err
+        return cls._of(proto, data)
+
+    @classmethod
+    def _of(cls, proto: onnx.ModelProto, data: bytes | None = None) -> OnnxModel:
+        graph = proto.graph
+        weights = {tensor.name for tensor in graph.initializer}
+        inputs = [value for value in graph.input if value.name not in weights]
+        if len(inputs) != 1:
+            raise BundleError(f"the ONNX model must have one image input, it has {len(inputs)}")
+        if not 1 <= len(graph.output) <= 2:
+            raise BundleError(f"the ONNX model must have one output (scores) or two, it has {len(graph.output)}")
+        return cls(
+            data=proto.SerializeToString() if data is None else data,
+            name=graph.name or "onnx",
+            input_name=inputs[0].name,
+            input_shape=_dims(inputs[0]),
+            input_dtype=np.dtype(helper.tensor_dtype_to_np_dtype(inputs[0].type.tensor_type.elem_type)),
+            output_names=tuple(value.name for value in graph.output),
+            output_shapes=tuple(_dims(value) for value in graph.output),
+        )
+
+    @property
+    def has_embeddings(self) -> bool:
+        return len(self.output_names) == 2
+
+    def proto(self) -> onnx.ModelProto:
+        return onnx.load_model_from_string(self.data)
+
+    def save(self, path: Any) -> None:
+        """Write the graph's bytes (what `Bundle` stores as `model.onnx`)."""
+        with open(path, "wb") as f:
+            f.write(self.data)
+
+    def check(self, n_classes: int, config: PreprocessConfig) -> None:
+        """Refuse a graph whose input the contract cannot feed or whose scores are not one per class.
+
+        Every fixed dimension of the input must equal the contract's (size, channels, layout); symbolic ones
+        (a dynamic batch or image size) take what the contract makes. The message names both shapes.
+        """
+        shape, expected = self.input_shape[1:], config.input_shape
+        fits = len(shape) == len(expected) and all(d is None or d == e for d, e in zip(shape, expected, strict=True))
+        if not fits:
+            shown = tuple("?" if d is None else d for d in shape)
+            raise BundleError(
+                f"the model's input shape {shown} does not match the preprocessing contract's {expected} "
+                f"({config.describe()}): set the contract's size, channels and layout to the model's input"
+            )
+        if not np.issubdtype(self.input_dtype, np.floating) and self.input_dtype != config.input_dtype:
+            raise BundleError(f"the model takes {self.input_dtype} input but the contract makes {config.input_dtype}")
+        scores = self.output_shapes[0]
+        if len(scores) != 2 or scores[1] not in (None, n_classes):
+            raise BundleError(f"the model's scores have shape {scores} but {n_classes} class names were given")
+
+    def session(self, threads: int | None = None) -> Any:
+        """An ONNX Runtime session: the CUDA provider first where installed (the `gpu` extra), then the CPU."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        available = ort.get_available_providers()
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+        return ort.InferenceSession(self.data, sess_options=options, providers=providers)
+
+
+def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {output: node for node in graph.node for output in node.output}
+
+
+def with_softmax(model: OnnxModel) -> OnnxModel:
+    """The graph with a Softmax over the classes after its scores (for models that output logits)."""
+    proto = model.proto()
+    graph = proto.graph
+    logits = graph.output[0]
+    probabilities = f"{logits.name}_softmax"
+    graph.node.append(helper.make_node("Softmax", [logits.name], [probabilities], axis=-1, name=probabilities))
+    replacement = onnx.ValueInfoProto()
+    replacement.CopyFrom(logits)
+    replacement.name = probabilities
+    graph.output.remove(logits)
+    graph.output.insert(0, replacement)
+    return OnnxModel._of(proto)
+
+
+def penultimate(model: OnnxModel) -> str | None:
+    """The tensor that feeds the last fully connected layer (Gemm or MatMul) before the scores, or None.
+
+    Walks back from the scores through nodes that change no feature (softmax, bias addition, reshapes).
+    """
+    graph = model.proto().graph
+    weights = {tensor.name for tensor in graph.initializer}
+    producers = _producers(graph)
+    node = producers.get(model.output_names[0])
+    while node is not None and node.op_type in _PASS_THROUGH:
+        data = [name for name in node.input if name and name not in weights]
+        node = producers.get(data[0]) if data else None
+    if node is None or node.op_type not in _LINEAR:
+        return None
+    return node.input[0]
+
+
+def with_embedding_output(model: OnnxModel, tensor: str | None = None) -> OnnxModel:
+    """The graph with `tensor` (default: `penultimate`) as its second output; the model itself when it has one.
+
+    BundleError when no such tensor exists or none can be found.
+    """
+    if model.has_embeddings:
+        return model
+    tensor = tensor or penultimate(model)
+    if tensor is None:
+        raise BundleError(
+            "cannot find the model's penultimate layer (no Gemm or MatMul before its scores): name the tensor with "
+            "--embedding"
+        )
+    inferred = onnx.shape_inference.infer_shapes(model.proto()).graph
+    known = {value.name: value for value in [*inferred.value_info, *inferred.input, *inferred.output]}
+    proto = model.proto()
+    graph = proto.graph
+    if tensor not in known and tensor not in _producers(graph):
+        raise BundleError(f"the model has no tensor named {tensor!r}")
+    value = onnx.ValueInfoProto()
+    if tensor in known:
+        value.CopyFrom(known[tensor])
+    else:
+        value = helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT, None)
+    if len(_dims(value)) not in (0, 2):
+        raise BundleError(f"the embedding tensor {tensor!r} has shape {_dims(value)}; it must be (n, features)")
+    graph.output.append(value)
+    return OnnxModel._of(proto)
