@@ -29,6 +29,7 @@ CONFIG_KEYS = (
     "storage_options",
     "batch_size",
     "feeders",
+    "feeder_kind",
 )
 
 
@@ -62,6 +63,15 @@ def _bin_list(url: str | None, storage_options: dict[str, Any]) -> list[str] | N
         return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
 
 
+def check_feeder_kind(kind: str | None) -> str | None:
+    """`--feeder-kind` as given, refused (exit 2) unless it is one the feeders know."""
+    from pipeline.job.feeder import FEEDER_KINDS
+
+    if kind is not None and kind not in FEEDER_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(FEEDER_KINDS)}, got {kind!r}", param_hint="--feeder-kind")
+    return kind
+
+
 def _options(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else parse_storage_options(value)
 
@@ -83,8 +93,12 @@ BATCH_SIZE = typer.Option(
     None, min=1, help="Images per model call, across bins (default: 4096 on a GPU, 256 on a CPU)."
 )
 FEEDERS = typer.Option(
-    None, min=0, help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
-    "the worker's cores less two). CPU workers always feed with threads."
+    None, min=0, help="Feeders per worker that read and preprocess bins (0: threads; default: processes on a GPU "
+    "worker, one per core of its share of the node less one; 2 threads on a CPU worker)."
+)
+FEEDER_KIND = typer.Option(
+    None, help="processes (shared memory, off the worker's GIL) or threads; default: processes on GPU workers, "
+    "threads on CPU workers."
 )
 
 
@@ -104,6 +118,7 @@ def classify(
     config: str | None = typer.Option(None, help="YAML file (or URL) with any of these options; flags win."),
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
+    feeder_kind: str | None = FEEDER_KIND,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -118,7 +133,7 @@ def classify(
     values = {
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
-        "feeders": feeders,
+        "feeders": feeders, "feeder_kind": feeder_kind,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -137,6 +152,7 @@ def classify(
         partition_mb=float(settings["partition_mb"]),
         batch_size=settings["batch_size"],
         feeders=settings["feeders"],
+        feeder_kind=check_feeder_kind(settings["feeder_kind"]),
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

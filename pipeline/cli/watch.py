@@ -15,6 +15,7 @@ from pipeline.cli.classify import (
     BATCH_SIZE,
     CLUSTER,
     END,
+    FEEDER_KIND,
     FEEDERS,
     MODEL,
     OUT,
@@ -22,6 +23,7 @@ from pipeline.cli.classify import (
     START,
     STORAGE_OPTIONS,
     WORKERS,
+    check_feeder_kind,
 )
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
 from pipeline.cli.options import parse_storage_options, parse_time
@@ -73,6 +75,7 @@ def watch(
     storage_options: str | None = STORAGE_OPTIONS,
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
+    feeder_kind: str | None = FEEDER_KIND,
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
     """Watch ARCHIVE and classify each new bin once it is complete: all three files present and their sizes
@@ -95,6 +98,7 @@ def watch(
         partition_mb=partition_mb,
         batch_size=batch_size,
         feeders=feeders,
+        feeder_kind=check_feeder_kind(feeder_kind),
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:

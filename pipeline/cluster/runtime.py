@@ -1,4 +1,5 @@
-"""The TensorFlow runtime of one worker process: thread count, its one GPU, GPU memory growth.
+"""The TensorFlow runtime of one worker process: thread count, its one GPU, GPU memory growth, and the check that a
+worker given a GPU computes on it.
 
 The cluster factory decides the thread count (so N CPU workers on one machine share its cores instead of
 oversubscribing them) and passes it in `TF_THREADS_ENV`; the worker applies it once, before TensorFlow starts.
@@ -9,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import threading
+
+from pipeline.faults import ConfigurationError
 
 log = logging.getLogger(__name__)
 
@@ -53,3 +56,44 @@ def _configure_tensorflow_runtime() -> None:
             tf.config.experimental.set_memory_growth(gpus[0], True)
     except RuntimeError as err:  # the runtime already started in this process (e.g. a threads-only cluster)
         log.debug("TensorFlow already initialised, keeping its settings: %s", err)
+
+
+def backend_gpus() -> int:
+    """GPUs that this process's Keras backend can compute on (TensorFlow, JAX or PyTorch)."""
+    import keras
+
+    backend = keras.backend.backend()
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return len(tf.config.list_physical_devices("GPU"))
+    if backend == "jax":
+        import jax
+
+        return sum(device.platform in ("gpu", "cuda", "rocm") for device in jax.devices())
+    if backend == "torch":
+        import torch
+
+        return int(torch.cuda.device_count())
+    return 0
+
+
+def gpu_in_use() -> bool:
+    """Whether this worker computes on a GPU: one was given to it (`CUDA_VISIBLE_DEVICES`, else what nvidia-smi
+    lists). Raises `ConfigurationError` when one was given but the Keras backend sees none: the worker would
+    otherwise run on its CPU with a GPU's batch size and feeders, slowly and without a word."""
+    from pipeline.cluster.local import visible_gpus  # that module imports this one
+
+    given = visible_gpus()
+    if not given:
+        return False
+    configure_tensorflow()
+    if backend_gpus() == 0:
+        import keras
+
+        raise ConfigurationError(
+            f"this worker was given GPU {','.join(given)} but the Keras backend ({keras.backend.backend()}) sees "
+            "none: install the GPU build (pip install 'ifcbflow[gpu]') and check the driver (nvidia-smi) and the "
+            "backend's device warnings (ifcbflow -v); to run on CPU, set CUDA_VISIBLE_DEVICES=''"
+        )
+    return True

@@ -58,6 +58,7 @@ class ClassifyRequest:
     partition_mb: float = DEFAULT_PARTITION_MB
     batch_size: int | None = None
     feeders: int | None = None
+    feeder_kind: str | None = None  # "processes" or "threads"; None: processes on GPU workers, threads on CPU ones
 
 
 @dataclass
@@ -185,6 +186,7 @@ def _follow(
             bundle_options=request.storage_options,
             batch_size=request.batch_size,
             feeders=request.feeders,
+            feeder_kind=request.feeder_kind,
         )
         futures[client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
                                resources=resources)] = task  # fmt: skip
