@@ -52,7 +52,7 @@ def sweep(directory: Path = SHM_DIR, *, owner: int | None = None, keep: frozense
     broken feeder pool can no longer hand over); returns how many were removed."""
     removed = 0
     for name, (block_owner, _) in blocks(directory).items():
-        stale = block_owner == owner if owner is not None else not psutil.pid_exists(block_owner)
+        stale = block_owner == owner if owner is not None else not _alive(block_owner)
         if stale and name not in keep:
             try:
                 os.unlink(directory / name)
@@ -62,6 +62,14 @@ def sweep(directory: Path = SHM_DIR, *, owner: int | None = None, keep: frozense
     if removed:
         log.info("removed %d shared memory block(s) left in %s by feeders of stopped workers", removed, directory)
     return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` still runs (a zombie, killed but not yet reaped by a parent, does not)."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def space_advice(need_bytes: int, directory: Path = SHM_DIR) -> str | None:
