@@ -58,6 +58,41 @@ def test_s3_object_faults_are_that_bins_and_bucket_faults_the_runs(s3_server, bu
     assert isinstance(no_bucket, FileNotFoundError) and _kinds(no_bucket) == ("configuration", "configuration")
 
 
+def test_s3_access_denied_to_one_object_is_that_bins_and_a_bad_key_the_runs(
+    s3_server, bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With moto's IAM checks on: a user whose policy denies GetObject on one object gets AccessDenied for it (that
+    bin's failure) and reads the rest; an access key the server does not know gets InvalidAccessKeyId when listing
+    (the run's, which the client meets first)."""
+    import json
+
+    import boto3
+    import s3fs
+    from moto import settings
+
+    iam = boto3.client("iam", endpoint_url=s3_server.endpoint_url, aws_access_key_id="testing",
+                       aws_secret_access_key="testing", region_name="us-east-1")  # fmt: skip
+    user = f"reader-{bucket}"
+    iam.create_user(UserName=user)
+    key = iam.create_access_key(UserName=user)["AccessKey"]
+    policy = {"Version": "2012-10-17", "Statement": [
+        {"Effect": "Allow", "Action": "s3:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "s3:GetObject", "Resource": f"arn:aws:s3:::{bucket}/archived.roi"},
+    ]}  # fmt: skip
+    iam.put_user_policy(UserName=user, PolicyName="one-object-denied", PolicyDocument=json.dumps(policy))
+    endpoint = {"endpoint_url": s3_server.endpoint_url}
+    monkeypatch.setattr(settings, "INITIAL_NO_AUTH_ACTION_COUNT", 0)  # every request from now on is checked
+    fs = s3fs.S3FileSystem(key=key["AccessKeyId"], secret=key["SecretAccessKey"], client_kwargs=endpoint,
+                           skip_instance_cache=True)  # fmt: skip
+    assert fs.cat_file(f"{bucket}/ok.roi") == b"x" * 64
+    denied = _raised(lambda: fs.cat_file(f"{bucket}/archived.roi"))
+    assert isinstance(denied, PermissionError) and _kinds(denied) == ("data", "configuration"), repr(denied)
+    stranger = s3fs.S3FileSystem(key="AKIAUNKNOWNKEY000000", secret="nope", client_kwargs=endpoint,
+                                 skip_instance_cache=True)  # fmt: skip
+    unknown = _raised(lambda: stranger.ls(bucket))  # the listing's answer names the code (a HEAD's cannot)
+    assert isinstance(unknown, PermissionError) and _kinds(unknown) == ("configuration", "configuration")
+
+
 @pytest.mark.parametrize("kind", ["503", "drop"], ids=["slow-down-503", "dropped-connection"])
 def test_s3_throttling_and_dropped_connections_are_transient(s3_server, bucket: str, kind: str) -> None:
     import s3fs
