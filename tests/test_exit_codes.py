@@ -225,13 +225,18 @@ def test_sigterm_is_128_plus_15_and_leaves_no_process(setup, tmp_path: Path) -> 
     assert not _survivors(job.pid)
 
 
-def _survivors(session: int) -> list[psutil.Process]:
-    """Processes still alive in the session that a CLI run led."""
-    alive = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return alive
+def _survivors(session: int, grace_s: float = 2.0) -> list[psutil.Process]:
+    """Processes of the session that a CLI run led, still alive `grace_s` after it returned (a resource tracker
+    ends by itself when its owner's pipe closes, a few milliseconds after its owner: nobody waits for it)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = []
+        for process in psutil.process_iter():
+            try:
+                if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)

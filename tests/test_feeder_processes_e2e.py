@@ -46,16 +46,21 @@ def _command(workload: dict[str, str], out: Path, *extra: str) -> list[str]:
             "--workers", "1", "--json", *extra]  # fmt: skip
 
 
-def _survivors(session: int) -> list[psutil.Process]:
-    """Processes still alive in the session that a CLI run started (the CLI is its leader)."""
-    alive = []
-    for process in psutil.process_iter():
-        try:
-            if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                alive.append(process)
-        except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-            continue
-    return alive
+def _survivors(session: int, grace_s: float = 2.0) -> list[psutil.Process]:
+    """Processes of the session that a CLI run led, still alive `grace_s` after it returned (a resource tracker
+    ends by itself when its owner's pipe closes, a few milliseconds after its owner: nobody waits for it)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = []
+        for process in psutil.process_iter():
+            try:
+                if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)
 
 
 def _run(workload: dict[str, str], out: Path, *extra: str, env: dict[str, str] | None = None):
@@ -125,10 +130,7 @@ def test_a_run_killed_with_blocks_in_flight_leaves_none_after_the_rerun(workload
         os.killpg(job.pid, signal.SIGKILL)  # the CLI, scheduler, worker, feeders and resource trackers: a lost node
         job.wait()
     hold.unlink()
-    deadline = time.monotonic() + 10  # feeders notice their worker is gone within ORPHAN_POLL_S
-    while _survivors(job.pid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert not _survivors(job.pid)
+    assert not _survivors(job.pid, grace_s=10)  # orphaned feeders notice within ORPHAN_POLL_S
     left = _ifcbflow_blocks()
     assert left, "no block was left to sweep: nothing was tested"
     assert not any(psutil.pid_exists(owner) and psutil.Process(owner).status() != psutil.STATUS_ZOMBIE
