@@ -1,12 +1,25 @@
 """Failure kinds, and retries for the transient ones.
 
 Three kinds, because each calls for a different answer:
-- **transient** (network errors, timeouts, HTTP 5xx, throttling such as S3's `503 SlowDown`): retried with
-  exponential backoff and jitter; if the fault outlasts the retries, the bin is left not complete (the next run
-  redoes it) and reported as incomplete, never recorded as bad data;
-- **data** (the bin's own files are bad or missing): recorded in the store with the stage and reason;
-- **configuration** (credentials, permissions, a missing bucket, a bundle that does not fit its preprocessing):
-  the run stops early with one clear message instead of failing every bin.
+- **transient** (network errors, timeouts, HTTP 5xx, throttling such as S3's `503 SlowDown`, a worker short of
+  memory): retried with exponential backoff and jitter; if the fault outlasts the retries, the bin is left not
+  complete (the next run redoes it) and reported as incomplete, never recorded as bad data;
+- **data** (the bin's own files are bad, missing, archived or not readable): recorded in the store with the stage
+  and reason;
+- **configuration** (credentials, the store or bucket itself, a bundle that does not fit its preprocessing, a GPU
+  the backend cannot see): the run stops early with one clear message instead of failing every bin.
+
+The kind is decided by exception types, errno values and the status codes of the clients this project reads through,
+never by words in a message:
+- s3fs turns a botocore `ClientError` into an `OSError` subclass and keeps the original as `__cause__`; its S3 error
+  code (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html) and HTTP status decide;
+- fsspec's HTTP filesystem raises aiohttp's `ClientResponseError` (with `status`) or connection errors;
+- gcsfs raises `gcsfs.retry.HttpError` (with `code`) where it is installed;
+- local files raise `OSError` with an errno.
+
+Where a fault happened matters as much as what it is: the same `AccessDenied` on one bin's object is that bin's
+failure (`scope="object"`), on the archive's listing or the output store it stops the run (`scope="store"`).
+Credentials, a missing bucket or a certificate that does not verify stop the run wherever they happen.
 
 Object-store clients retry a little themselves (botocore retries a 503 a few times); a burst of throttling outlasts
 that, which is what `with_retries` is for.
@@ -15,43 +28,52 @@ that, which is what `with_retries` is for.
 from __future__ import annotations
 
 import errno
+import importlib
 import logging
 import random
+import ssl
 import time
-from collections.abc import Callable
-from typing import TypeVar
+from collections.abc import Callable, Iterator
+from typing import Literal, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+Kind = Literal["transient", "data", "configuration"]
+Scope = Literal["object", "store"]
 
 #: Attempts per operation, and the backoff: base * 2**attempt seconds, capped, with full jitter.
 ATTEMPTS = 10
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 8.0
 
-_TRANSIENT_ERRNOS = {
-    errno.EAGAIN,
-    errno.EBUSY,  # s3fs: SlowDown, ServiceUnavailable, 503
-    errno.EREMOTEIO,  # s3fs: InternalError, 500
-    errno.ETIMEDOUT,
-    errno.ECONNRESET,
-    errno.ECONNABORTED,
-    errno.ECONNREFUSED,
-    errno.EPIPE,
-    errno.EHOSTUNREACH,
-    errno.ENETUNREACH,
-}
-_TRANSIENT_WORDS = ("slowdown", "slow down", "throttl", "service unavailable", "internal error", "timed out",
-                    "timeout", "connection reset", "connection was closed", "500", "502", "503", "504")  # fmt: skip
-#: Exception class names of HTTP/S3 client libraries that mean "try again" (matched by name: no import needed).
-_TRANSIENT_TYPES = {
-    "ClientConnectionError", "ClientPayloadError", "ServerDisconnectedError", "ClientOSError", "ServerTimeoutError",
-    "EndpointConnectionError", "ConnectTimeoutError", "ReadTimeoutError", "ConnectionClosedError",
-    "IncompleteRead", "ResponseParserError", "HTTPClientError", "FSTimeoutError",
+#: S3 error codes that say "try again": throttling, server errors, a request the server gave up on.
+_TRANSIENT_CODES = {
+    "SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling", "ThrottlingException",
+    "RequestLimitExceeded", "TooManyRequestsException", "OperationAborted", "RequestThrottled",
 }  # fmt: skip
-_CONFIGURATION_TYPES = {"NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
-                        "NoRegionError", "UnauthorizedSSOTokenError"}  # fmt: skip
+#: S3 error codes that no retry and no other object gets past: credentials, the account, the bucket, the endpoint.
+_CONFIGURATION_CODES = {
+    "InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "ExpiredTokenException", "InvalidToken",
+    "TokenRefreshRequired", "RequestTimeTooSkewed", "AccountProblem", "AllAccessDisabled", "NotSignedUp",
+    "InvalidSecurity", "InvalidPayer", "NoSuchBucket", "PermanentRedirect", "AuthorizationHeaderMalformed",
+    "InvalidBucketName", "InvalidBucketState",
+}  # fmt: skip
+#: botocore's own exceptions (raised before any request is answered) that mean the client is set up wrongly.
+_CONFIGURATION_BOTOCORE = (
+    "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "NoRegionError", "ProfileNotFound",
+    "UnauthorizedSSOTokenError", "SSOTokenLoadError", "TokenRetrievalError", "NoAuthTokenError",
+)  # fmt: skip
+#: errno values of a fault that may pass: the network, a busy or stale resource, memory or descriptors short.
+_TRANSIENT_ERRNOS = {
+    errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
+    errno.ECONNREFUSED, errno.EPIPE, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETUNREACH, errno.ENETDOWN,
+    errno.ENETRESET, errno.ESTALE, errno.ENOMEM, errno.ENOBUFS, errno.EMFILE, errno.ENFILE, errno.EREMOTEIO,
+}  # fmt: skip
+#: HTTP statuses that say "try again" (RFC 9110: 408 Request Timeout, 429 Too Many Requests, 5xx server errors).
+_TRANSIENT_STATUS = {408, 429}
+#: HTTP 401: the request carries no valid credentials (RFC 9110): no object of this store is readable either.
+_UNAUTHORIZED = 401
 
 
 class ConfigurationError(RuntimeError):
@@ -62,30 +84,106 @@ class TransientError(RuntimeError):
     """A fault that outlasted every retry; what it stopped is redone by the next run."""
 
 
-def is_configuration(error: BaseException) -> bool:
-    """Whether `error` means the run itself is set up wrongly (every bin would fail the same way)."""
-    return isinstance(error, PermissionError | ConfigurationError) or any(
-        cls.__name__ in _CONFIGURATION_TYPES for cls in type(error).__mro__
+def _chain(error: BaseException) -> Iterator[BaseException]:
+    """`error`, then what caused it (`raise ... from`, or the error being handled when it was raised)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _optional_class(module: str, name: str) -> type | None:
+    """An exception class of a client library, or None where that library is not installed."""
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _by_status(status: int, scope: Scope) -> Kind:
+    """The kind of an HTTP answer with this status, from any client."""
+    if status >= 500 or status in _TRANSIENT_STATUS:
+        return "transient"
+    if status == _UNAUTHORIZED:
+        return "configuration"
+    return "data" if scope == "object" else "configuration"
+
+
+def _client_kind(error: BaseException, scope: Scope) -> Kind | None:
+    """The kind from an error of a client library in the chain (S3 code, HTTP status), or None if none is there."""
+    s3_error = _optional_class("botocore.exceptions", "ClientError")
+    http_error = _optional_class("aiohttp", "ClientResponseError")
+    gcs_error = _optional_class("gcsfs.retry", "HttpError")
+    for link in _chain(error):
+        if s3_error is not None and isinstance(link, s3_error):
+            response = getattr(link, "response", None) or {}
+            code = str(response.get("Error", {}).get("Code", ""))
+            status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            if code in _TRANSIENT_CODES:
+                return "transient"
+            if code in _CONFIGURATION_CODES:
+                return "configuration"
+            if status:
+                return _by_status(status, scope)
+            return "data" if scope == "object" else "configuration"
+        if http_error is not None and isinstance(link, http_error):
+            return _by_status(int(link.status), scope)  # type: ignore[attr-defined]
+        if gcs_error is not None and isinstance(link, gcs_error) and isinstance(getattr(link, "code", None), int):
+            return _by_status(link.code, scope)  # type: ignore[attr-defined]
+    return None
+
+
+def fault_kind(error: BaseException, scope: Scope = "store") -> Kind:
+    """What `error` means for the run: "transient" (retry), "data" (record it as the bin's failure) or
+    "configuration" (stop the run with one message).
+
+    `scope` says what was being read or written: "object" for one bin's files (a denied, archived or missing object
+    is that bin's failure), "store" for the archive's listing, the output store or the bundle (the same faults stop
+    the run). For "store", anything else comes back as "data": not retried, and not the run's configuration either.
+    """
+    for link in _chain(error):
+        if isinstance(link, ConfigurationError):
+            return "configuration"
+        if isinstance(link, TransientError):
+            return "transient"
+        if isinstance(link, ssl.SSLCertVerificationError):  # the endpoint or its CA is wrong, not the network
+            return "configuration"
+        if any(cls.__name__ in _CONFIGURATION_BOTOCORE for cls in type(link).__mro__):
+            return "configuration"
+    client = _client_kind(error, scope)
+    if client is not None:
+        return client
+    network = tuple(
+        cls
+        for cls in (
+            _optional_class("botocore.exceptions", "HTTPClientError"),
+            _optional_class("botocore.exceptions", "ConnectionError"),
+            _optional_class("aiohttp", "ClientConnectionError"),
+            _optional_class("aiohttp", "ClientPayloadError"),
+        )
+        if cls is not None
     )
+    if isinstance(error, (MemoryError, TimeoutError, ConnectionError, ssl.SSLError, *network)):
+        return "transient"  # memory: this worker is short of it now, the bin is not at fault
+    if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+        return "transient"
+    if scope == "store" and isinstance(error, PermissionError | FileNotFoundError):
+        return "configuration"
+    if scope == "store" and isinstance(error, OSError) and error.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+        return "configuration"
+    return "data"
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether retrying `error` later can succeed: network faults, timeouts, server errors, throttling."""
-    if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError):
-        return False
-    if is_configuration(error):
-        return False
-    if isinstance(error, TimeoutError | ConnectionError | TransientError):
-        return True
-    if any(cls.__name__ in _TRANSIENT_TYPES for cls in type(error).__mro__):
-        return True
-    if isinstance(error, OSError):
-        if error.errno in _TRANSIENT_ERRNOS:
-            return True
-        message = str(error).lower()
-        return error.errno in (None, errno.EIO) and any(word in message for word in _TRANSIENT_WORDS)
-    cause = error.__cause__ or error.__context__
-    return cause is not None and cause is not error and is_transient(cause)
+    """Whether retrying `error` later can succeed: network faults, timeouts, server errors, throttling, memory."""
+    return fault_kind(error) == "transient"
+
+
+def is_configuration(error: BaseException, scope: Scope = "store") -> bool:
+    """Whether `error`, raised where `scope` says, means the run itself is set up wrongly (see `fault_kind`)."""
+    return fault_kind(error, scope) == "configuration"
 
 
 def with_retries(operation: Callable[[], T], what: str, *, attempts: int = ATTEMPTS) -> T:

@@ -113,3 +113,27 @@ def test_a_signal_during_the_shutdown_does_not_interrupt_it_and_stops_the_proces
         shut_down = True
     assert shut_down and stopped.value.code == 128 + signal.SIGHUP
     assert signal.getsignal(signal.SIGHUP) is previous
+
+
+def _worker_imports() -> dict[str, object]:
+    """In a worker: start the Keras runtime as a classify task does, then report what it loaded."""
+    import sys
+
+    import psutil
+
+    from pipeline.cluster.runtime import configure_tensorflow
+
+    configure_tensorflow()
+    loaded = {name: name in sys.modules for name in ("jax", "sklearn", "keras")}
+    import sklearn  # noqa: F401  (still importable afterwards, for whatever asks for it)
+
+    return {**loaded, "rss_mib": psutil.Process().memory_info().rss / 2**20}
+
+
+def test_a_tensorflow_worker_leaves_out_what_inference_never_uses(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TF Lite's JAX converter and Keras' scikit-learn wrappers are imported by TensorFlow and Keras whenever they
+    are installed; a worker keeps them out (~190 MiB of resident memory)."""
+    monkeypatch.setenv("KERAS_BACKEND", "tensorflow")
+    with open_client("local", workers=1, dashboard_address=None) as client:
+        report = client.submit(_worker_imports, pure=False).result()
+    assert report["keras"] and not report["jax"] and not report["sklearn"], report

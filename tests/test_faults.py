@@ -1,4 +1,5 @@
-"""Failure kinds and retries: transient faults retried then reported, data and configuration faults passed on."""
+"""Retries: transient faults retried then reported, other faults passed on at once. The kinds of faults raised by
+the real client libraries are tested in test_fault_kinds.py."""
 
 from __future__ import annotations
 
@@ -7,45 +8,9 @@ import errno
 import pytest
 
 from pipeline import faults
-from pipeline.faults import ConfigurationError, TransientError, is_configuration, is_transient, with_retries
+from pipeline.faults import TransientError, with_retries
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.redact import redact_text, redact_url
-
-
-class EndpointConnectionError(Exception):
-    """Named like botocore's: recognised by name."""
-
-
-class NoCredentialsError(Exception):
-    """Named like botocore's."""
-
-
-@pytest.mark.parametrize(
-    "error",
-    [
-        OSError(errno.EBUSY, "Please reduce your request rate (SlowDown)"),
-        OSError(errno.EREMOTEIO, "We encountered an internal error"),
-        OSError(errno.EIO, "An error occurred (503) when calling GetObject: Service Unavailable"),
-        TimeoutError("read timed out"),
-        ConnectionResetError("peer reset"),
-        EndpointConnectionError("could not connect"),
-    ],
-)
-def test_transient_faults(error: Exception) -> None:
-    assert is_transient(error) and not is_configuration(error)
-
-
-@pytest.mark.parametrize(
-    "error",
-    [FileNotFoundError("gone"), IfcbFormatError("bad adc"), ValueError("bad"), OSError(errno.EIO, "disk says no")],
-)
-def test_data_faults_are_not_retried(error: Exception) -> None:
-    assert not is_transient(error) and not is_configuration(error)
-
-
-@pytest.mark.parametrize("error", [PermissionError("AccessDenied"), NoCredentialsError(), ConfigurationError("x")])
-def test_configuration_faults(error: Exception) -> None:
-    assert is_configuration(error) and not is_transient(error)
 
 
 def test_retries_absorb_a_burst_and_give_up_on_a_storm(monkeypatch: pytest.MonkeyPatch) -> None:

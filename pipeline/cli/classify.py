@@ -38,6 +38,7 @@ CONFIG_KEYS = (
     "exclude_folders",
     "retry_failed",
     "embeddings",
+    "feeder_kind",
 )
 
 
@@ -71,6 +72,15 @@ def _bin_list(url: str | None, storage_options: dict[str, Any]) -> list[str] | N
         return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
 
 
+def check_feeder_kind(kind: str | None) -> str | None:
+    """`--feeder-kind` as given, refused (exit 2) unless it is one the feeders know."""
+    from pipeline.job.feeder import FEEDER_KINDS
+
+    if kind is not None and kind not in FEEDER_KINDS:
+        raise typer.BadParameter(f"expected one of {', '.join(FEEDER_KINDS)}, got {kind!r}", param_hint="--feeder-kind")
+    return kind
+
+
 def _options(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else parse_storage_options(value)
 
@@ -99,10 +109,12 @@ EMBEDDINGS = typer.Option(
     "has them for every partition or for none.",
 )
 FEEDERS = typer.Option(
-    None,
-    min=0,
-    help="Feeder processes per GPU worker that read and preprocess bins (0: threads; default: "
-    "the worker's cores less two). CPU workers always feed with threads.",
+    None, min=0, help="Feeders per worker that read and preprocess bins (0: threads; default: processes on a GPU "
+    "worker, one per core of its share of the node less one; 2 threads on a CPU worker)."
+)
+FEEDER_KIND = typer.Option(
+    None, help="processes (shared memory, off the worker's GIL) or threads; default: processes on GPU workers, "
+    "threads on CPU workers."
 )
 
 
@@ -127,6 +139,7 @@ def classify(
         False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
     ),
     embeddings: bool = EMBEDDINGS,
+    feeder_kind: str | None = FEEDER_KIND,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -142,7 +155,7 @@ def classify(
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
         "feeders": feeders, "exclude_folders": exclude_folders, "retry_failed": retry_failed,
-        "embeddings": embeddings,
+        "embeddings": embeddings, "feeder_kind": feeder_kind,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -164,6 +177,7 @@ def classify(
         exclude_folders=parse_folder_list(settings["exclude_folders"]),
         retry_failed=bool(settings["retry_failed"]),
         embeddings=bool(settings["embeddings"]),
+        feeder_kind=check_feeder_kind(settings["feeder_kind"]),
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

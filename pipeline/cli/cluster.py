@@ -11,6 +11,7 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
+from pipeline.cluster.cpu_share import GPU_WORKERS_ENV
 from pipeline.cluster.jobqueue import KINDS, JobqueueSettings, job_script
 from pipeline.cluster.local import visible_gpus
 from pipeline.cluster.runtime import NON_DAEMONIC_ENV
@@ -98,4 +99,5 @@ def worker(
     visible GPU. It becomes the `dask worker` process, so signals reach it directly."""
     count = len(visible_gpus()) if gpus is None else gpus
     command = worker_command(count, name or default_name(), dask_args or [])
-    os.execve(command[0], command, {**os.environ, **(NON_DAEMONIC_ENV if count else {})})
+    gpu_env = {**NON_DAEMONIC_ENV, GPU_WORKERS_ENV: str(count)} if count else {}
+    os.execve(command[0], command, {**os.environ, **gpu_env})

@@ -17,6 +17,7 @@ from pipeline.cli.classify import (
     EMBEDDINGS,
     END,
     EXCLUDE_FOLDERS,
+    FEEDER_KIND,
     FEEDERS,
     MODEL,
     OUT,
@@ -24,6 +25,7 @@ from pipeline.cli.classify import (
     START,
     STORAGE_OPTIONS,
     WORKERS,
+    check_feeder_kind,
 )
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
 from pipeline.cli.options import parse_folder_list, parse_storage_options, parse_time
@@ -77,6 +79,7 @@ def watch(
     feeders: int | None = FEEDERS,
     exclude_folders: str | None = EXCLUDE_FOLDERS,
     embeddings: bool = EMBEDDINGS,
+    feeder_kind: str | None = FEEDER_KIND,
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
     """Watch ARCHIVE and classify each new bin once it is complete: all three files present and their sizes
@@ -101,6 +104,7 @@ def watch(
         feeders=feeders,
         exclude_folders=parse_folder_list(exclude_folders),
         embeddings=embeddings,
+        feeder_kind=check_feeder_kind(feeder_kind),
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:

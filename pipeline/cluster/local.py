@@ -19,6 +19,7 @@ from typing import Any
 
 import dask
 
+from pipeline.cluster.cpu_share import CORES_ENV, GPU_WORKERS_ENV, node_cores
 from pipeline.cluster.runtime import NON_DAEMONIC_WORKERS, TF_THREADS_ENV
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 GPU_RESOURCE = "GPU"
 #: Where a local cluster's scheduler, workers and dashboard listen.
 LOOPBACK = "127.0.0.1"
+#: The preload that pins each GPU worker to its share of the node's cores.
+CPU_SHARE_PRELOAD = "pipeline.cluster.cpu_share"
 #: Any free port on loopback (not ":0", which Dask reads as every interface).
 DEFAULT_DASHBOARD = f"{LOOPBACK}:0"
 
@@ -48,8 +51,9 @@ def visible_gpus() -> list[str]:
 
 
 def cores() -> int:
-    """CPU cores this process may use."""
-    return len(os.sched_getaffinity(0))
+    """CPU cores this process may use: its share of the node when it is a GPU worker (`cpu_share`), else what its
+    affinity allows."""
+    return int(os.environ.get(CORES_ENV) or 0) or len(node_cores())
 
 
 def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_address: str | None) -> Any:
@@ -58,6 +62,7 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
     n = len(devices)
     dask.config.set(NON_DAEMONIC_WORKERS)  # read by each Nanny whenever it (re)starts its worker
     threads = str(max(1, cores() // n))
+    share = {GPU_WORKERS_ENV: str(n)}  # each worker pins itself to its share of the cores (cpu_share)
     if importlib.util.find_spec("dask_cuda") is not None:
         from dask_cuda import LocalCUDACluster
 
@@ -67,7 +72,8 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
             threads_per_worker=1,
             resources={GPU_RESOURCE: 1},
             dashboard_address=dashboard_address,
-            env={TF_THREADS_ENV: threads},
+            env={TF_THREADS_ENV: threads, **share},
+            preload=[CPU_SHARE_PRELOAD],
         )
     from distributed import Nanny, Scheduler, SpecCluster
 
@@ -78,7 +84,8 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
                 "host": LOOPBACK,
                 "nthreads": 1,
                 "resources": {GPU_RESOURCE: 1},
-                "env": {"CUDA_VISIBLE_DEVICES": device, TF_THREADS_ENV: threads},
+                "env": {"CUDA_VISIBLE_DEVICES": device, TF_THREADS_ENV: threads, **share},
+                "preload": [CPU_SHARE_PRELOAD],
             },
         }
         for i, device in enumerate(devices)
@@ -96,6 +103,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     from distributed import LocalCluster
 
     n = workers or max(1, cores() // 2)
+    dask.config.set(NON_DAEMONIC_WORKERS)  # so that `--feeder-kind processes` can start feeder processes
     tf_threads = max(1, cores() // n)
     log.info("local cluster: %d CPU worker process(es), %d TensorFlow thread(s) each", n, tf_threads)
     return LocalCluster(

@@ -2,7 +2,8 @@
 (`ifcbflow worker`), so that SLURM, PBS and the tests start workers the same way.
 
 One worker process per GPU, named NAME-0 … NAME-(N-1) so that `pipeline.cluster.gpu_pin` gives worker i the i-th
-visible device, each advertising the Dask resource `GPU=1`; without GPUs, one CPU worker. One task thread per worker
+visible device and to its share of the node's cores (`pipeline.cluster.cpu_share`), each advertising the Dask
+resource `GPU=1`; without GPUs, one CPU worker. One task thread per worker
 (a classify task keeps its GPU busy on its own), no worker dashboard (it would listen on the network without
 authentication), and an exit when the scheduler has been gone for two minutes.
 """
@@ -13,7 +14,7 @@ import os
 import socket
 import sys
 
-from pipeline.cluster.local import GPU_RESOURCE
+from pipeline.cluster.local import CPU_SHARE_PRELOAD, GPU_RESOURCE
 
 DEATH_TIMEOUT_S = 120
 
@@ -32,4 +33,5 @@ def worker_command(gpus: int, name: str, dask_args: list[str]) -> list[str]:
         return [*command, "--name", name]
     # dask appends -0 … -(N-1) to the name only when N > 1: add the one index gpu_pin needs when N = 1.
     command += ["--name", name if gpus > 1 else f"{name}-0", "--nworkers", str(gpus)]
-    return [*command, "--resources", f"{GPU_RESOURCE}=1", "--preload", "pipeline.cluster.gpu_pin"]
+    command += ["--resources", f"{GPU_RESOURCE}=1", "--preload", "pipeline.cluster.gpu_pin"]
+    return [*command, "--preload", CPU_SHARE_PRELOAD]

@@ -1,11 +1,12 @@
 """Feeders: read, decode and preprocess bins off the task thread, so the model is never waiting on Python.
 
 A bin is read with three requests (`.hdr` and `.adc` together, then one ranged read of the `.roi`), cut into images
-and turned into model inputs by THE preprocessing function. Where the worker has a GPU, this runs in a pool of
-feeder processes (outside the worker's GIL, on the cores the GPU does not need), which hand each bin's inputs
-back through shared memory: no pickling of pixels, one copy into the batch. Where it has no GPU, feeders are threads
-of the worker process (OpenCV and I/O release the GIL), so CPU workers never oversubscribe their cores with extra
-processes. A daemonic worker process (a Dask worker started without `distributed.worker.daemon: false`) cannot
+and turned into model inputs by THE preprocessing function. Where the worker has a GPU, this runs by default in a
+pool of feeder processes (outside the worker's GIL, on the worker's share of the node's cores), which hand each
+bin's inputs back through shared memory (`pipeline.job.shm`): no pickling of pixels, one copy into the batch. Where it
+has no GPU, feeders are by default threads of the worker process (OpenCV and I/O release the GIL), so CPU workers
+never oversubscribe their cores with extra processes; `classify --feeder-kind processes` runs the process path on
+CPU workers too. A daemonic worker process (a Dask worker started without `distributed.worker.daemon: false`) cannot
 have child processes: it falls back to threads and says so once.
 
 At most `ahead` bins are in flight per task, so a worker holds a bounded number of bins whatever the partition.
@@ -13,12 +14,16 @@ At most `ahead` bins are in flight per task, so a worker holds a bounded number 
 
 from __future__ import annotations
 
+import itertools
 import logging
 import multiprocessing
+import os
+import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from multiprocessing import resource_tracker, shared_memory
@@ -31,6 +36,8 @@ from pipeline.faults import ConfigurationError, is_configuration
 from pipeline.ifcb.archive import open_archive
 from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure
+from pipeline.job import shm
+from pipeline.job.hold import hold_feeder_if_asked
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +62,15 @@ class LoadedBin:
             self.inputs = self.inputs[:0]  # drop the view first: a mapped block cannot close under it
             self._block.close()
             self._block.unlink()
+            _mapped.discard(self._block.name)
             self._block = None
 
 
 def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype) -> LoadedBin | BinFailure:
     """Read and preprocess one bin; a bad bin becomes a failure record (data or transient), never an exception.
 
-    Credentials and permission faults are raised as `ConfigurationError`: every other bin would fail the same way.
+    A denied, archived or missing object is this bin's failure; credentials, a missing bucket or a certificate that
+    does not verify are raised as `ConfigurationError`: every other bin would fail the same way (`pipeline.faults`).
     """
     started = time.perf_counter()
     stage = "adc"
@@ -73,7 +82,7 @@ def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype
         inputs = np.empty((len(images), config.size, config.size, 1), dtype=dtype)
         preprocess_into([image for _, image in images], config, inputs)
     except Exception as err:
-        if is_configuration(err):
+        if is_configuration(err, scope="object"):
             raise ConfigurationError(f"cannot read bin {files.bin.id}: {type(err).__name__}: {err}") from err
         return BinFailure.from_error(files.bin.id, err, default_stage=stage)
     numbers = np.array([number for number, _ in images], dtype=np.int32)
@@ -83,15 +92,30 @@ def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype
 
 # --- the process pool's side ------------------------------------------------------------------------------------
 _child: dict[str, Any] = {}
+#: Names of the shared memory blocks this process has mapped and not yet released (kept by a sweep after a break).
+_mapped: set[str] = set()
+#: How often a feeder process checks that its worker is still there.
+ORPHAN_POLL_S = 0.5
+#: ROIs of a busy bin: what the shared memory check assumes each bin in flight needs.
+BUSY_BIN_ROIS = 2_000
 
 
 def _start_child(archive_url: str, storage_options: dict[str, Any], config: PreprocessConfig, dtype: str) -> None:
-    """Feeder process start-up: its own filesystem object, one OpenCV thread (the pool is the parallelism)."""
+    """Feeder process start-up: its own filesystem object, one OpenCV thread (the pool is the parallelism), and a
+    watch that ends this process when its worker is gone (SIGKILLed workers cannot stop their pools)."""
     import cv2
 
     cv2.setNumThreads(1)
     _child["fs"] = open_archive(archive_url, storage_options)[0]
     _child["config"], _child["dtype"] = config, np.dtype(dtype)
+    _child["owner"], _child["blocks"] = os.getppid(), itertools.count()
+    threading.Thread(target=_exit_when_orphaned, args=(_child["owner"],), daemon=True).start()
+
+
+def _exit_when_orphaned(worker: int) -> None:
+    while os.getppid() == worker:
+        time.sleep(ORPHAN_POLL_S)
+    os._exit(1)
 
 
 def _load_in_child(files: BinFiles) -> LoadedBin | BinFailure:
@@ -99,21 +123,25 @@ def _load_in_child(files: BinFiles) -> LoadedBin | BinFailure:
     loaded = load_bin(_child["fs"], files, _child["config"], _child["dtype"])
     if isinstance(loaded, BinFailure) or loaded.inputs.size == 0:
         return loaded
-    block = shared_memory.SharedMemory(create=True, size=loaded.inputs.nbytes)
+    name = shm.block_name(_child["owner"], os.getpid(), next(_child["blocks"]))
+    block = shared_memory.SharedMemory(name=name, create=True, size=loaded.inputs.nbytes)
     np.ndarray(loaded.inputs.shape, loaded.inputs.dtype, buffer=block.buf)[...] = loaded.inputs
-    # The parent unlinks the block once it has used it; this process's tracker must not unlink it at exit.
+    # The worker unlinks the block once it has used it (or, killed, the next sweep on this host does): this
+    # process's resource tracker must not unlink it when this process exits.
     resource_tracker.unregister(block._name, "shared_memory")  # type: ignore[attr-defined]
     shape, dtype = loaded.inputs.shape, loaded.inputs.dtype
     block.close()
+    hold_feeder_if_asked()
     return replace(loaded, inputs=np.empty((0, *shape[1:]), dtype=dtype), shared=f"{block.name}:{shape[0]}")
 
 
 def _attach(loaded: LoadedBin) -> LoadedBin:
-    """The parent's view of a bin loaded in a feeder process: its inputs mapped from the shared memory block."""
+    """The worker's view of a bin loaded in a feeder process: its inputs mapped from the shared memory block."""
     if loaded.shared is None:
         return loaded
     name, rows = loaded.shared.rsplit(":", 1)
     loaded._block = shared_memory.SharedMemory(name=name)
+    _mapped.add(name)
     shape = (int(rows), *loaded.inputs.shape[1:])
     loaded.inputs = np.ndarray(shape, loaded.inputs.dtype, buffer=loaded._block.buf)
     loaded.shared = None
@@ -121,7 +149,12 @@ def _attach(loaded: LoadedBin) -> LoadedBin:
 
 
 class Feeder:
-    """A pool that loads bins in order, `ahead` at a time: processes (shared memory) or threads."""
+    """A pool that loads bins in order, `ahead` at a time: processes (shared memory) or threads.
+
+    A feeder process that dies (the out-of-memory killer, SIGBUS from a full `/dev/shm`, a crash in a native
+    library) breaks its pool: the pool is started anew, and the bins that were in flight are loaded again one at a
+    time, so a second death names its bin, which becomes a failure record. A death costs at most that bin.
+    """
 
     def __init__(
         self,
@@ -141,35 +174,80 @@ class Feeder:
                 processes,
             )
             threads, processes = processes, 0
+        if processes:
+            shm.sweep()  # blocks of workers killed before: at the latest now, when the next run starts its feeders
+            advice = shm.space_advice(2 * processes * BUSY_BIN_ROIS * config.size**2 * self.dtype.itemsize)
+            if advice:
+                log.warning("%s", advice)
+                threads, processes = processes, 0
         self.processes = processes
         self.workers = processes or max(1, threads)
+        self.restarts = 0
+        self._pool_args = (archive_url, storage_options, config, self.dtype.str)
         self._executor: Executor
         if processes:
-            self._executor = ProcessPoolExecutor(
-                processes,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_start_child,
-                initargs=(archive_url, storage_options, config, self.dtype.str),
-            )
+            self._executor = self._process_pool()
         else:
             self._fs = open_archive(archive_url, storage_options)[0]
             self._executor = ThreadPoolExecutor(self.workers, thread_name_prefix="ifcbflow-feeder")
 
+    def _process_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            self.processes,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_start_child,
+            initargs=self._pool_args,
+        )
+
     def load(self, bins: Sequence[BinFiles], ahead: int | None = None) -> Iterator[LoadedBin | BinFailure]:
         """Every bin, loaded, in the order given; at most `ahead` (default: 2 per feeder) in flight."""
         ahead = ahead or 2 * self.workers
-        pending: deque[Future] = deque()
-        queue = iter(bins)
+        pending: deque[tuple[BinFiles, Future]] = deque()
         try:
-            for files in queue:
-                pending.append(self._submit(files))
+            for files in bins:
+                pending.append((files, self._submit(files)))
                 if len(pending) >= ahead:
-                    yield self._result(pending.popleft())
+                    yield from self._take(pending)
             while pending:
-                yield self._result(pending.popleft())
+                yield from self._take(pending)
         finally:  # the task stopped early: bins nobody will use must not keep their shared memory
-            for future in pending:
+            for _, future in pending:
                 self._discard(future)
+
+    def _take(self, pending: deque[tuple[BinFiles, Future]]) -> Iterator[LoadedBin | BinFailure]:
+        """The first pending bin; after a feeder died, every bin that was in flight, each loaded alone."""
+        files, future = pending.popleft()
+        try:
+            loaded = self._result(future)
+        except BrokenProcessPool:
+            in_flight = [files, *(each for each, _ in pending)]
+            pending.clear()
+            log.warning("a feeder process died; starting the pool anew and loading %d bin(s) again", len(in_flight))
+            self._restart()
+            yield from map(self._alone, in_flight)
+            return
+        yield loaded
+
+    def _alone(self, files: BinFiles) -> LoadedBin | BinFailure:
+        """Load one bin with nothing else in flight, so that a feeder dying now names its bin."""
+        try:
+            return self._result(self._submit(files))
+        except BrokenProcessPool:
+            self._restart()
+            reason = (
+                "its feeder process died while loading it, twice (killed by a signal: the out-of-memory killer, "
+                "SIGBUS from a full /dev/shm, or a crash in a native library)"
+            )
+            log.warning("bin %s: %s", files.bin.id, reason)
+            return BinFailure(files.bin.id, "preprocess", reason)
+
+    def _restart(self) -> None:
+        """A new process pool in place of a broken one, once the old one's processes are gone and the blocks they
+        made but never handed over are unlinked."""
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        shm.sweep(owner=os.getpid(), keep=frozenset(_mapped))
+        self._executor = self._process_pool()
+        self.restarts += 1
 
     def _discard(self, future: Future) -> None:
         if future.cancel():
@@ -191,13 +269,24 @@ class Feeder:
         return _attach(loaded) if isinstance(loaded, LoadedBin) else loaded
 
     def close(self) -> None:
+        """Stop the pool: its processes or threads are gone when this returns."""
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
-def default_feeders(gpu: bool, cores: int) -> tuple[int, int]:
-    """(processes, threads) for a worker: on a GPU worker, processes on all but two of its cores (the task thread
-    and the device's driver need one each); on a CPU worker, two threads, which overlap reading with the model
-    without taking cores from it."""
-    if gpu:
-        return max(1, cores - 2), 0
-    return 0, 2
+#: How feeders run: "processes" (shared memory, off the worker's GIL) or "threads" (of the worker process).
+FEEDER_KINDS = ("processes", "threads")
+#: Feeder threads of a CPU worker: they overlap reading with the model without taking cores from it.
+CPU_FEEDER_THREADS = 2
+
+
+def feeder_counts(gpu: bool, cores: int, count: int | None = None, kind: str | None = None) -> tuple[int, int]:
+    """(processes, threads) for a worker with `cores` cores of its own (its share of the node, see
+    `pipeline.cluster.cpu_share`): by default processes on a GPU worker, one per core but the one its task thread
+    needs to keep the device busy, and two threads on a CPU worker. `count` and `kind` (`classify --feeders N
+    --feeder-kind`) override either; a count of 0 means threads, as it always has."""
+    if kind is not None and kind not in FEEDER_KINDS:
+        raise ValueError(f"feeder kind {kind!r}: expected one of {', '.join(FEEDER_KINDS)}")
+    kind = "threads" if count == 0 else kind or ("processes" if gpu else "threads")
+    if kind == "processes":
+        return (count or max(1, cores - 1)), 0
+    return 0, (count or CPU_FEEDER_THREADS)

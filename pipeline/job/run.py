@@ -64,6 +64,7 @@ class ClassifyRequest:
     exclude_folders: tuple[str, ...] = EXCLUDED_FOLDERS
     retry_failed: bool = False  # read bins that failed as bad data again even if their files have not changed
     embeddings: bool = False  # also store each ROI's penultimate features
+    feeder_kind: str | None = None  # "processes" or "threads"; None: processes on GPU workers, threads on CPU ones
 
 
 @dataclass
@@ -219,6 +220,7 @@ def _follow(
             batch_size=request.batch_size,
             feeders=request.feeders,
             embeddings=request.embeddings,
+            feeder_kind=request.feeder_kind,
         )
         futures[client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
                                resources=resources)] = task  # fmt: skip

@@ -27,13 +27,13 @@ import numpy as np
 
 from model.bundle import BundleError
 from model.thresholds import threshold_array
-from pipeline.cluster.local import cores, visible_gpus
-from pipeline.cluster.runtime import configure_tensorflow, model_threads
-from pipeline.faults import ConfigurationError, with_retries
+from pipeline.cluster.local import cores
+from pipeline.cluster.runtime import configure_tensorflow, gpu_in_use, model_threads
+from pipeline.faults import ConfigurationError, is_configuration, with_retries
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
 from pipeline.job.batching import Batch, BatchAssembler, ScoreCollector
-from pipeline.job.feeder import Feeder, LoadedBin, default_feeders
+from pipeline.job.feeder import Feeder, LoadedBin, feeder_counts
 from pipeline.job.hold import hold_if_asked
 from pipeline.redact import redact_text, redact_url
 from pipeline.results.records import BinResult, Commit
@@ -64,7 +64,8 @@ class PartitionTask:
     store_options: dict[str, Any] = field(default_factory=dict)
     bundle_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None  # None: GPU_BATCH or CPU_BATCH, by the worker's device
-    feeders: int | None = None  # feeder processes on a GPU worker (0: threads); None: by the worker's cores
+    feeders: int | None = None  # feeders per worker (0: threads); None: by the worker's device and cores
+    feeder_kind: str | None = None  # "processes" or "threads"; None: processes on a GPU worker, threads on a CPU one
     embeddings: bool = False  # also store each ROI's penultimate features (float16)
 
     @property
@@ -120,11 +121,10 @@ def _predictor(task: PartitionTask, bundle: Any) -> Any:
 
 
 def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
-    processes, threads = default_feeders(gpu, cores())
-    if task.feeders is not None:
-        processes, threads = (task.feeders, 0) if task.feeders else (0, threads or 2)
+    processes, threads = feeder_counts(gpu, cores(), task.feeders, task.feeder_kind)
     dtype = bundle.preprocess.pixel_dtype
-    key = ("feeder", task.archive_url, repr(sorted(task.archive_options.items())), bundle.preprocess, processes)
+    options = repr(sorted(task.archive_options.items()))
+    key = ("feeder", task.archive_url, options, bundle.preprocess, processes, threads)
     return _cached(
         key,
         lambda: Feeder(
@@ -134,29 +134,36 @@ def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
 
 
 def classify_partition(task: PartitionTask) -> PartitionResult:
-    """Task: classify every bin of the partition and commit it; one bad bin is recorded and the rest go on."""
+    """Task: classify every bin of the partition and commit it; one bad bin is recorded and the rest go on.
+
+    A configuration fault (credentials, the store denied or gone, a bundle that cannot run, a GPU the backend cannot
+    see) comes back as `configuration_error`, for the client to stop the run with one message."""
     started = time.perf_counter()
     result = PartitionResult(part=task.part)
-    store = ResultStore(task.store_url, task.store_options)
-    existing = with_retries(lambda: store.committed(task.part), f"reading the commit of {task.part}")
-    if existing is not None:
-        result.commit, result.already_committed = existing, True
-        return result
     try:
+        store = ResultStore(task.store_url, task.store_options)
+        existing = with_retries(lambda: store.committed(task.part), f"reading the commit of {task.part}")
+        if existing is not None:
+            result.commit, result.already_committed = existing, True
+            return result
         bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash)
         if list(bundle.classes) != list(task.classes):
             raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
-        gpu = bool(visible_gpus())
-        results, failures, incomplete = _score(task, bundle, gpu, result)
-    except (ConfigurationError, BundleError) as err:  # the same for every bin: the client stops the run
-        result.configuration_error = redact_text(str(err))
+        results, failures, incomplete = _score(task, bundle, gpu_in_use(), result)
+        commit_started = time.perf_counter()
+        thresholds = threshold_array(bundle.thresholds, bundle.classes)  # None: argmax counts only
+        result.commit = with_retries(
+            lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete, thresholds),
+            f"committing partition {task.part}",
+        )
+    except Exception as err:  # the same for every bin: the client stops the run
+        if isinstance(err, ConfigurationError | BundleError):
+            result.configuration_error = redact_text(str(err))
+        elif is_configuration(err, scope="store"):
+            result.configuration_error = redact_text(f"{type(err).__name__}: {err}")
+        else:
+            raise
         return result
-    commit_started = time.perf_counter()
-    thresholds = threshold_array(bundle.thresholds, bundle.classes)  # None: argmax counts only
-    result.commit = with_retries(
-        lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete, thresholds),
-        f"committing partition {task.part}",
-    )
     result.seconds["commit"] = time.perf_counter() - commit_started
     result.rois = sum(len(r.roi_numbers) for r in results)
     result.seconds["total"] = time.perf_counter() - started
