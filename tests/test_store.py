@@ -123,7 +123,7 @@ def test_a_rerun_reads_the_summary_not_every_commit(store: ResultStore, tmp_path
 
 
 def test_another_bundle_is_refused(store: ResultStore) -> None:
-    with pytest.raises(StoreMismatchError, match="holds results of model bundle hash-1"):
+    with pytest.raises(StoreMismatchError, match=r"holds results of another model \(model hash-1"):
         store.prepare(bundle_info={**INFO, "content_hash": "hash-2"}, bundle_url="other.zip", archive_url="archive")
     info = store.prepare(bundle_info=INFO, bundle_url="bundle.zip", archive_url="archive-2")
     assert info["archive_urls"] == ["archive", "archive-2"]

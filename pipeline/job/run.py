@@ -18,6 +18,7 @@ from typing import Any
 
 from distributed import Client, as_completed
 
+from model.thresholds import threshold_array, thresholds_digest
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.archive import list_bins
@@ -123,6 +124,11 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     store = ResultStore(request.store_url, options)
     store_info = store.prepare(bundle_info=bundle_info, bundle_url=request.bundle_url, archive_url=request.archive_url)
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
+    if thresholds_digest(bundle_info.get("thresholds"), store_info["classes"]) != store_info["thresholds_sha256"]:
+        reporter.message(
+            f"counts follow the store's thresholds ({store_info['thresholds_sha256'][:12]}, from "
+            f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
+        )
     with store.lease(uuid.uuid4().hex):
         ledger = store.ledger(clean=True)
         todo = [files for files in bins if files.bin.id not in ledger.complete]
@@ -156,6 +162,12 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     return summary
 
 
+def _store_thresholds(store_info: dict[str, Any]) -> tuple[float, ...] | None:
+    """The store's thresholds in class order (what tasks count by), or None (argmax only)."""
+    values = threshold_array(store_info.get("thresholds"), store_info["classes"])
+    return None if values is None else tuple(values.tolist())
+
+
 def _follow(
     client: Client,
     request: ClassifyRequest,
@@ -185,6 +197,7 @@ def _follow(
             bundle_options=request.storage_options,
             batch_size=request.batch_size,
             feeders=request.feeders,
+            thresholds=_store_thresholds(store_info),
         )
         futures[client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
                                resources=resources)] = task  # fmt: skip

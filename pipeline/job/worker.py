@@ -5,7 +5,7 @@ URL and content hash), so tasks carry only URLs and a small plan. Feeders read a
 the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
 (`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
 (`model.inference`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
-follow the bundle's thresholds too when it has them.
+follow the store's thresholds too when it has them (carried by the task).
 
 Faults: a bad bin becomes a data failure in the commit; a transient fault that outlasts its retries leaves the bin
 out of the commit (incomplete: the next run redoes it); a configuration fault (credentials, a bundle that cannot
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from model.bundle import BundleError
-from model.thresholds import threshold_array
 from pipeline.cluster.local import cores, visible_gpus
 from pipeline.cluster.runtime import configure_tensorflow
 from pipeline.faults import ConfigurationError, with_retries
@@ -65,6 +64,7 @@ class PartitionTask:
     bundle_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None  # None: GPU_BATCH or CPU_BATCH, by the worker's device
     feeders: int | None = None  # feeder processes on a GPU worker (0: threads); None: by the worker's cores
+    thresholds: tuple[float, ...] | None = None  # the store's, in class order, for counts_thresholded; None: argmax
 
     @property
     def roi_bytes(self) -> int:
@@ -150,7 +150,7 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
         result.configuration_error = redact_text(str(err))
         return result
     commit_started = time.perf_counter()
-    thresholds = threshold_array(bundle.thresholds, bundle.classes)  # None: argmax counts only
+    thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides, not the bundle
     result.commit = with_retries(
         lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete, thresholds),
         f"committing partition {task.part}",

@@ -56,6 +56,7 @@ class Commit:
     bins: list[BinRecord] = field(default_factory=list)
     failures: list[BinFailure] = field(default_factory=list)
     incomplete: list[dict[str, str]] = field(default_factory=list)  # {bin, reason}: transient, redone next run
+    thresholds_sha256: str | None = None  # the thresholds behind counts_thresholded (None: a commit of before)
 
     def to_attributes(self) -> dict[str, Any]:
         return {
@@ -63,6 +64,7 @@ class Commit:
             "bins": [asdict(record) for record in self.bins],
             "failures": [failure.to_dict() for failure in self.failures],
             "incomplete": list(self.incomplete),
+            "thresholds_sha256": self.thresholds_sha256,
         }
 
     @classmethod
@@ -72,6 +74,7 @@ class Commit:
             bins=[BinRecord(**record) for record in attrs.get("bins", [])],
             failures=[BinFailure(**failure) for failure in attrs.get("failures", [])],
             incomplete=list(attrs.get("incomplete", [])),
+            thresholds_sha256=attrs.get("thresholds_sha256"),
         )
 
 

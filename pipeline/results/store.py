@@ -2,8 +2,10 @@
 
 Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open it)::
 
-    STORE/zarr.json              root attributes: layout, classes (ordered), bundle_hash, bundle_arch, bundle_url,
-                                 archive_urls (credentials redacted), versions
+    STORE/zarr.json              root attributes: layout, classes (ordered), model_hash (the store's identity),
+                                 bundle_hash, bundle_arch, bundle_url, archive_urls (credentials redacted), versions;
+                                 the decision: thresholds (absent: argmax), thresholds_sha256, thresholds_source,
+                                 decisions (each change `rethreshold` made), thresholds_pending (during a change)
     STORE/parts/<part>/          one group per committed partition: its bins' ROIs, contiguous, in bin order
         scores     (roi, class)  float32 class scores
         roi_number (roi)         ROI numbers (1-based .adc rows)
@@ -19,8 +21,9 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
     STORE/ledger/                the client's bookkeeping: partitions already in the summary; failed bins
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
-Scores are stored raw; counts are stored both by argmax and, when the bundle has per-class thresholds (recorded in
-the root attributes as `thresholds`), by its thresholds. Both sets of counts travel in the commit document that a
+Scores are stored raw; counts are stored both by argmax and, when the store decides by per-class thresholds
+(recorded in the root attributes as `thresholds`: the first bundle's, or those `rethreshold` applied since), by its
+thresholds; each commit names them by `thresholds_sha256`. Both sets of counts travel in the commit document that a
 partition writes anyway, so thresholds cost no request. A store of a bundle without thresholds has no thresholded
 counts (nor had any store written before they existed): readers take their absence as "argmax only".
 
@@ -59,6 +62,7 @@ from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its
 from zarr.storage import MemoryStore
 
 from model.decision import class_counts
+from model.thresholds import threshold_array, thresholds_digest
 from model.versions import installed_versions
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
@@ -71,6 +75,8 @@ from pipeline.storage import fs_options
 LAYOUT = "ifcbflow-store/2"
 OLD_LAYOUTS = ("ifcbflow-store/1",)
 PARTS, COMMITS, SUMMARY, LEDGER, LEASE = "parts", "commits", "summary", "ledger", "lease.json"
+#: Root attribute present while a change of thresholds is being applied (removed by the root write that ends it).
+PENDING_DECISION = "thresholds_pending"
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
@@ -82,6 +88,26 @@ class StoreMismatchError(RuntimeError):
 
 class StoreLayoutError(StoreMismatchError):
     """The store was written by an earlier ifcbflow in another layout; `ifcbflow migrate` converts it."""
+
+
+def model_identity(bundle_info: dict[str, Any]) -> str:
+    """What identifies a store's model: the bundle's `model_hash` (`model.bundle.model_hash`), or its content hash
+    for bundle information made without one."""
+    return bundle_info.get("model_hash") or bundle_info["content_hash"]
+
+
+def decision_attributes(
+    thresholds: dict[str, float] | None, classes: Sequence[str], *, source: str | None
+) -> dict[str, Any]:
+    """The root attributes that say how the store decides ROIs: `thresholds` (absent: argmax) and their
+    `thresholds_sha256` (`model.thresholds.thresholds_digest`), and where they came from."""
+    attributes: dict[str, Any] = {
+        "thresholds_sha256": thresholds_digest(thresholds, classes),
+        "thresholds_source": source,
+    }
+    if thresholds is not None:
+        attributes["thresholds"] = dict(zip(classes, threshold_array(thresholds, classes).tolist(), strict=True))
+    return attributes
 
 
 def partition_id(bins: Sequence[str], run: str) -> str:
@@ -206,27 +232,34 @@ class ResultStore:
             raise StoreMismatchError(f"{redact_url(self.url)} is not an ifcbflow store (layout {layout!r})")
 
     def prepare(self, *, bundle_info: dict[str, Any], bundle_url: str, archive_url: str) -> dict[str, Any]:
-        """Create the store for this bundle, or check that an existing one was made with the same bundle.
+        """Create the store for this bundle's model, or check that an existing one holds the same model.
 
-        Raises StoreMismatchError when the store belongs to another model: results of two models never mix.
+        The store's identity is the model (`model_hash`: weights, classes, architecture, preprocessing), not the
+        bundle's thresholds: a store created with a bundle takes its thresholds as its decision, and later bundles
+        of the same model (refitted thresholds) may classify into it; the store's own thresholds keep deciding
+        until `ifcbflow rethreshold` changes them. A store written before model hashes existed is identified by its
+        bundle hash once, then gets its model hash. Raises StoreMismatchError when the store holds another model.
         """
+        identity = model_identity(bundle_info)
         info = self.info()
         if info is None:
             if with_retries(lambda: self.fs.exists(self.root) and bool(self.fs.ls(self.root)), "listing the store"):
                 raise StoreMismatchError(
                     f"{redact_url(self.url)} exists and is not an ifcbflow store; choose another --out"
                 )
+            classes = list(bundle_info["classes"])
+            thresholds = bundle_info.get("thresholds")
             info = {
                 "layout": LAYOUT,
-                "classes": list(bundle_info["classes"]),
+                "classes": classes,
+                "model_hash": identity,
                 "bundle_hash": bundle_info["content_hash"],
                 "bundle_arch": bundle_info.get("arch"),
                 "bundle_url": redact_url(bundle_url),
                 "archive_urls": [redact_url(archive_url)],
                 "versions": installed_versions(),
+                **decision_attributes(thresholds, classes, source=redact_url(bundle_url)),
             }
-            if bundle_info.get("thresholds") is not None:
-                info["thresholds"] = dict(bundle_info["thresholds"])
             self.write_documents(
                 {
                     "zarr.json": group_document(info),
@@ -237,19 +270,41 @@ class ResultStore:
             self._info = info
             return info
         self.check_layout(info)
-        if info.get("bundle_hash") != bundle_info["content_hash"]:
+        stored = info.get("model_hash")
+        same = info.get("bundle_hash") == bundle_info["content_hash"] if stored is None else stored == identity
+        if not same:
             raise StoreMismatchError(
-                f"refusing to write to {redact_url(self.url)}: it holds results of model bundle "
-                f"{info.get('bundle_hash')} ({info.get('bundle_url')}), but the requested bundle "
-                f"{redact_url(bundle_url)} has hash {bundle_info['content_hash']}. One store holds one model's "
-                "results: use a new --out for this model."
+                f"refusing to write to {redact_url(self.url)}: it holds results of another model (model "
+                f"{stored or info.get('bundle_hash')}, bundle {info.get('bundle_url')}), but the requested bundle "
+                f"{redact_url(bundle_url)} has model {identity}. One store holds one model's results: use a new "
+                "--out for this model (bundles that differ only in thresholds share a store)."
             )
+        updated = dict(info)
+        if stored is None:  # a store of an earlier ifcbflow: its bundle is this one, so is its model
+            updated["model_hash"] = identity
+        if "thresholds_sha256" not in updated:
+            updated.update(decision_attributes(info.get("thresholds"), info["classes"], source=info.get("bundle_url")))
         archive = redact_url(archive_url)
         if archive not in info.get("archive_urls", []):
-            info["archive_urls"] = [*info.get("archive_urls", []), archive]
-            self.write_documents({"zarr.json": group_document(info)})
+            updated["archive_urls"] = [*info.get("archive_urls", []), archive]
+        if updated != info:
+            self.write_documents({"zarr.json": group_document(updated)})
+        self._info = updated
+        return updated
+
+    def check_decision(self, info: dict[str, Any]) -> None:
+        """Refuse to read or extend counts while a change of thresholds is half applied (a killed `rethreshold`)."""
+        pending = info.get(PENDING_DECISION)
+        if pending is not None:
+            raise StoreLayoutError(
+                f"{redact_url(self.url)}: a change of thresholds (to {pending.get('source')}) was interrupted; "
+                f"finish it with `ifcbflow rethreshold {redact_url(self.url)} --thresholds {pending.get('source')}`"
+            )
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        """Replace the root attributes (one PUT: the store's commit point for a change of decision)."""
+        self.write_documents({"zarr.json": group_document(info)})
         self._info = info
-        return info
 
     # --- one run at a time ------------------------------------------------------------------------------------------
     def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> contextlib.AbstractContextManager[None]:
@@ -281,7 +336,13 @@ class ResultStore:
         for result in results:
             if result.scores.shape[1:] != (n_classes,):
                 raise ValueError(f"bin {result.bin}: scores {result.scores.shape}, the store has {n_classes} classes")
-        commit = Commit(part=part, failures=list(failures), incomplete=list(incomplete))
+        decided = None if thresholds is None else dict(zip(classes, np.asarray(thresholds).tolist(), strict=True))
+        commit = Commit(
+            part=part,
+            failures=list(failures),
+            incomplete=list(incomplete),
+            thresholds_sha256=thresholds_digest(decided, classes),
+        )
         offset = 0
         for result in results:
             n = len(result.roi_numbers)
@@ -305,16 +366,19 @@ class ResultStore:
         return commit
 
     # --- client side: the ledger -----------------------------------------------------------------------------------
-    def ledger(self, *, clean: bool = False) -> Ledger:
+    def ledger(self, *, clean: bool = False, finishing_decision: bool = False) -> Ledger:
         """Complete and failed bins: the summary's, plus commits it does not show yet (a run that stopped early).
 
         With `clean` (only while this run holds the store), partitions without a commit are deleted: their
-        writer died before committing and their bins will be redone.
+        writer died before committing and their bins will be redone. A store whose change of thresholds was
+        interrupted is refused (StoreLayoutError) unless `finishing_decision` (the run that finishes it).
         """
         info = self.info()
         if info is None:
             raise FileNotFoundError(f"no ifcbflow store at {redact_url(self.url)}")
         self.check_layout(info)
+        if not finishing_decision:
+            self.check_decision(info)
         ledger = self._consolidated_ledger()
         committed = self.children(COMMITS)
         pending = [part for part in committed if part not in ledger.parts]
@@ -384,13 +448,17 @@ class ResultStore:
                 tables[group_path] = {name: np.asarray(group[name][...]) for name in names if name in group}
         return tables
 
-    def consolidate(self, ledger: Ledger, extra_failures: Sequence[BinFailure] = ()) -> int:
+    def consolidate(
+        self, ledger: Ledger, extra_failures: Sequence[BinFailure] = (), info: dict[str, Any] | None = None
+    ) -> int:
         """Rewrite `summary` and `ledger` from `ledger` (and failures found by listing); returns the bin count.
+
+        `info`: the root attributes the summary follows (classes, thresholds), when not yet the store's own.
 
         Written in memory with xarray, then PUT key by key; keys of the previous version that the new one does not
         have are deleted after, so a reader never sees a summary without its arrays.
         """
-        info = self.info() or {}
+        info = info or self.info() or {}
         failures = dict(ledger.failures)
         for failure in extra_failures:
             if failure.bin not in ledger.bins:
@@ -432,6 +500,12 @@ class ResultStore:
         """(bin per ROI, ROI numbers, scores) of a committed partition."""
         group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
         return np.asarray(group["bin"][...]), np.asarray(group["roi_number"][...]), np.asarray(group["scores"][...])
+
+    @_retried
+    def read_scores(self, part: str) -> np.ndarray:
+        """The class scores float32 (roi, class) of a committed partition, without its other arrays."""
+        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        return np.asarray(group["scores"][...])
 
     def read_bin(self, bin_id: str, ledger: Ledger | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ROI numbers int64 (roi,), scores float32 (roi, class)) of a complete bin."""
