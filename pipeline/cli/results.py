@@ -1,4 +1,4 @@
-"""Commands on output stores: `report`, `export`, `compare`, `rethreshold`, `migrate`."""
+"""Commands on output stores: `report`, `export`, `compare`, `rethreshold`, `compact`, `migrate`."""
 
 from __future__ import annotations
 
@@ -204,6 +204,29 @@ def rethreshold(
             f"applied thresholds {done.thresholds_sha256[:12]} from {done.source} to {done.bins} bins "
             f"({done.rois} ROIs, {done.partitions} partitions) in {done.seconds:.1f} s"
         )
+
+
+def compact(
+    store: str = typer.Argument(..., help="Output store URL written by `classify` or `watch`."),
+    target_rois: int = typer.Option(
+        500_000, min=2, help="ROIs a merged partition holds at most; partitions under half of it are merged."
+    ),
+    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Merge the store's small partitions (one per `watch` poll) into large ones, so that readers open few;
+    scores are copied bit for bit. Safe to interrupt and rerun. Exit codes: 0 done; 2 no store, or a store another
+    run is writing."""
+    from pipeline.results.compact import compact_store
+    from pipeline.results.store import ResultStore
+
+    results = ResultStore(store, parse_storage_options(storage_options))
+    with refusals(Console(stderr=True)):
+        store_classes(results)
+        done = compact_store(results, target_rois)
+    typer.echo(
+        f"merged {done.parts_merged} of {done.parts_before} partitions into {done.parts_written}; "
+        f"removed {done.parts_removed} replaced partitions"
+    )
 
 
 def migrate(

@@ -1,17 +1,21 @@
 """Archives: a folder (local or object storage) of bins, flat or in day folders (`D2019/D20190101/`,
 `2012/IFCB5_2012_028/`).
 
-Listing is one recursive `find` (one paginated listing on object storage, not one request per folder). Files are
-grouped by bin id; unrelated files are ignored; a bin that lacks a file becomes a `BinFailure` - never a crash, never
-a silent skip.
+Listing follows the request and streams: an archive laid out by day is listed day folder by day folder, in time
+order, and only the days a time window (or a list of bins) can touch; any other layout is one recursive `find` (one
+paginated listing on object storage). Files are grouped by bin id; unrelated files are ignored; a bin that lacks a
+file becomes a `BinFailure` - never a crash, never a silent skip.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import posixpath
+import re
 from collections.abc import Collection, Iterator
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import fsspec
@@ -27,6 +31,8 @@ from pipeline.storage import fs_options
 log = logging.getLogger(__name__)
 
 EXTENSIONS = ("hdr", "adc", "roi")
+#: The reason of a failure for a requested bin the archive does not hold.
+NOT_IN_ARCHIVE = "not found in the archive"
 #: Bins whose `.hdr` and `.adc` `scan_archive` fetches in one batch (concurrent requests on object storage).
 SCAN_BATCH = 64
 
@@ -48,6 +54,58 @@ def split_bin_filename(name: str) -> tuple[BinId, str] | None:
         return None
 
 
+#: Folder names of archives laid out by day: years (`D2019`, `2012`), then days (`D20190101`, `IFCB5_2012_028`).
+_YEAR_FOLDER = re.compile(r"D?(\d{4})", re.ASCII)
+_DAY_FOLDER = re.compile(r"D(\d{4})(\d{2})(\d{2})|IFCB\d+_(\d{4})_(\d{3})", re.ASCII)
+
+
+def folder_day(name: str) -> date | None:
+    """The UTC day a day folder holds (`D20190101` -> 2019-01-01, `IFCB5_2012_028` -> 2012-01-28), else None."""
+    match = _DAY_FOLDER.fullmatch(name)
+    if match is None:
+        return None
+    try:
+        if match[1] is not None:
+            return date(int(match[1]), int(match[2]), int(match[3]))
+        day = date(int(match[4]), 1, 1) + timedelta(days=int(match[5]) - 1)
+    except ValueError:
+        return None
+    return day if day.year == int(match[4]) else None
+
+
+def iter_bins(
+    url: str,
+    storage_options: dict[str, Any] | None = None,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+    bin_ids: Collection[str] | None = None,
+    by_day: bool = True,
+) -> tuple[fsspec.AbstractFileSystem, Iterator[BinFiles | BinFailure]]:
+    """The archive's bins (complete ones as `BinFiles`, the others as failures) as a stream, day by day in time order.
+
+    An archive laid out by day (`D2019/D20190101/`, `2012/IFCB5_2012_028/`, both may sit side by side) is listed
+    folder by folder, and only the day folders that can hold the request: those of the window [start, end) (naive
+    datetimes are UTC) or of the days of `bin_ids`. Memory holds one day's listing at a time. Any other layout (bins
+    beside the years, folders that are not days) is listed whole, as one recursive listing. `bin_ids` keeps only
+    those bins, and a requested bin that is not in the archive is a failure too (at the end of the stream).
+    `by_day=False` lists any archive whole (fewer requests for a full pass on object storage; the whole listing in
+    memory).
+
+    The archive's root is listed before this returns: FileNotFoundError when it does not exist.
+    """
+    fs, root = open_archive(url, storage_options)
+    wanted = {parse_bin_id(text).id for text in bin_ids} if bin_ids is not None else None
+    start, end = _utc(start), _utc(end)
+    days = {parse_bin_id(text).time.date() for text in wanted} if wanted is not None else None
+    label = f"listing {redact_url(url)}"
+    top = _listed(fs, root, label)
+    if top is None:
+        raise FileNotFoundError(f"archive not found: {redact_url(url)}")
+    folders = _day_folders(fs, top, _Days.of(start, end, days), label) if by_day else None
+    return fs, _stream(fs, root, folders, wanted, start, end, label)
+
+
 def list_bins(
     url: str,
     storage_options: dict[str, Any] | None = None,
@@ -55,21 +113,148 @@ def list_bins(
     start: datetime | None = None,
     end: datetime | None = None,
     bin_ids: Collection[str] | None = None,
+    by_day: bool = True,
 ) -> tuple[fsspec.AbstractFileSystem, list[BinFiles], list[BinFailure]]:
-    """The complete bins under `url` sorted by time, and failures for bins that lack a file.
+    """The complete bins under `url` sorted by time, and failures (sorted by bin) for bins that lack a file: the
+    whole of `iter_bins`, held in memory."""
+    fs, stream = iter_bins(url, storage_options, start=start, end=end, bin_ids=bin_ids, by_day=by_day)
+    complete: list[BinFiles] = []
+    failures: list[BinFailure] = []
+    for item in stream:
+        (failures if isinstance(item, BinFailure) else complete).append(item)
+    complete.sort(key=lambda files: (files.bin.time, files.bin.id))
+    failures.sort(key=lambda failure: failure.bin)
+    return fs, complete, failures
 
-    `start` is inclusive and `end` exclusive (naive datetimes are UTC); `bin_ids` keeps only those bins, and a
-    requested bin that is not in the archive is a failure too.
-    """
-    fs, root = open_archive(url, storage_options)
-    wanted = {parse_bin_id(text).id for text in bin_ids} if bin_ids is not None else None
-    start, end = _utc(start), _utc(end)
+
+def _listed(fs: fsspec.AbstractFileSystem, path: str, label: str) -> dict[str, dict[str, Any]] | None:
+    """One folder's entries by path (one request per thousand on object storage); None when it does not exist."""
+
+    def listing() -> dict[str, dict[str, Any]] | None:
+        try:
+            return {str(entry["name"]).rstrip("/"): entry for entry in fs.ls(path, detail=True, refresh=True)}
+        except FileNotFoundError:
+            return None
+
+    return with_retries(listing, label)
+
+
+def _subfolders(entries: dict[str, dict[str, Any]]) -> tuple[list[str], bool]:
+    """(folders among a listing's entries, whether it holds bin files itself)."""
+    folders = [name for name, entry in entries.items() if entry.get("type") == "directory"]
+    has_bins = any(
+        entry.get("type") != "directory" and split_bin_filename(name) is not None for name, entry in entries.items()
+    )
+    return sorted(folders), has_bins
+
+
+@dataclass(frozen=True)
+class _Days:
+    """The UTC days a request can touch: from `first` to `last` (None: open), and among `only` when given."""
+
+    first: date | None
+    last: date | None
+    only: frozenset[date] | None
+
+    @classmethod
+    def of(cls, start: datetime | None, end: datetime | None, only: set[date] | None) -> _Days:
+        first = start.astimezone(UTC).date() if start is not None else None
+        last = (end.astimezone(UTC) - timedelta(microseconds=1)).date() if end is not None else None
+        return cls(first, last, None if only is None else frozenset(only))
+
+    def holds(self, day: date) -> bool:
+        return (
+            (self.first is None or day >= self.first)
+            and (self.last is None or day <= self.last)
+            and (self.only is None or day in self.only)
+        )
+
+    def meet_year(self, year: int) -> bool:
+        return (
+            (self.first is None or year >= self.first.year)
+            and (self.last is None or year <= self.last.year)
+            and (self.only is None or any(day.year == year for day in self.only))
+        )
+
+
+def _day_folders(
+    fs: fsspec.AbstractFileSystem, top: dict[str, dict[str, Any]], days: _Days, label: str
+) -> list[tuple[date, str]] | None:
+    """The day folders that can hold requested bins, by day, listing only the years that can; None when the archive
+    is not laid out by day (then it is listed whole)."""
+    years, has_bins = _subfolders(top)
+    if has_bins:
+        return None
+    chosen: list[tuple[date, str]] = []
+    for year_path in years:
+        match = _YEAR_FOLDER.fullmatch(posixpath.basename(year_path))
+        if match is None:
+            return None
+        year = int(match[1])
+        if not days.meet_year(year):
+            continue
+        entries = _listed(fs, year_path, label) or {}
+        folders, has_bins = _subfolders(entries)
+        if has_bins:
+            return None
+        for folder in folders:
+            day = folder_day(posixpath.basename(folder))
+            if day is None or day.year != year:
+                return None
+            if days.holds(day):
+                chosen.append((day, folder))
+    chosen.sort()
+    return chosen
+
+
+def _stream(
+    fs: fsspec.AbstractFileSystem,
+    root: str,
+    folders: list[tuple[date, str]] | None,
+    wanted: set[str] | None,
+    start: datetime | None,
+    end: datetime | None,
+    label: str,
+) -> Iterator[BinFiles | BinFailure]:
+    """Bins day by day (folders of one day together), or of the whole root when `folders` is None."""
+    found: set[str] = set()  # only with `wanted`: which of them were seen
+    groups = [[root]] if folders is None else [[p for _, p in same] for _, same in itertools.groupby(folders, _first)]
+    for paths in groups:
+        listing: dict[str, Any] = {}
+        for path in paths:
+            listing.update(_found(fs, path, label))
+        for item in _group(listing, wanted, start, end):
+            if wanted is not None:
+                found.add(item.bin if isinstance(item, BinFailure) else item.bin.id)
+            yield item
+    for bin_text in sorted((wanted or set()) - found):
+        yield BinFailure(bin_text, "files", NOT_IN_ARCHIVE)
+
+
+def _first(pair: tuple[date, str]) -> date:
+    return pair[0]
+
+
+def _found(fs: fsspec.AbstractFileSystem, path: str, label: str) -> dict[str, Any]:
+    """Every file under `path` with its details (one paginated listing on object storage)."""
+
+    def find() -> dict[str, Any]:
+        try:
+            return fs.find(path, detail=True)
+        except FileNotFoundError:  # removed since its parent was listed
+            return {}
+
+    return with_retries(find, label)
+
+
+def _group(
+    listing: dict[str, Any], wanted: set[str] | None, start: datetime | None, end: datetime | None
+) -> list[BinFiles | BinFailure]:
+    """A listing's files grouped by bin: complete bins by time, then failures for bins that lack a file or have
+    files in several places."""
     found: dict[str, dict[str, str]] = {}
     bin_of: dict[str, BinId] = {}
     duplicates: dict[str, set[str]] = {}
-    listing = with_retries(lambda: fs.find(root, detail=True), f"listing {redact_url(url)}")
-    if not listing and not with_retries(lambda: fs.isdir(root), f"listing {redact_url(url)}"):
-        raise FileNotFoundError(f"archive not found: {redact_url(url)}")
     for path in listing:
         parsed = split_bin_filename(path)
         if parsed is None:
@@ -95,11 +280,8 @@ def list_bins(
             failures.append(BinFailure(bin_text, "files", f"missing {' and '.join(entry.missing)}"))
         else:
             complete.append(entry)
-    for bin_text in sorted((wanted or set()) - set(found)):
-        failures.append(BinFailure(bin_text, "files", "not found in the archive"))
     complete.sort(key=lambda files: (files.bin.time, files.bin.id))
-    failures.sort(key=lambda failure: failure.bin)
-    return fs, complete, failures
+    return [*complete, *sorted(failures, key=lambda failure: failure.bin)]
 
 
 def scan_archive(

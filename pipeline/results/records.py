@@ -57,6 +57,7 @@ class Commit:
     failures: list[BinFailure] = field(default_factory=list)
     incomplete: list[dict[str, str]] = field(default_factory=list)  # {bin, reason}: transient, redone next run
     thresholds_sha256: str | None = None  # the thresholds behind counts_thresholded (None: a commit of before)
+    replaces: list[str] = field(default_factory=list)  # partitions whose bins this one took over (compaction)
 
     def to_attributes(self) -> dict[str, Any]:
         return {
@@ -65,6 +66,7 @@ class Commit:
             "failures": [failure.to_dict() for failure in self.failures],
             "incomplete": list(self.incomplete),
             "thresholds_sha256": self.thresholds_sha256,
+            "replaces": list(self.replaces),
         }
 
     @classmethod
@@ -75,6 +77,7 @@ class Commit:
             failures=[BinFailure(**failure) for failure in attrs.get("failures", [])],
             incomplete=list(attrs.get("incomplete", [])),
             thresholds_sha256=attrs.get("thresholds_sha256"),
+            replaces=list(attrs.get("replaces", [])),
         )
 
 

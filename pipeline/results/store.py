@@ -327,10 +327,12 @@ class ResultStore:
         failures: Sequence[BinFailure] = (),
         incomplete: Sequence[dict[str, str]] = (),
         thresholds: np.ndarray | None = None,
+        replaces: Sequence[str] = (),
     ) -> Commit:
         """Write the partition's arrays, then its commit (last). The same input writes the same bytes.
 
-        With the bundle's `thresholds` (in class order) each bin's record also carries its thresholded counts.
+        With the store's `thresholds` (in class order) each bin's record also carries its thresholded counts;
+        `replaces` names the partitions whose bins this one takes over (`pipeline.results.compact`).
         """
         n_classes = len(classes)
         for result in results:
@@ -342,6 +344,7 @@ class ResultStore:
             failures=list(failures),
             incomplete=list(incomplete),
             thresholds_sha256=thresholds_digest(decided, classes),
+            replaces=list(replaces),
         )
         offset = 0
         for result in results:
@@ -383,10 +386,9 @@ class ResultStore:
         committed = self.children(COMMITS)
         pending = [part for part in committed if part not in ledger.parts]
         documents = self.read_documents([f"{COMMITS}/{part}/zarr.json" for part in pending])
-        for part in pending:
-            meta = documents.get(f"{COMMITS}/{part}/zarr.json")
-            if meta is not None:
-                ledger.add(Commit.from_attributes(meta["attributes"]))
+        commits = [Commit.from_attributes(meta["attributes"]) for meta in documents.values()]
+        for commit in sorted(commits, key=lambda commit: bool(commit.replaces)):  # merged ones over what they replace
+            ledger.add(commit)
         if clean:
             done = set(committed)
             for part in self.children(PARTS):
