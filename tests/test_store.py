@@ -4,6 +4,7 @@ the model guard, the old layout, and the xarray views."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pipeline.results.lease import StoreBusyError
 from pipeline.results.records import BinResult
 from pipeline.results.rois import open_rois
 from pipeline.results.store import (
+    ABANDONED_AFTER_S,
     COMMITS,
     PARTS,
     ResultStore,
@@ -76,7 +78,14 @@ def test_a_partition_without_its_commit_is_not_complete_and_is_cleaned(store: Re
     shutil.rmtree(tmp_path / "out.zarr" / COMMITS / part)  # as if the writer died before its last write
     assert store.ledger().bins == {}
     assert (tmp_path / "out.zarr" / PARTS / part).exists()  # a reader never deletes
-    store.ledger(clean=True)  # the next run (holding the lease) does
+    with store.lease("next"):
+        store.ledger(clean=True)  # nor does the next run while the partition may still be being written
+    assert (tmp_path / "out.zarr" / PARTS / part).exists()
+    old = time.time() - ABANDONED_AFTER_S - 1
+    for path in (tmp_path / "out.zarr" / PARTS / part).rglob("*"):
+        os.utime(path, (old, old))  # its last write an hour before the next run's lease
+    with store.lease("next"):
+        store.ledger(clean=True)  # the next run (holding the lease) deletes it
     assert not (tmp_path / "out.zarr" / PARTS / part).exists()
 
 
@@ -161,7 +170,7 @@ def test_the_lease_of_a_killed_run_expires(store: ResultStore) -> None:
     lease.write_text(json.dumps({**holder, "expires": time.time() + 60}))  # still live: refused, saying who holds it
     with pytest.raises(StoreBusyError, match="process 4242 on node7"), store.lease("run-3"):
         pass
-    lease.write_text(json.dumps({**holder, "expires": time.time() - 1}))  # its owner stopped renewing it
+    lease.write_text(json.dumps({**holder, "expires": time.time() - 1, "ttl_s": 0.3}))  # unchanged for 0.3 s here
     with store.lease("run-3"):
         assert json.loads(lease.read_text())["owner"] == "run-3"
     assert not lease.exists()

@@ -125,7 +125,7 @@ def rethreshold_store(
     source = redact_url(thresholds_url)
     previous = info.get("thresholds_sha256") or thresholds_digest(info.get("thresholds"), classes)
     summary = RethresholdSummary(redact_url(store_url), digest, previous, source)
-    with store.lease(uuid.uuid4().hex):
+    with store.lease(uuid.uuid4().hex) as lease:
         info = store.info() or info
         if digest == previous and PENDING_DECISION not in info:
             summary.changed = False
@@ -148,6 +148,7 @@ def rethreshold_store(
             "applied": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
         new_info = {**settled, **attributes, "decisions": [*info.get("decisions", []), decision]}
+        lease.check()
         store.consolidate(decided, info=new_info)  # the summary first, then the root that makes it the decision
         store.write_info(new_info)
     summary.bins = len(records)

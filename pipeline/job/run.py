@@ -138,7 +138,7 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
             f"counts follow the store's thresholds ({store_info['thresholds_sha256'][:12]}, from "
             f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
         )
-    with store.lease(uuid.uuid4().hex):
+    with store.lease(uuid.uuid4().hex) as lease:
         ledger = store.ledger(clean=True)
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         summary.dashboard = dashboard_link(client)
@@ -153,7 +153,8 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
             _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter)
         finally:
             list_failures = selection.failures
-            if ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures):
+            changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures)
+            if changed and lease.lost is None:  # a run that lost the lease leaves the summary to the next one
                 store.consolidate(ledger, list_failures)
         summary.bins_listed = selection.complete + len(list_failures)
         summary.bins_already_complete = selection.complete - selection.planned

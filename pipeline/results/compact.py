@@ -21,6 +21,7 @@ from datetime import datetime
 import numpy as np
 
 from model.thresholds import threshold_array
+from pipeline.results.lease import Lease
 from pipeline.results.records import BinRecord, BinResult, Ledger
 from pipeline.results.store import COMMITS, PARTS, ResultStore, partition_id
 
@@ -45,13 +46,13 @@ def compact_store(
 
     `progress(done, total)` is called after each merged commit (tests stop a compaction there).
     """
-    with store.lease(uuid.uuid4().hex):
+    with store.lease(uuid.uuid4().hex) as lease:
         info = store.info() or {}
-        return _compact(store, info, target_rois, progress)
+        return _compact(store, info, target_rois, progress, lease)
 
 
 def _compact(
-    store: ResultStore, info: dict, target_rois: int, progress: Callable[[int, int], None] | None
+    store: ResultStore, info: dict, target_rois: int, progress: Callable[[int, int], None] | None, lease: Lease
 ) -> Compaction:
     classes = list(info["classes"])
     thresholds = threshold_array(info.get("thresholds"), classes)
@@ -72,6 +73,7 @@ def _compact(
         if progress is not None:
             progress(n + 1, len(groups))
     if ledger.changed:
+        lease.check()
         store.consolidate(ledger)
     done.parts_removed = _remove_replaced(store, ledger)
     return done

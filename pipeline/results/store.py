@@ -33,7 +33,9 @@ partition costs a handful of PUTs whatever its number of bins, and none of them 
 first run sends well under one store request per bin. A rerun reads the summary (a few GETs) and lists `commits/`
 (one request per thousand partitions), so its cost does not grow with the number of complete bins. Partition ids
 are derived from their bins and all bytes are deterministic (fixed codecs, no timestamps), so a task that Dask
-retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run.
+retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run once they
+are an hour older than its lease, by the store's own clock (a task of a killed client on an external cluster may
+still be writing a younger one, and commit it).
 
 One run at a time: a run holds the store's lease (`pipeline.results.lease`) while it writes.
 
@@ -51,6 +53,7 @@ import json
 import posixpath
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -75,6 +78,8 @@ from pipeline.storage import fs_options
 LAYOUT = "ifcbflow-store/2"
 OLD_LAYOUTS = ("ifcbflow-store/1",)
 PARTS, COMMITS, SUMMARY, LEDGER, LEASE = "parts", "commits", "summary", "ledger", "lease.json"
+#: Partitions without a commit are deleted once their last write is this much older than the run's lease.
+ABANDONED_AFTER_S = 3600.0
 #: Root attribute present while a change of thresholds is being applied (removed by the root write that ends it).
 PENDING_DECISION = "thresholds_pending"
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
@@ -307,7 +312,7 @@ class ResultStore:
         self._info = info
 
     # --- one run at a time ------------------------------------------------------------------------------------------
-    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> contextlib.AbstractContextManager[None]:
+    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> contextlib.AbstractContextManager[Lease]:
         """Hold the store's lease for the body (`pipeline.results.lease`); refuse if another live run holds it."""
         local = isinstance(self.zarr_store, zarr.storage.LocalStore)
         lease = Lease(self.fs, posixpath.join(self.root, LEASE), local=local, label=redact_url(self.url))
@@ -390,11 +395,23 @@ class ResultStore:
         for commit in sorted(commits, key=lambda commit: bool(commit.replaces)):  # merged ones over what they replace
             ledger.add(commit)
         if clean:
-            done = set(committed)
-            for part in self.children(PARTS):
-                if part not in done:
-                    self.remove(f"{PARTS}/{part}")
+            self._remove_abandoned(set(committed))
         return ledger
+
+    def _remove_abandoned(self, committed: set[str]) -> None:
+        """Delete partitions without a commit whose last write is `ABANDONED_AFTER_S` older than this run's lease
+        (both times from the store's own clock): a task of a killed client on an external cluster may still be
+        writing a younger one, and commit it."""
+        uncommitted = [part for part in self.children(PARTS) if part not in committed]
+        if not uncommitted:
+            return
+        now = _modified(with_retries(lambda: self.fs.info(posixpath.join(self.root, LEASE)), "reading the lease"))
+        for part in uncommitted:
+            path = posixpath.join(self.root, PARTS, part)
+            found = with_retries(lambda path=path: self.fs.find(path, detail=True), f"listing {part}")
+            newest = max((_modified(entry) for entry in found.values()), default=0.0)
+            if now - newest >= ABANDONED_AFTER_S:
+                self.remove(f"{PARTS}/{part}")
 
     def _consolidated_ledger(self) -> Ledger:
         """The ledger as the last consolidation wrote it: which bins and partitions (two arrays); the full records
@@ -538,6 +555,17 @@ class ResultStore:
             remaining[record.part] -= 1
             if remaining[record.part] == 0:
                 del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
+
+
+def _modified(entry: dict[str, Any]) -> float:
+    """An fsspec entry's modification time in seconds (local `mtime`, S3 `LastModified`, GCS `updated`); 0 when it
+    has none (then it counts as old)."""
+    value = entry.get("mtime", entry.get("LastModified", entry.get("updated")))
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value or 0.0)
 
 
 def _bytes(value: Any) -> bytes:
