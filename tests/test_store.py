@@ -98,6 +98,20 @@ def test_recommitting_a_partition_writes_identical_bytes(store: ResultStore, tmp
     assert tree_digests(tmp_path / "out.zarr") == before
 
 
+def test_failures_are_read_without_the_complete_bins_records(store: ResultStore, monkeypatch) -> None:
+    _commit(store, [_result(BIN_A, 4, 1.5)], (BinFailure(BIN_B, "roi", "truncated"),))
+    store.consolidate(store.ledger())
+    _commit(store, [], (BinFailure(BIN_C, "adc", "bad"),), run="again")  # pending: not in the summary yet
+
+    def records_read(self: ResultStore) -> None:
+        raise AssertionError("a rerun that only compares failures read every bin record")
+
+    monkeypatch.setattr(ResultStore, "_consolidated_records", records_read)
+    ledger = store.ledger()
+    assert ledger.failures == {BIN_B: BinFailure(BIN_B, "roi", "truncated"), BIN_C: BinFailure(BIN_C, "adc", "bad")}
+    assert ledger.complete == {BIN_A}
+
+
 def test_failures_are_kept_until_the_bin_succeeds(store: ResultStore) -> None:
     _commit(store, [], (BinFailure(BIN_A, "roi", "truncated"),))
     assert store.ledger().failures == {BIN_A: BinFailure(BIN_A, "roi", "truncated")}

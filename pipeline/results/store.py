@@ -419,18 +419,28 @@ class ResultStore:
         tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)})
         complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
         parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
-        return Ledger(complete, parts, load=self._consolidated_records)
+        return Ledger(complete, parts, load=self._consolidated_records, load_failures=self._consolidated_failures)
+
+    def _consolidated_failures(self) -> dict[str, BinFailure]:
+        """The failed bins the last consolidation recorded (three small arrays; no bin record is read)."""
+        kept = self._read_tables({LEDGER: ("failed_bin", "failed_stage", "failed_reason")}).get(LEDGER)
+        if kept is None:
+            return {}
+        return {
+            str(bin_id): BinFailure(str(bin_id), str(stage), str(reason))
+            for bin_id, stage, reason in zip(
+                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(), strict=True
+            )
+        }
 
     def _consolidated_records(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
-                LEDGER: ("failed_bin", "failed_stage", "failed_reason"),
             }
         )
         records: dict[str, BinRecord] = {}
-        failures: dict[str, BinFailure] = {}
-        summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
+        summary = tables.get(SUMMARY)
         if summary is not None:
             times = summary["time"].astype("datetime64[s]")
             thresholded = summary.get("counts_thresholded")  # absent in stores of bundles without thresholds
@@ -446,12 +456,7 @@ class ResultStore:
                     roi_offset=int(summary["roi_offset"][i]),
                     counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
                 )
-        if kept is not None:
-            for bin_id, stage, reason in zip(
-                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(), strict=True
-            ):
-                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason))
-        return records, failures
+        return records, self._consolidated_failures()
 
     @_retried
     def _read_tables(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, np.ndarray]]:
