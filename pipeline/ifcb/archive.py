@@ -182,14 +182,13 @@ def _day_folders(
 ) -> list[tuple[date, str]] | None:
     """The day folders that can hold requested bins, by day, listing only the years that can; None when the archive
     is not laid out by day (then it is listed whole)."""
-    years, has_bins = _subfolders(top)
-    if has_bins:
+    folders, has_bins = _subfolders(top)
+    years = [(_YEAR_FOLDER.fullmatch(posixpath.basename(path)), path) for path in folders]
+    if has_bins or any(match is None for match, _ in years):
         return None
     chosen: list[tuple[date, str]] = []
-    for year_path in years:
-        match = _YEAR_FOLDER.fullmatch(posixpath.basename(year_path))
-        if match is None:
-            return None
+    for match, year_path in years:
+        assert match is not None
         year = int(match[1])
         if not days.meet_year(year):
             continue

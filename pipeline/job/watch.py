@@ -148,7 +148,9 @@ class Watcher:
             if files.bin.id not in self._complete and self._bad.get(files.bin.id, _UNSEEN) != files.sizes
         ]
         times = [files.bin.time for files in bins] + [parse_bin_id(failure.bin).time for failure in unfinished]
-        self._newest_listed = max([*times, *([self._newest_listed] if self._newest_listed else [])], default=None)
+        newest = max(times, default=None)
+        if newest is not None and (self._newest_listed is None or newest > self._newest_listed):
+            self._newest_listed = newest
         if due:
             try:
                 run = run_classification(self.client, replace(request, bin_ids=due), self.reporter)
