@@ -4,9 +4,10 @@ Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing
 when fitted, per-class `thresholds`) and the model: `model.keras` (Keras 3 native file) or, for an ONNX model
 (`"runtime": "onnx"` in the metadata; absent means Keras), `model.onnx` (`model.onnx_model`). The content hash is
 sha256 over the model bytes and the canonical metadata, so an output store can record exactly which model wrote it
-and a tampered file is refused on load. Thresholds are part of the metadata, hence of the hash: the same weights
-with other thresholds are another model, whose counts land in another store. A bundle without them decides by plain
-argmax.
+and a tampered file is refused on load. Thresholds are part of the metadata, hence of the content hash, but not of
+the model's identity (`model_hash`: model bytes, classes, architecture, preprocessing), which is what an output store
+records: the same weights with other thresholds are the same model, and a store applies thresholds to its stored
+scores (`ifcbflow rethreshold`). A bundle without them decides by plain argmax.
 
 The preprocessing contract (`model.preprocess.PreprocessConfig`) is data in the metadata; a bundle written before
 the contract had more parts than size, padding and normalisation has only those keys, and the missing ones mean
@@ -328,17 +329,41 @@ def _parse_metadata(archive: zipfile.ZipFile, url: str) -> dict[str, Any]:
     return metadata
 
 
-def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The bundle's metadata (classes, arch, preprocess, provenance, content_hash) without building the model.
+def model_hash(model_bytes: bytes, metadata: dict[str, Any]) -> str:
+    """The model's identity: sha256 over the model bytes, its classes, architecture and preprocessing.
 
-    The zip's directory sits at its end, so only that and the small metadata member are fetched (a few ranged
-    reads on object storage); the hash is checked by `load_bundle`, where the model bytes are read anyway.
+    Unlike `content_hash` it leaves out thresholds and provenance: a bundle whose thresholds were refitted holds the
+    same model, so its scores may go to the same store (thresholds are decisions on stored scores).
+    """
+    identity = {key: metadata.get(key) for key in ("classes", "arch", "preprocess")}
+    digest = hashlib.sha256()
+    digest.update(hashlib.sha256(model_bytes).digest())
+    digest.update(_canonical(identity))
+    return digest.hexdigest()
+
+
+#: Model hashes by bundle content hash (which covers the model bytes): a bundle's model is read once per process.
+_MODEL_HASHES: dict[str, str] = {}
+
+
+def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The bundle's metadata (classes, arch, preprocess, provenance, content_hash) and its `model_hash`, without
+    building the model.
+
+    The zip's directory sits at its end, so only that, the small metadata member and (once per process and bundle,
+    for `model_hash`) the model member are fetched (ranged reads on object storage); the content hash is checked
+    by `load_bundle`.
     """
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as f:
-            return _parse_metadata(_open_zip(f, url), url)
+            archive = _open_zip(f, url)
+            metadata = _parse_metadata(archive, url)
+            known = _MODEL_HASHES.get(metadata["content_hash"])
+            if known is None:
+                known = _MODEL_HASHES[metadata["content_hash"]] = model_hash(archive.read(_MODEL), metadata)
     except FileNotFoundError:
         raise BundleError(f"no model bundle at {url}") from None
+    return {**metadata, "model_hash": known}
 
 
 def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bundle:

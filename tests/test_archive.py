@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.ifcb.archive import bin_files_at, list_bins, scan_archive, split_bin_filename
+from pipeline.ifcb.archive import bin_files_at, iter_bins, list_bins, scan_archive, split_bin_filename
 from pipeline.ifcb.bins import BinMeta, read_bin_images
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 
@@ -143,3 +143,107 @@ def test_bin_files_at_partial_and_bad_names(ifcb_data: Path) -> None:
     assert files.missing == [".roi"]
     with pytest.raises(IfcbFormatError, match="not an IFCB bin id"):
         bin_files_at(str(ifcb_data / "SOURCES.md"))
+
+
+def _days_archive(ifcb: Path, root: Path) -> None:
+    """Both day layouts over two years each: a bin a day, named for its day (hard links of two real bins)."""
+    for year in (2019, 2020):
+        for day in range(1, 6):
+            name = f"D{year}01{day:02d}T000000_IFCB013"
+            _link(ifcb / "bins" / NEW, root / f"D{year}" / f"D{year}01{day:02d}", name)
+    for year in (2011, 2012):
+        for doy in range(27, 31):
+            _link(ifcb / "bins" / OLD, root / str(year) / f"IFCB5_{year}_{doy:03d}", f"IFCB5_{year}_{doy:03d}_081515")
+
+
+def _link(source: Path, folder: Path, name: str) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for ext in ("hdr", "adc", "roi"):
+        try:
+            (folder / f"{name}.{ext}").hardlink_to(f"{source}.{ext}")
+        except OSError:  # another filesystem, or links not allowed here
+            shutil.copy(f"{source}.{ext}", folder / f"{name}.{ext}")
+
+
+@pytest.fixture
+def listing_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
+    """Every `ls` and `find` the listing asks of the local filesystem (not those `find` makes itself), as (method,
+    path): on object storage, each is one request per thousand entries."""
+    import fsspec
+
+    fs = fsspec.filesystem("file")
+    calls: list[tuple[str, str]] = []
+    depth = [0]
+    for method in ("ls", "find"):
+        real = getattr(fs, method)
+
+        def recorded(path: str, *args: object, _real=real, _method=method, **kwargs: object) -> object:
+            if not depth[0]:
+                calls.append((_method, str(path)))
+            depth[0] += 1
+            try:
+                return _real(path, *args, **kwargs)
+            finally:
+                depth[0] -= 1
+
+        monkeypatch.setattr(fs, method, recorded)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "expected", "listed"),
+    [
+        (datetime(2020, 1, 2), datetime(2020, 1, 4), ["D20200102T000000_IFCB013", "D20200103T000000_IFCB013"],
+         ["D2020", "D2020/D20200102", "D2020/D20200103"]),
+        (datetime(2012, 1, 29, 8), datetime(2012, 1, 29, 9), ["IFCB5_2012_029_081515"],
+         ["2012", "2012/IFCB5_2012_029"]),
+        (datetime(2012, 1, 30), datetime(2019, 1, 2), ["IFCB5_2012_030_081515", "D20190101T000000_IFCB013"],
+         ["2012", "D2019", "2012/IFCB5_2012_030", "D2019/D20190101"]),
+    ],
+)  # fmt: skip
+def test_a_window_lists_only_the_day_folders_that_can_hold_it(
+    ifcb_data: Path, tmp_path: Path, listing_calls: list[tuple[str, str]], start, end, expected, listed
+) -> None:
+    root = tmp_path / "archive"
+    _days_archive(ifcb_data, root)
+    _, bins, failures = list_bins(str(root), start=start, end=end)
+    assert [b.bin.id for b in bins] == expected and failures == []
+    relative = [(method, str(Path(path).relative_to(root))) for method, path in listing_calls]
+    years, days = [p for p in listed if "/" not in p], [p for p in listed if "/" in p]
+    assert relative == [("ls", "."), *[("ls", p) for p in years], *[("find", p) for p in days]]
+
+
+def test_bins_asked_for_list_only_their_days_and_a_full_pass_streams_in_time_order(
+    ifcb_data: Path, tmp_path: Path, listing_calls: list[tuple[str, str]]
+) -> None:
+    root = tmp_path / "archive"
+    _days_archive(ifcb_data, root)
+    wanted = ["D20190103T000000_IFCB013", "IFCB5_2011_028_081515", "D20190103T120000_IFCB013"]
+    _, bins, failures = list_bins(str(root), bin_ids=wanted)
+    assert [b.bin.id for b in bins] == wanted[1::-1]
+    assert failures == [BinFailure("D20190103T120000_IFCB013", "files", "not found in the archive")]
+    assert sorted(path for method, path in listing_calls if method == "find") == [
+        str(root / "2011" / "IFCB5_2011_028"), str(root / "D2019" / "D20190103")
+    ]  # fmt: skip
+    listing_calls.clear()
+    _, stream = iter_bins(str(root))
+    assert len(listing_calls) == 5  # the root and its four years; no day is listed before it is asked for
+    first = next(stream)
+    assert first.bin.id == "IFCB5_2011_027_081515" and len(listing_calls) == 6
+    rest = [item.bin.id for item in stream]
+    assert len(rest) == 17 and rest == [b.bin.id for b in list_bins(str(root))[1]][1:]
+
+
+def test_other_layouts_are_listed_whole(ifcb_data: Path, tmp_path: Path, listing_calls: list[tuple[str, str]]) -> None:
+    root = tmp_path / "archive"
+    _days_archive(ifcb_data, root)
+    _copy(ifcb_data / "bins", NEW, root / "extra")  # a folder that is not a year
+    _, bins, _ = list_bins(str(root), start=datetime(2013, 5, 26), end=datetime(2013, 5, 27))
+    assert [b.bin.id for b in bins] == [NEW]
+    assert [call for call in listing_calls if call[0] == "find"] == [("find", str(root))]
+    listing_calls.clear()
+    _copy(ifcb_data / "bins", NEW, root / "D2020" / "extra", "D20200102T010000_IFCB013")  # a folder that is no day
+    (root / "extra").rename(tmp_path / "aside")
+    _, bins, _ = list_bins(str(root), start=datetime(2020, 1, 2), end=datetime(2020, 1, 3))
+    assert [b.bin.id for b in bins] == ["D20200102T000000_IFCB013", "D20200102T010000_IFCB013"]
+    assert [call for call in listing_calls if call[0] == "find"] == [("find", str(root))]

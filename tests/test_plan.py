@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.identifiers import parse_bin_id
 from pipeline.ifcb.synth import write_synthetic_archive
-from pipeline.job.plan import BIN_OVERHEAD_BYTES, balanced_target, bin_weight, partition
+from pipeline.job.plan import BIN_OVERHEAD_BYTES, balanced_target, bin_weight, partition, stream_partitions
 
 KB = 1000
 
@@ -62,3 +63,26 @@ def test_the_listing_gives_every_file_size(tmp_path: Path) -> None:
     for files in bins:
         assert files.sizes == tuple(Path(path).stat().st_size for path in (files.hdr, files.adc, files.roi))
         assert files.roi_size > 0
+
+
+def _listing(bins: list[BinFiles], consumed: list[BinFiles]) -> Iterator[BinFiles]:
+    for files in bins:
+        consumed.append(files)
+        yield files
+
+
+@pytest.mark.parametrize("n_workers", [0, 1, 2, 8])
+@pytest.mark.parametrize("n_bins", [1, 5, 40, 400])
+def test_streamed_partitions_are_those_of_the_whole_listing(n_workers: int, n_bins: int) -> None:
+    sizes = [(i * 7919) % 900 for i in range(n_bins)]  # 0..899 kB, uneven
+    bins = _bins(sizes)
+    for target in (50 * KB, 300 * KB, 5000 * KB, 10**9):
+        whole = partition(bins, balanced_target(sum(map(bin_weight, bins)), n_workers, target))
+        consumed: list[BinFiles] = []
+        streamed = stream_partitions(_listing(bins, consumed), n_workers, target)
+        first = next(streamed)
+        assert first == whole[0]
+        # formed before the listing ends whenever the run is bigger than two partitions per worker
+        big = sum(map(bin_weight, bins[:-1])) >= 2 * max(n_workers, 1) * target
+        assert (len(consumed) < len(bins)) == big
+        assert [first, *streamed] == whole

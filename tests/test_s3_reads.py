@@ -76,7 +76,8 @@ def test_real_bins_identical_with_one_get_per_file(s3_server, cached_options, re
     s3_fs, s3_bins, s3_failures = list_bins(url, cached_options)
     assert s3_fs is fs
     listing = log.take()
-    assert len(listing) == 1 and listing[0][0] == "GET"  # one ListObjectsV2 page for the whole tree
+    # the root's folders (not years and days: not laid out by day), then one ListObjectsV2 page for the whole tree
+    assert len(listing) == 2 and all(method == "GET" for method, _, _ in listing)
     local_fs, local_bins, local_failures = list_bins(str(local))
     assert [b.bin.id for b in s3_bins] == [b.bin.id for b in local_bins] == [OLD, NEW, *EMPTY]
     assert s3_failures == local_failures == [BinFailure("IFCB5_2012_029_081515", "files", "missing .roi")]
@@ -110,7 +111,7 @@ def test_scan_archive_requests(s3_server, cached_options, real_archive) -> None:
     metas = [r for r in results if isinstance(r, BinMeta)]
     assert {m.bin.id: m.n_rois for m in metas} == {OLD: 5, NEW: 19, EMPTY[0]: 0, EMPTY[1]: 0}
     requests = log.take()
-    assert len(requests) == 1 + 2 * len(metas)  # one listing, then the .hdr and .adc of each bin
+    assert len(requests) == 2 + 2 * len(metas)  # the root's folders, one listing, then the .hdr and .adc of each bin
     assert {m for m, _, _ in requests} == {"GET"}
 
 

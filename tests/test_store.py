@@ -4,6 +4,7 @@ the model guard, the old layout, and the xarray views."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from datetime import UTC, datetime
@@ -19,6 +20,7 @@ from pipeline.results.lease import StoreBusyError
 from pipeline.results.records import BinResult
 from pipeline.results.rois import open_rois
 from pipeline.results.store import (
+    ABANDONED_AFTER_S,
     COMMITS,
     PARTS,
     ResultStore,
@@ -76,7 +78,14 @@ def test_a_partition_without_its_commit_is_not_complete_and_is_cleaned(store: Re
     shutil.rmtree(tmp_path / "out.zarr" / COMMITS / part)  # as if the writer died before its last write
     assert store.ledger().bins == {}
     assert (tmp_path / "out.zarr" / PARTS / part).exists()  # a reader never deletes
-    store.ledger(clean=True)  # the next run (holding the lease) does
+    with store.lease("next"):
+        store.ledger(clean=True)  # nor does the next run while the partition may still be being written
+    assert (tmp_path / "out.zarr" / PARTS / part).exists()
+    old = time.time() - ABANDONED_AFTER_S - 1
+    for path in (tmp_path / "out.zarr" / PARTS / part).rglob("*"):
+        os.utime(path, (old, old))  # its last write an hour before the next run's lease
+    with store.lease("next"):
+        store.ledger(clean=True)  # the next run (holding the lease) deletes it
     assert not (tmp_path / "out.zarr" / PARTS / part).exists()
 
 
@@ -87,6 +96,20 @@ def test_recommitting_a_partition_writes_identical_bytes(store: ResultStore, tmp
     before = tree_digests(tmp_path / "out.zarr")
     _commit(store, results, failure)  # what a task that Dask retries does
     assert tree_digests(tmp_path / "out.zarr") == before
+
+
+def test_failures_are_read_without_the_complete_bins_records(store: ResultStore, monkeypatch) -> None:
+    _commit(store, [_result(BIN_A, 4, 1.5)], (BinFailure(BIN_B, "roi", "truncated"),))
+    store.consolidate(store.ledger())
+    _commit(store, [], (BinFailure(BIN_C, "adc", "bad"),), run="again")  # pending: not in the summary yet
+
+    def records_read(self: ResultStore) -> None:
+        raise AssertionError("a rerun that only compares failures read every bin record")
+
+    monkeypatch.setattr(ResultStore, "_consolidated_records", records_read)
+    ledger = store.ledger()
+    assert ledger.failures == {BIN_B: BinFailure(BIN_B, "roi", "truncated"), BIN_C: BinFailure(BIN_C, "adc", "bad")}
+    assert ledger.complete == {BIN_A}
 
 
 def test_failures_are_kept_until_the_bin_succeeds(store: ResultStore) -> None:
@@ -123,7 +146,7 @@ def test_a_rerun_reads_the_summary_not_every_commit(store: ResultStore, tmp_path
 
 
 def test_another_bundle_is_refused(store: ResultStore) -> None:
-    with pytest.raises(StoreMismatchError, match="holds results of model bundle hash-1"):
+    with pytest.raises(StoreMismatchError, match=r"holds results of another model \(model hash-1"):
         store.prepare(bundle_info={**INFO, "content_hash": "hash-2"}, bundle_url="other.zip", archive_url="archive")
     info = store.prepare(bundle_info=INFO, bundle_url="bundle.zip", archive_url="archive-2")
     assert info["archive_urls"] == ["archive", "archive-2"]
@@ -161,7 +184,7 @@ def test_the_lease_of_a_killed_run_expires(store: ResultStore) -> None:
     lease.write_text(json.dumps({**holder, "expires": time.time() + 60}))  # still live: refused, saying who holds it
     with pytest.raises(StoreBusyError, match="process 4242 on node7"), store.lease("run-3"):
         pass
-    lease.write_text(json.dumps({**holder, "expires": time.time() - 1}))  # its owner stopped renewing it
+    lease.write_text(json.dumps({**holder, "expires": time.time() - 1, "ttl_s": 0.3}))  # unchanged for 0.3 s here
     with store.lease("run-3"):
         assert json.loads(lease.read_text())["owner"] == "run-3"
     assert not lease.exists()

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import urllib.request
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,31 @@ def test_sigterm_stops_cleanly_and_a_restart_resumes(source, dask_client, tmp_pa
     assert again.returncode == 0, again.stderr[-3000:]
     assert "classified 1 bins" in again.stdout and "the store holds 3 bins" in again.stdout, again.stdout
     assert sorted(store.ledger().bins) == sorted(source["ids"][:3])
+
+
+def test_polls_list_the_newest_days_and_a_full_pass_finds_late_bins(source, dask_client, tmp_path: Path) -> None:
+    watched, first = tmp_path / "watched", source["ids"][0]
+    moment = parse_bin_id(first).time
+    late = f"D{moment - timedelta(days=10):%Y%m%dT%H%M%S}_{parse_bin_id(first).instrument}"  # a backlog's bin
+
+    def land_in_day(bin_id: str, files_of: str) -> None:
+        time = parse_bin_id(bin_id).time
+        folder = watched / f"D{time:%Y}" / f"D{time:%Y%m%d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for ext in EXTENSIONS:
+            (folder / f"{bin_id}.{ext}").write_bytes(source["files"][files_of][ext])
+
+    land_in_day(first, first)
+    store = ResultStore(str(tmp_path / "store.zarr"))
+    watcher = Watcher(dask_client, ClassifyRequest(str(watched), source["bundle"], store.url), full_pass_every=4)
+    polls = [watcher.poll(), watcher.poll()]
+    assert polls[1].classified == [first]
+    land_in_day(late, source["ids"][1])
+    polls += [watcher.poll() for _ in range(2)]  # the newest days only: the backlog's day is not listed
+    assert [p.waiting for p in polls[2:]] == [0, 0] and all(p.classified is None for p in polls[2:])
+    found = watcher.poll()  # poll 5: a full pass finds it (its sizes seen once)
+    assert found.waiting == 1 and found.classified is None
+    taken = watcher.poll()  # poll 6 lists from the backlog's first day until it is classified
+    assert taken.classified == [late] and not taken.full_pass
+    assert [p.full_pass for p in [*polls, found, taken]] == [True, False, False, False, True, False]
+    assert sorted(store.ledger().bins) == sorted([first, late]) and watcher.bins_in_store == 2

@@ -126,7 +126,8 @@ def thresholds_command(
 ) -> None:
     """Refit a bundle's per-class thresholds on your labelled ROIs and write a new bundle with the same model.
 
-    The new bundle has another hash (thresholds are part of the model), so its results go to a new store.
+    The new bundle has another content hash but the same model: it classifies into the same stores, and
+    `ifcbflow rethreshold STORE --thresholds NEW.zip` applies its thresholds to a store's scores without the model.
     """
     from model.bundle import BundleError, load_bundle, save_with_thresholds
     from model.thresholds import fit_thresholds

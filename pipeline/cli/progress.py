@@ -65,6 +65,11 @@ class JobProgress:
         self._bins = self._progress.add_task("bins", total=bins, rois=0)
         self._progress.start()
 
+    def grow(self, bins: int) -> None:
+        if self._progress is not None:
+            total = self._progress.tasks[self._bins].total or 0
+            self._progress.update(self._bins, total=total + bins)
+
     def advance(self, bins: int, rois: int) -> None:
         if self._progress is not None:
             self._rois += rois

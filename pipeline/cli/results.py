@@ -1,4 +1,4 @@
-"""Commands on output stores: `report`, `export`, `compare`, `migrate`."""
+"""Commands on output stores: `report`, `export`, `compare`, `rethreshold`, `compact`, `migrate`."""
 
 from __future__ import annotations
 
@@ -158,6 +158,75 @@ def compare(
         console.print(table)
     if plot is not None:
         console.print(f"plot: {plot}")
+
+
+def rethreshold(
+    store: str = typer.Argument(..., help="Output store URL written by `classify`."),
+    thresholds: str = typer.Option(
+        ...,
+        "--thresholds",
+        help="A model bundle of the store's model (its thresholds are taken; one without thresholds means argmax), "
+        "or a JSON file {class: threshold} (classes left out keep 0.0, argmax).",
+    ),
+    cluster: str = typer.Option(
+        "local", help="local (embedded), or a scheduler address (tcp://host:8786) or scheduler file."
+    ),
+    workers: int | None = typer.Option(None, help="Local workers (default: cores/2)."),
+    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a line."),
+) -> None:
+    """Apply other thresholds to a store's stored scores, without the model: thresholded counts, summary, reports
+    and exports follow them from then on, and the store records which thresholds (by sha256) it applied.
+
+    Exit codes: 0 done; 2 usage or configuration error (no store, a bundle of another model, thresholds that name
+    no class of the store, a store another run is writing).
+    """
+    from dataclasses import asdict
+
+    from pipeline.cli.progress import JobProgress
+    from pipeline.cluster.client import open_client
+    from pipeline.job.reporting import Quiet
+    from pipeline.job.rethreshold import rethreshold_store
+
+    options = parse_storage_options(storage_options)
+    console = Console(stderr=True)
+    with refusals(console), open_client(cluster, workers=workers) as client:
+        try:
+            done = rethreshold_store(client, store, options, thresholds, Quiet() if as_json else JobProgress(console))
+        except ValueError as err:
+            raise typer.BadParameter(str(err), param_hint="--thresholds") from None
+    if as_json:
+        typer.echo(json.dumps(asdict(done), indent=2))
+    elif not done.changed:
+        typer.echo(f"{store} already decides by these thresholds ({done.thresholds_sha256[:12]})")
+    else:
+        typer.echo(
+            f"applied thresholds {done.thresholds_sha256[:12]} from {done.source} to {done.bins} bins "
+            f"({done.rois} ROIs, {done.partitions} partitions) in {done.seconds:.1f} s"
+        )
+
+
+def compact(
+    store: str = typer.Argument(..., help="Output store URL written by `classify` or `watch`."),
+    target_rois: int = typer.Option(
+        500_000, min=2, help="ROIs a merged partition holds at most; partitions under half of it are merged."
+    ),
+    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+) -> None:
+    """Merge the store's small partitions (one per `watch` poll) into large ones, so that readers open few;
+    scores are copied bit for bit. Safe to interrupt and rerun. Exit codes: 0 done; 2 no store, or a store another
+    run is writing."""
+    from pipeline.results.compact import compact_store
+    from pipeline.results.store import ResultStore
+
+    results = ResultStore(store, parse_storage_options(storage_options))
+    with refusals(Console(stderr=True)):
+        store_classes(results)
+        done = compact_store(results, target_rois)
+    typer.echo(
+        f"merged {done.parts_merged} of {done.parts_before} partitions into {done.parts_written}; "
+        f"removed {done.parts_removed} replaced partitions"
+    )
 
 
 def migrate(

@@ -69,6 +69,10 @@ def watch(
     max_polls: int | None = typer.Option(
         None, min=1, help="Stop after this many polls (for scripts; a bin is classified from its second poll on)."
     ),
+    full_pass_every: int = typer.Option(
+        60, min=1, help="Polls between two full listings of the archive; the others list its newest days only "
+        "(a full pass finds bins that arrive late)."
+    ),
     cluster: str = CLUSTER,
     workers: int | None = WORKERS,
     partition_mb: float = PARTITION_MB,
@@ -108,7 +112,7 @@ def watch(
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:
-        watcher = Watcher(client, request)
+        watcher = Watcher(client, request, full_pass_every=full_pass_every)
         server = None if metrics_port is None else watcher.metrics.serve(metrics_port, metrics_address)
         where = "" if server is None else f"; metrics at http://{metrics_address}:{server.server_port}/metrics"
         typer.echo(f"watching {archive} every {interval:g} s into {out}{where}")

@@ -9,8 +9,9 @@ little. Each bin also weighs a few kilobytes, so a run of tiny or empty bins sti
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator
 
 from pipeline.ifcb.bins import BinFiles
 
@@ -36,20 +37,45 @@ def balanced_target(total_bytes: int, n_workers: int, target_bytes: int) -> int:
     return max(1, min(target_bytes, math.ceil(total_bytes / (2 * n_workers))))
 
 
-def partition(bins: Sequence[BinFiles], target_bytes: int) -> list[list[BinFiles]]:
+def partition(bins: Iterable[BinFiles], target_bytes: int) -> list[list[BinFiles]]:
     """Consecutive whole bins, about `target_bytes` per partition; a bin bigger than the target is alone."""
     if target_bytes < 1:
         raise ValueError(f"partition size must be at least 1 byte, got {target_bytes}")
-    partitions: list[list[BinFiles]] = []
+    return list(_partitions(bins, target_bytes))
+
+
+def stream_partitions(bins: Iterable[BinFiles], n_workers: int, target_bytes: int) -> Iterator[list[BinFiles]]:
+    """The partitions `partition(bins, balanced_target(total, n_workers, target_bytes))` gives, formed while `bins`
+    is still being listed.
+
+    Only the first `2 * n_workers * target_bytes` bytes of bins are read ahead: a listing that ends before that is a
+    small run, balanced as a whole; one that goes beyond it has the target as its partition size whatever follows.
+    """
+    if target_bytes < 1:
+        raise ValueError(f"partition size must be at least 1 byte, got {target_bytes}")
+    listed = iter(bins)
+    head: list[BinFiles] = []
+    size = 0
+    for files in listed:
+        head.append(files)
+        size += bin_weight(files)
+        if size >= 2 * max(n_workers, 1) * target_bytes:
+            break
+    else:  # the whole listing is in `head`
+        yield from _partitions(head, balanced_target(size, n_workers, target_bytes))
+        return
+    yield from _partitions(itertools.chain(head, listed), target_bytes)
+
+
+def _partitions(bins: Iterable[BinFiles], target_bytes: int) -> Iterator[list[BinFiles]]:
     current: list[BinFiles] = []
     size = 0
     for files in bins:
         weight = bin_weight(files)
         if current and size + weight > target_bytes:
-            partitions.append(current)
+            yield current
             current, size = [], 0
         current.append(files)
         size += weight
     if current:
-        partitions.append(current)
-    return partitions
+        yield current

@@ -10,13 +10,15 @@ from typing import Protocol
 
 
 class Reporter(Protocol):
-    """The hooks the job calls: a message, the start of the work (bins to do), its progress, its end.
+    """The hooks the job calls: a message, the start of the work (bins to do so far), more bins to do as the
+    archive is listed, its progress, its end.
 
     ROIs are counted as they are classified: their total is known only once every bin's `.adc` has been read.
     """
 
     def message(self, text: str) -> None: ...
     def start(self, bins: int) -> None: ...
+    def grow(self, bins: int) -> None: ...
     def advance(self, bins: int, rois: int) -> None: ...
     def stop(self) -> None: ...
 
@@ -28,6 +30,9 @@ class Quiet:
         pass
 
     def start(self, bins: int) -> None:
+        pass
+
+    def grow(self, bins: int) -> None:
         pass
 
     def advance(self, bins: int, rois: int) -> None:

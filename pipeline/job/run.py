@@ -1,12 +1,15 @@
 """The classification job, client side: check, take the store, plan, submit one task per partition, follow, consolidate.
 
-The client never touches pixels or the model: it lists the archive, reads the store's ledger, submits partitions of
-bins that are not complete, and finally rewrites the store's `summary` from the ledger. A bin that failed as bad
-data is not read again while its files are the ones it failed with (same sizes and ETags or modification times, as
-the listing gives them), unless the request asks to retry failed bins: it stays failed in the run's summary (and
-its exit code) without costing a read. Everything it sends to the
-cluster is URLs, options and small plans. Bad input is refused before anything is written: an empty time window,
-a missing archive, bins asked for that the archive lacks, a bundle that cannot be read.
+The client never touches pixels or the model: it reads the store's ledger, lists the archive as a stream (only the day
+folders the request can touch), forms partitions of the bins that are not complete while the listing goes on and
+submits them a few per worker at a time (so the first bins are classified long before a large archive is listed,
+and no run waits on one straggler longer than one partition), and finally rewrites the store's `summary`. A bin
+that failed as bad data is not read again while its files are the ones it failed with (same sizes and ETags or
+modification times, as the listing gives them), unless the request asks to retry failed bins: it stays failed in the
+run's summary (and its exit code) without costing a read.
+Everything it sends to the cluster is URLs, options and small plans. Bad input is refused before anything is
+written: an empty time window, a missing archive, bins asked for that the archive lacks, a bundle that cannot be
+read.
 """
 
 from __future__ import annotations
@@ -14,17 +17,20 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
 
 from distributed import Client, as_completed
 
+from model.thresholds import threshold_array, thresholds_digest
 from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, with_retries
-from pipeline.ifcb.archive import EXCLUDED_FOLDERS, list_bins
-from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, partition
+from pipeline.ifcb.archive import EXCLUDED_FOLDERS, NOT_IN_ARCHIVE, iter_bins
+from pipeline.ifcb.bins import BinFiles
+from pipeline.ifcb.errors import BinFailure
+from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, stream_partitions
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
 from pipeline.redact import redact_text, redact_url
@@ -33,6 +39,8 @@ from pipeline.results.store import ResultStore, partition_id
 
 log = logging.getLogger(__name__)
 
+#: Partitions submitted per worker at most (one running, one queued): later ones are formed as earlier ones finish.
+IN_FLIGHT_PER_WORKER = 2
 #: How long to wait for the first worker (a batch-queue cluster starts its workers as jobs begin).
 WORKER_WAIT_S = 600
 
@@ -118,16 +126,18 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     except BundleError as err:
         raise ConfigurationError(redact_text(str(err))) from None
     try:
-        _, bins, list_failures = list_bins(
+        _, listed = iter_bins(
             request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids,
             exclude=request.exclude_folders,
         )  # fmt: skip
     except FileNotFoundError:
         raise ConfigurationError(f"archive not found: {redact_url(request.archive_url)}") from None
-    unknown = [f.bin for f in list_failures if f.reason == "not found in the archive"]
-    if unknown:
-        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-        raise UsageError(f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more}")
+    if request.bin_ids is not None:  # a list of bins is listed whole (its days only), so that bins it names that
+        listed = list(listed)  # the archive lacks are refused before anything is written
+        unknown = [f.bin for f in listed if isinstance(f, BinFailure) and f.reason == NOT_IN_ARCHIVE]
+        if unknown:
+            more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+            raise UsageError(f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more}")
 
     store = ResultStore(request.store_url, options)
     store_info = store.prepare(
@@ -137,41 +147,45 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
         embeddings=request.embeddings,
     )
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
-    with store.lease(uuid.uuid4().hex):
+    if thresholds_digest(bundle_info.get("thresholds"), store_info["classes"]) != store_info["thresholds_sha256"]:
+        reporter.message(
+            f"counts follow the store's thresholds ({store_info['thresholds_sha256'][:12]}, from "
+            f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
+        )
+    with store.lease(uuid.uuid4().hex) as lease:
         ledger = store.ledger(clean=True)
-        todo = [files for files in bins if files.bin.id not in ledger.complete]
-        summary.bins_listed = len(bins) + len(list_failures)
-        summary.bins_already_complete = len(bins) - len(todo)
-        known_bad = [] if request.retry_failed or not todo else _known_bad(todo, ledger)
-        if known_bad:
-            skipped = {failure.bin for failure in known_bad}
-            todo = [files for files in todo if files.bin.id not in skipped]
-            summary.bins_known_bad = len(known_bad)
-            summary.failures += [failure.to_dict() for failure in known_bad]
-            reporter.message(
-                f"{len(known_bad)} bins failed before with the same files: not read again (--retry-failed reads them)"
-            )
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
         summary.dashboard = dashboard_link(client)
         if summary.dashboard:
             reporter.message(f"Dask dashboard: {summary.dashboard}")
         n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
-        total_bytes = sum(files.roi_size for files in todo)
-        target = balanced_target(sum(map(bin_weight, todo)), n_workers, int(request.partition_mb * MB))
-        partitions = partition(todo, target)
-        summary.partition_mb = target / MB
-        summary.bins_planned, summary.partitions = len(todo), len(partitions)
+        selection = Selection(ledger, retry_failed=request.retry_failed)
+        target = int(request.partition_mb * MB)
+        reporter.message(f"classifying the bins not in the store as the archive is listed, on {n_workers} worker(s)")
+        try:
+            partitions = stream_partitions(selection.todo(listed), n_workers, target)
+            _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter)
+        finally:
+            list_failures = selection.failures
+            changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures)
+            if changed and lease.lost is None:  # a run that lost the lease leaves the summary to the next one
+                store.consolidate(ledger, list_failures)
+        summary.bins_listed = selection.complete + len(list_failures)
+        summary.bins_already_complete = selection.complete - selection.planned - len(selection.known_bad)
+        summary.bins_planned = selection.planned
+        summary.bins_known_bad = len(selection.known_bad)
+        if selection.known_bad:
+            reporter.message(
+                f"{len(selection.known_bad)} bins failed before with the same files: not read again "
+                "(--retry-failed reads them)"
+            )
+        summary.partition_mb = balanced_target(selection.weight, n_workers, target) / MB
         reporter.message(
             f"{summary.bins_listed} bins selected, {summary.bins_already_complete} already complete, "
-            f"{len(list_failures)} incomplete in the archive; classifying {len(todo)} bins "
-            f"({total_bytes / MB:,.1f} MB of images) in {len(partitions)} partitions on {n_workers} worker(s)"
+            f"{len(list_failures)} incomplete in the archive; classified {selection.planned} bins "
+            f"({selection.roi_bytes / MB:,.1f} MB of images) in {summary.partitions} partitions"
         )
-        try:
-            _follow(client, request, store_info, bundle_info, partitions, ledger, summary, reporter)
-        finally:
-            if ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures):
-                store.consolidate(ledger, list_failures)
-    summary.failures += [failure.to_dict() for failure in list_failures]
+    summary.failures += [failure.to_dict() for failure in [*list_failures, *selection.known_bad]]
     summary.failures.sort(key=lambda failure: failure["bin"])
     summary.incomplete.sort(key=lambda entry: entry["bin"])
     summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
@@ -179,15 +193,51 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     return summary
 
 
-def _known_bad(todo: list[Any], ledger: Ledger) -> list[Any]:
-    """The recorded data failures of bins in `todo` whose files are the ones they failed with."""
-    failures = ledger.failures
-    known = []
-    for files in todo:
-        failure = failures.get(files.bin.id)
+class Selection:
+    """The bins of a listing that a run classifies, counted as they go by: those not complete in the store, less the
+    known-bad ones (a recorded data failure whose files are unchanged since) unless `retry_failed`."""
+
+    def __init__(self, ledger: Ledger, *, retry_failed: bool = False) -> None:
+        self.ledger = ledger
+        self.retry_failed = retry_failed
+        self.complete = 0  # complete bins listed
+        self.planned = 0  # of which not yet in the store
+        self.weight = 0  # `plan.bin_weight` of the planned bins
+        self.roi_bytes = 0
+        self.failures: list[BinFailure] = []  # bins the archive holds incomplete
+        self.known_bad: list[BinFailure] = []  # bins not read again: they failed with the files they still have
+
+    def todo(self, listed: Iterable[BinFiles | BinFailure]) -> Iterator[BinFiles]:
+        """The planned bins of `listed`, in its order."""
+        for item in listed:
+            if isinstance(item, BinFailure):
+                self.failures.append(item)
+                continue
+            self.complete += 1
+            if item.bin.id in self.ledger.complete:
+                continue
+            if (known := self._known_bad(item)) is not None:
+                self.known_bad.append(known)
+                continue
+            self.planned += 1
+            self.weight += bin_weight(item)
+            self.roi_bytes += item.roi_size
+            yield item
+
+    def _known_bad(self, files: BinFiles) -> BinFailure | None:
+        """The recorded data failure of `files`' bin when its files are the ones it failed with."""
+        if self.retry_failed:
+            return None
+        failure = self.ledger.failures.get(files.bin.id)
         if failure is not None and failure.kind == "data" and failure.files and failure.files == files.stamp:
-            known.append(failure)
-    return known
+            return failure
+        return None
+
+
+def _store_thresholds(store_info: dict[str, Any]) -> tuple[float, ...] | None:
+    """The store's thresholds in class order (what tasks count by), or None (argmax only)."""
+    values = threshold_array(store_info.get("thresholds"), store_info["classes"])
+    return None if values is None else tuple(values.tolist())
 
 
 def _follow(
@@ -195,17 +245,24 @@ def _follow(
     request: ClassifyRequest,
     store_info: dict[str, Any],
     bundle_info: dict[str, Any],
-    partitions: list[list[Any]],
+    partitions: Iterator[list[BinFiles]],
+    n_workers: int,
     ledger: Ledger,
     summary: RunSummary,
     reporter: Reporter,
 ) -> None:
-    """Submit the partitions and take in their commits (and their failed and incomplete bins) as they come; stop at
-    the first configuration fault."""
+    """Submit partitions as they are formed, `IN_FLIGHT_PER_WORKER` per worker at most, and take in their commits
+    (and their failed and incomplete bins) as they come; stop at the first configuration fault."""
     resources = {GPU_RESOURCE: 1} if workers_have_gpus(client) else None
     run_id = uuid.uuid4().hex[:8]
-    futures = {}
-    for bins in partitions:
+    thresholds = _store_thresholds(store_info)
+    futures: dict[Any, PartitionTask] = {}
+    running = as_completed()
+
+    def submit_next() -> None:
+        bins = next(partitions, None)
+        if bins is None:
+            return
         task = PartitionTask(
             part=partition_id([files.bin.id for files in bins], run_id),
             bins=tuple(bins),
@@ -219,14 +276,22 @@ def _follow(
             bundle_options=request.storage_options,
             batch_size=request.batch_size,
             feeders=request.feeders,
-            embeddings=request.embeddings,
             feeder_kind=request.feeder_kind,
+            embeddings=request.embeddings,
+            thresholds=thresholds,
         )
-        futures[client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
-                               resources=resources)] = task  # fmt: skip
-    reporter.start(sum(len(bins) for bins in partitions))
+        future = client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
+                               resources=resources)  # fmt: skip
+        futures[future] = task
+        running.add(future)
+        summary.partitions += 1
+        reporter.grow(len(bins))
+
+    reporter.start(0)
     try:
-        for future in as_completed(list(futures)):
+        for _ in range(IN_FLIGHT_PER_WORKER * max(n_workers, 1)):
+            submit_next()
+        for future in running:
             task = futures.pop(future)
             try:
                 result: PartitionResult = future.result()
@@ -235,11 +300,13 @@ def _follow(
                 log.error("partition %s failed after retries: %s", task.part, reason)
                 summary.incomplete += [{"bin": files.bin.id, "reason": reason} for files in task.bins]
                 reporter.advance(len(task.bins), 0)
+                submit_next()
                 continue
             if result.configuration_error:
                 for pending in futures:
                     pending.cancel()
                 raise ConfigurationError(result.configuration_error)
+            submit_next()
             commit = result.commit
             assert commit is not None
             ledger.add(commit)

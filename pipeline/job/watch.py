@@ -1,5 +1,12 @@
 """Watching an archive: classify its bins as they land, with one ordinary run per poll, until asked to stop.
 
+A poll lists only the newest day folders (from the day before the newest bin listed so far, or from the oldest bin
+still waiting to settle; `pipeline.ifcb.archive` lists only the day folders a window can touch), and every
+`full_pass_every` polls the whole archive, which finds bins that arrive late (a station that was offline uploads its
+backlog: the next polls list from its first day until it is classified), merges the small partitions the polls
+wrote (`pipeline.results.compact`) and resynchronises with the store. Between
+full passes a poll costs what it adds: its listing, its run over the new bins, and no full read of the store.
+
 A bin qualifies once it is complete and settled: its three files are listed and their sizes are those of the
 previous poll (an instrument or a sync tool still writing a `.roi` makes it grow; a bin whose `.roi` is not there
 yet is not complete). Each poll that finds settled bins the store does not hold classifies exactly those with
@@ -15,7 +22,7 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from distributed import Client
 
@@ -26,12 +33,17 @@ from pipeline.job.metrics import WatchMetrics
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.run import ClassifyRequest, RunSummary, UsageError, check_window, run_classification
 from pipeline.redact import redact_url
+from pipeline.results.compact import compact_store
 from pipeline.results.lease import StoreBusyError
 from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
 Sizes = tuple[int, int, int] | None
+#: Polls between two full passes over the archive (the first poll is one): the others list the newest days only.
+FULL_PASS_EVERY = 60
+#: Days before the newest bin's day that a poll lists too (a bin written just after midnight, a late upload).
+RECENT_DAYS = 1
 _UNSEEN = object()  # the sizes of a bin no poll has listed yet: equal to no sizes
 
 
@@ -46,6 +58,7 @@ class Poll:
     store_bins: int = 0
     newest_classified: datetime | None = None
     skipped: str | None = None  # why this poll ran nothing although there was work (the store busy, a listing fault)
+    full_pass: bool = False  # whether this poll listed the whole archive (else: its newest days only)
 
 
 class Watcher:
@@ -61,6 +74,7 @@ class Watcher:
         request: ClassifyRequest,
         metrics: WatchMetrics | None = None,
         reporter: Reporter | None = None,
+        full_pass_every: int = FULL_PASS_EVERY,
     ) -> None:
         check_window(request)
         self.client = client
@@ -72,7 +86,11 @@ class Watcher:
         self._sizes: dict[str, Sizes] = {}  # by bin, at the previous poll
         self._bad: dict[str, Sizes] = {}  # bins that failed as bad data, with the sizes they failed with
         self._complete: set[str] = set()
-        self._newest: datetime | None = None
+        self._newest: datetime | None = None  # the newest bin in the store
+        self._rois = 0  # ROIs in the store
+        self._newest_listed: datetime | None = None
+        self._last_full_pass = 0
+        self.full_pass_every = full_pass_every
         self._stop = threading.Event()
         self._read_store()
 
@@ -99,16 +117,20 @@ class Watcher:
         return self.polls
 
     def poll(self) -> Poll:
-        """List the archive once and classify the settled bins the store does not hold."""
+        """List the archive (its newest days, or all of it on a full pass) and classify the settled bins the store
+        does not hold."""
         self.polls += 1
         result = Poll(self.polls)
         request = self.request
+        recent = self._recent_start()
+        result.full_pass = recent is None
+        start = recent if recent is not None and (request.start is None or recent > request.start) else request.start
         try:
             _, bins, unfinished = with_retries(
                 lambda: list_bins(
                     request.archive_url,
                     request.storage_options,
-                    start=request.start,
+                    start=start,
                     end=request.end,
                     exclude=request.exclude_folders,
                 ),
@@ -121,16 +143,20 @@ class Watcher:
             self.metrics.failed("transient", 1)
             result.skipped = str(err)
             return self._finish(result, None, None)
-        sizes = {files.bin.id: files.sizes for files in bins}
+        if result.full_pass:
+            self._last_full_pass = self.polls
+        sizes = {files.bin.id: files.sizes for files in bins if files.bin.id not in self._complete}
         settled = [files for files in bins if self._sizes.get(files.bin.id, _UNSEEN) == files.sizes]
-        self._sizes = sizes
+        self._sizes = {**self._outside(start), **sizes}
         due = [
             files.bin.id
             for files in settled
             if files.bin.id not in self._complete and self._bad.get(files.bin.id, _UNSEEN) != files.sizes
         ]
         times = [files.bin.time for files in bins] + [parse_bin_id(failure.bin).time for failure in unfinished]
-        newest_listed = max(times, default=None)
+        newest = max(times, default=None)
+        if newest is not None and (self._newest_listed is None or newest > self._newest_listed):
+            self._newest_listed = newest
         if due:
             try:
                 run = run_classification(self.client, replace(request, bin_ids=due), self.reporter)
@@ -140,9 +166,42 @@ class Watcher:
             else:
                 result.classified, result.run = due, run
                 self._take_failures(run, sizes)
-                self._read_store()
-        waiting = len({files.bin.id for files in bins} - self._complete - self._bad.keys()) + len(unfinished)
-        return self._finish(result, newest_listed, waiting)
+                self._take_run(due, run)
+        if result.full_pass and self.polls > 1:
+            self._compact()
+            self._read_store()  # resynchronise with what other runs may have written
+        waiting = len(self._sizes.keys() - self._complete - self._bad.keys()) + len(unfinished)
+        return self._finish(result, self._newest_listed, waiting)
+
+    def _recent_start(self) -> datetime | None:
+        """Where a poll's listing starts: the day before the newest bin listed so far, or the day of the oldest bin
+        still waiting to settle (a backlog found by a full pass is listed until it is classified); None for a full
+        pass (the first poll, then every `full_pass_every` polls)."""
+        if self._newest_listed is None or self.polls - self._last_full_pass >= self.full_pass_every:
+            return None
+        waiting = [parse_bin_id(bin_id).time for bin_id in self._sizes.keys() - self._bad.keys()]
+        first = min([self._newest_listed - timedelta(days=RECENT_DAYS), *waiting])
+        return first.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+    def _outside(self, start: datetime | None) -> dict[str, Sizes]:
+        """The sizes of waiting bins a listing from `start` did not cover (all of them for a full listing: none)."""
+        if start is None or start == self.request.start:
+            return {}
+        return {bin_id: sizes for bin_id, sizes in self._sizes.items() if parse_bin_id(bin_id).time < start}
+
+    def _take_run(self, due: list[str], run: RunSummary) -> None:
+        """What the run added to the store, without reading the store again: O(bins classified) per poll."""
+        left = {failure["bin"] for failure in run.failures} | {entry["bin"] for entry in run.incomplete}
+        done = [bin_id for bin_id in due if bin_id not in left]
+        self._complete.update(done)
+        for bin_id in done:
+            self._bad.pop(bin_id, None)
+            self._sizes.pop(bin_id, None)
+        newest = max((parse_bin_id(bin_id).time for bin_id in done), default=None)
+        if newest is not None and (self._newest is None or newest > self._newest):
+            self._newest = newest
+        self._rois += run.rois
+        self.metrics.store_totals(len(self._complete), self._rois, self._newest)
 
     def _finish(self, result: Poll, newest_listed: datetime | None, waiting: int | None) -> Poll:
         """Metrics and the poll's record; `waiting` None: unknown (the listing failed)."""
@@ -158,8 +217,21 @@ class Watcher:
         self.metrics.failed("data", len(bad))
         self.metrics.failed("transient", len(run.incomplete))
 
+    def _compact(self) -> None:
+        """Merge the small partitions the polls wrote since the last full pass (skipped while another run writes)."""
+        if self.store.info() is None:
+            return
+        try:
+            done = compact_store(self.store)
+        except StoreBusyError as err:
+            log.warning("poll %d: no compaction: %s", self.polls, err)
+            return
+        if done.parts_written:
+            log.info("poll %d: merged %d small partitions into %d", self.polls, done.parts_merged, done.parts_written)
+
     def _read_store(self) -> None:
-        """The store's complete bins, ROIs and newest bin: the watch's ledger and its metrics' counts."""
+        """The store's complete bins, ROIs and newest bin: the watch's ledger and its metrics' counts (read at the
+        start and at each full pass; polls in between add what their runs classified)."""
         if self.store.info() is None:
             return
         ledger = self.store.ledger()
@@ -168,5 +240,5 @@ class Watcher:
             self._bad.pop(bin_id, None)
         newest = max((record.time for record in ledger.bins.values()), default=None)
         self._newest = None if newest is None else datetime.fromisoformat(newest.replace("Z", "+00:00"))
-        rois = sum(record.n_rois for record in ledger.bins.values())
-        self.metrics.store_totals(len(ledger.bins), rois, self._newest)
+        self._rois = sum(record.n_rois for record in ledger.bins.values())
+        self.metrics.store_totals(len(ledger.bins), self._rois, self._newest)

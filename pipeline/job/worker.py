@@ -5,7 +5,7 @@ URL and content hash), so tasks carry only URLs and a small plan. Feeders read a
 the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
 (`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
 (`model.inference`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
-follow the bundle's thresholds too when it has them.
+follow the store's thresholds too when it has them (carried by the task).
 
 Faults: a bad bin becomes a data failure in the commit; a transient fault that outlasts its retries leaves the bin
 out of the commit (incomplete: the next run redoes it); a configuration fault (credentials, a bundle that cannot
@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from model.bundle import BundleError
-from model.thresholds import threshold_array
 from pipeline.cluster.local import cores
 from pipeline.cluster.runtime import configure_tensorflow, gpu_in_use, model_threads
 from pipeline.faults import ConfigurationError, is_configuration, with_retries
@@ -67,6 +66,7 @@ class PartitionTask:
     feeders: int | None = None  # feeders per worker (0: threads); None: by the worker's device and cores
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on a GPU worker, threads on a CPU one
     embeddings: bool = False  # also store each ROI's penultimate features (float16)
+    thresholds: tuple[float, ...] | None = None  # the store's, in class order, for counts_thresholded; None: argmax
 
     @property
     def roi_bytes(self) -> int:
@@ -151,7 +151,7 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
             raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
         results, failures, incomplete = _score(task, bundle, gpu_in_use(), result)
         commit_started = time.perf_counter()
-        thresholds = threshold_array(bundle.thresholds, bundle.classes)  # None: argmax counts only
+        thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides
         result.commit = with_retries(
             lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete, thresholds),
             f"committing partition {task.part}",

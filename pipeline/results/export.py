@@ -147,7 +147,9 @@ def export_csv(
         "store": redact_url(store.url),
         "bundle_hash": info.get("bundle_hash"),
         "bundle_arch": info.get("bundle_arch"),
+        "model_hash": info.get("model_hash"),
         "thresholds": info.get("thresholds"),
+        "thresholds_sha256": info.get("thresholds_sha256"),
         "count_sets": count_sets(summary),
         "remap": remap,
     }

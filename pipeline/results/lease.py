@@ -1,10 +1,14 @@
 """One run at a time per store: a lease object in the store, created only if absent, renewed while the run lives.
 
-The lease is `lease.json` (owner, host, pid, since, expires) beside the store's root. Taking it is an exclusive
-create (`If-None-Match: *` on object storage, `O_EXCL` on a local disk), so of two runs that start together one
-wins. The holder renews it every quarter of its lifetime; a second run is refused while it is live. A killed run
-stops renewing, and its lease expires after `LEASE_TTL_S` (at once when the killed process was on this host), so it
-never locks the store for good.
+The lease is `lease.json` (owner, host, pid, since, ttl_s, expires, renewed) beside the store's root. Taking it is
+an exclusive create (`If-None-Match: *` on object storage, `O_EXCL` on a local disk), so of two runs that start
+together one wins. The holder renews it every quarter of its lifetime; a second run is refused while it is live. A
+killed run stops renewing, and its lease can be taken over once it has not changed for its whole lifetime as timed
+by the run that takes it over, on its own clock (at once when the killed process was on this host): two hosts'
+clocks are never compared. Taking over is atomic too: the runs that found the same expired lease race to create one
+claim object (`lease.json.takeover-<holder>-<renewal>`, exclusive create), and only its creator replaces the lease.
+A renewal that fails, or finds the lease taken over, is recorded in `Lease.lost` and logged; the run then raises
+StoreBusyError before it writes the summary (`Lease.check`) and when it ends.
 """
 
 from __future__ import annotations
@@ -33,36 +37,59 @@ class StoreBusyError(RuntimeError):
 
 
 class Lease:
-    """The lease at `path` on `fs` (`local`: a local disk, where an exclusive create is `open(..., "xb")`)."""
+    """The lease at `path` on `fs` (`local`: a local disk, where an exclusive create is `open(..., "xb")`).
+
+    `lost` says why the lease is no longer this run's (a renewal that failed, another run that took it over);
+    `check` raises it.
+    """
 
     def __init__(self, fs: Any, path: str, *, local: bool, label: str) -> None:
         self.fs, self.path, self.local, self.label = fs, path, local, label
+        self.lost: str | None = None
 
     @contextlib.contextmanager
-    def held(self, owner: str, ttl_s: float = LEASE_TTL_S) -> Iterator[None]:
-        """Hold the lease for the body (renewed in the background); refuse if another live run holds it."""
+    def held(self, owner: str, ttl_s: float = LEASE_TTL_S) -> Iterator[Lease]:
+        """Hold the lease for the body (renewed in the background); refuse if another live run holds it.
+
+        A lease lost while the body runs raises StoreBusyError when the body ends (and at any `check` before).
+        """
         since = time.time()
-        self._take(owner, ttl_s, since)
+        claim = self._take(owner, ttl_s, since)
         stop = threading.Event()
 
         def renew() -> None:
             while not stop.wait(ttl_s / 4):
-                holder = self.holder()
-                if holder is not None and holder.get("owner") != owner:
-                    log.error("the store's lease was taken over by %s@%s", holder.get("pid"), holder.get("host"))
+                try:
+                    holder = self.holder()
+                    if holder is not None and holder.get("owner") != owner:
+                        self.lost = f"taken over by process {holder.get('pid')} on {holder.get('host')}"
+                    else:
+                        self._renew(owner, ttl_s, since)
+                except Exception as err:  # retried already where transient: the lease cannot be kept
+                    self.lost = f"renewing it failed: {type(err).__name__}: {err}"
+                if self.lost is not None:
+                    log.error("%s: this run lost the store's lease: %s", self.label, self.lost)
                     return
-                self._renew(owner, ttl_s, since)
 
         renewer = threading.Thread(target=renew, name="ifcbflow-lease", daemon=True)
         renewer.start()
         try:
-            yield
+            yield self
+            self.check()
         finally:
             stop.set()
             renewer.join()
             holder = self.holder()
             if holder is not None and holder.get("owner") == owner:
                 with_retries(lambda: self.fs.rm_file(self.path), "releasing the store's lease")
+            if claim is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    self.fs.rm_file(claim)
+
+    def check(self) -> None:
+        """Raise StoreBusyError when the lease was lost (then this run must not write the summary)."""
+        if self.lost is not None:
+            raise StoreBusyError(f"{self.label}: this run lost the store's lease ({self.lost}); rerun")
 
     def holder(self) -> dict[str, Any] | None:
         """Who holds the lease now (None: nobody)."""
@@ -80,38 +107,59 @@ class Lease:
         with_retries(lambda: self.fs.pipe_file(self.path, document), "renewing the store's lease")
 
     def _document(self, owner: str, ttl_s: float, since: float) -> bytes:
-        holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since}
-        return json.dumps({**holder, "expires": time.time() + ttl_s}).encode()
+        holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since, "ttl_s": ttl_s}
+        return json.dumps({**holder, "expires": time.time() + ttl_s, "renewed": time.monotonic_ns()}).encode()
 
-    def _take(self, owner: str, ttl_s: float, since: float) -> None:
-        for _ in range(2):  # a second try after removing an expired lease
-            try:
-                with_retries(lambda: self._create(self._document(owner, ttl_s, since)), "taking the store's lease")
-                return
-            except FileExistsError:
-                holder = self.holder()
-            if holder is not None and holder.get("owner") == owner:
-                return  # our own create went through before a transient fault hid its answer
-            if holder is not None and holder.get("expires", 0) > time.time() and _alive(holder):
-                started = datetime.fromtimestamp(holder["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-                raise StoreBusyError(
-                    f"{self.label} is being written by another run (process {holder.get('pid')} on "
-                    f"{holder.get('host')}, since {started}); wait for it to finish. A run that was killed releases "
-                    f"the store {ttl_s / 60:.0f} minutes after its last sign of life."
-                )
-            log.warning("taking over the expired lease of a run that stopped without releasing it: %s", holder)
-            with contextlib.suppress(FileNotFoundError):
-                self.fs.rm_file(self.path)
-        raise StoreBusyError(f"{self.label}: another run took the store's lease at the same moment")
+    def _take(self, owner: str, ttl_s: float, since: float) -> str | None:
+        """Take the lease; returns the path of the takeover claim made to take an expired one (None: none)."""
+        document = self._document(owner, ttl_s, since)
+        try:
+            with_retries(lambda: self._create(self.path, document), "taking the store's lease")
+            return None
+        except FileExistsError:
+            holder = self.holder()
+        if holder is None:  # released between the two requests
+            return self._take(owner, ttl_s, since)
+        if holder.get("owner") == owner:
+            return None  # our own create went through before a transient fault hid its answer
+        if _alive(holder) and not self._stopped_renewing(holder):
+            started = datetime.fromtimestamp(holder["since"], UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+            raise StoreBusyError(
+                f"{self.label} is being written by another run (process {holder.get('pid')} on "
+                f"{holder.get('host')}, since {started}); wait for it to finish. A run that was killed releases "
+                f"the store {float(holder.get('ttl_s', LEASE_TTL_S)) / 60:.0f} minutes after its last sign of life."
+            )
+        # Of the runs that found the same expired holder, the one whose claim is created first takes its place.
+        claim = f"{self.path}.takeover-{holder.get('owner')}-{holder.get('renewed', holder.get('expires'))}"
+        try:
+            with_retries(lambda: self._create(claim, document), "claiming the store's lease")
+        except FileExistsError:
+            raise StoreBusyError(f"{self.label}: another run took the store's lease at the same moment") from None
+        log.warning("taking over the expired lease of a run that stopped without releasing it: %s", holder)
+        with_retries(lambda: self.fs.pipe_file(self.path, document), "taking the store's lease")
+        return claim
 
-    def _create(self, data: bytes) -> None:
-        """Write the lease only if it does not exist (FileExistsError otherwise), atomically where the store can."""
+    def _stopped_renewing(self, holder: dict[str, Any]) -> bool:
+        """Whether a holder that looks expired really stopped renewing: its lease unchanged for its whole lifetime,
+        timed on this host's own clock (two hosts' clocks are never compared). One that looks live is live."""
+        if holder.get("expires", 0) > time.time():
+            return False
+        ttl_s = float(holder.get("ttl_s", LEASE_TTL_S))
+        deadline = time.monotonic() + ttl_s
+        while time.monotonic() < deadline:
+            time.sleep(min(ttl_s / 8, max(deadline - time.monotonic(), 0)))
+            if self.holder() != holder:
+                return False
+        return True
+
+    def _create(self, path: str, data: bytes) -> None:
+        """Write `path` only if it does not exist (FileExistsError otherwise), atomically where the store can."""
         if self.local:
-            with open(self.path, "xb") as f:
+            with open(path, "xb") as f:
                 f.write(data)
         else:
-            self.fs.pipe_file(self.path, data, mode="create")
-        self.fs.invalidate_cache(self.path)
+            self.fs.pipe_file(path, data, mode="create")
+        self.fs.invalidate_cache(path)
 
 
 def _alive(holder: dict[str, Any]) -> bool:

@@ -59,6 +59,8 @@ class Commit:
     bins: list[BinRecord] = field(default_factory=list)
     failures: list[BinFailure] = field(default_factory=list)
     incomplete: list[dict[str, str]] = field(default_factory=list)  # {bin, reason}: transient, redone next run
+    thresholds_sha256: str | None = None  # the thresholds behind counts_thresholded (None: a commit of before)
+    replaces: list[str] = field(default_factory=list)  # partitions whose bins this one took over (compaction)
 
     def to_attributes(self) -> dict[str, Any]:
         return {
@@ -66,6 +68,8 @@ class Commit:
             "bins": [_record_attributes(record) for record in self.bins],
             "failures": [failure.to_dict() for failure in self.failures],
             "incomplete": list(self.incomplete),
+            "thresholds_sha256": self.thresholds_sha256,
+            "replaces": list(self.replaces),
         }
 
     @classmethod
@@ -75,6 +79,8 @@ class Commit:
             bins=[BinRecord(**record) for record in attrs.get("bins", [])],
             failures=[BinFailure(**failure) for failure in attrs.get("failures", [])],
             incomplete=list(attrs.get("incomplete", [])),
+            thresholds_sha256=attrs.get("thresholds_sha256"),
+            replaces=list(attrs.get("replaces", [])),
         )
 
 
@@ -100,14 +106,16 @@ class Ledger:
         complete: set[str] | None = None,
         parts: set[str] | None = None,
         load: Callable[[], tuple[dict[str, BinRecord], dict[str, BinFailure]]] | None = None,
+        load_failures: Callable[[], dict[str, BinFailure]] | None = None,
     ) -> None:
         self.complete: set[str] = set(complete or ())
         self.parts: set[str] = set(parts or ())
         self.changed = False  # whether commits exist that the summary does not show yet
         self._load = load
+        self._load_failures = load_failures
         self._commits: list[Commit] = []
         self._bins: dict[str, BinRecord] | None = None
-        self._failures: dict[str, BinFailure] = {}
+        self._failures: dict[str, BinFailure] | None = None
 
     def add(self, commit: Commit) -> None:
         """Take in a commit: its bins become complete, its failures replace older ones of bins still not complete."""
@@ -115,31 +123,38 @@ class Ledger:
         self.complete.update(record.bin for record in commit.bins)
         self.parts.add(commit.part)
         self.changed = True
-        if self._bins is not None:
+        if self._failures is not None:
             self._apply(commit)
 
     @property
     def bins(self) -> dict[str, BinRecord]:
-        """Every complete bin's record, by bin id."""
-        return self._materialized()[0]
-
-    @property
-    def failures(self) -> dict[str, BinFailure]:
-        """The failure of every bin that failed and is not complete, by bin id."""
-        return self._materialized()[1]
-
-    def _materialized(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
+        """Every complete bin's record, by bin id (read in full when first asked for)."""
         if self._bins is None:
             self._bins, self._failures = self._load() if self._load is not None else ({}, {})
             for commit in self._commits:
                 self._apply(commit)
-        return self._bins, self._failures
+        return self._bins
+
+    @property
+    def failures(self) -> dict[str, BinFailure]:
+        """The failure of every bin that failed and is not complete, by bin id (without reading the complete bins'
+        records when they were not asked for)."""
+        if self._failures is None and self._load_failures is None:
+            _ = self.bins  # the records and the failures are read together
+        elif self._failures is None:
+            self._failures = dict(self._load_failures())
+            for commit in self._commits:
+                self._apply(commit)
+        assert self._failures is not None
+        return self._failures
 
     def _apply(self, commit: Commit) -> None:
-        assert self._bins is not None
+        """A commit's effect on what is loaded: records (when read) and failures of bins not complete."""
+        assert self._failures is not None
         for record in commit.bins:
-            self._bins[record.bin] = record
+            if self._bins is not None:
+                self._bins[record.bin] = record
             self._failures.pop(record.bin, None)
         for failure in commit.failures:
-            if failure.bin not in self._bins:
+            if failure.bin not in self.complete:
                 self._failures[failure.bin] = failure

@@ -58,7 +58,9 @@ def store_report(
         "bins_complete": int(summary.sizes["bin"]),
         "bins_failed": len(failures),
         "rois": int(summary.n_rois.sum()),
+        "model_hash": info.get("model_hash"),
         "thresholds": info.get("thresholds"),
+        "thresholds_sha256": info.get("thresholds_sha256"),
         "remap": remap,
     }
     for counts in (ARGMAX, THRESHOLDED):

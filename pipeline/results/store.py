@@ -2,9 +2,12 @@
 
 Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open it)::
 
-    STORE/zarr.json              root attributes: layout, classes (ordered), bundle_hash, bundle_arch, bundle_url,
-                                 archive_urls (credentials redacted), versions, embeddings (true when every
-                                 partition holds them; absent in stores made before they existed: false)
+    STORE/zarr.json              root attributes: layout, classes (ordered), model_hash (the store's identity),
+                                 bundle_hash, bundle_arch, bundle_url, archive_urls (credentials redacted), versions;
+                                 the decision: thresholds (absent: argmax), thresholds_sha256, thresholds_source,
+                                 decisions (each change `rethreshold` made), thresholds_pending (during a change);
+                                 embeddings (true when every partition holds them; absent in stores made before
+                                 they existed: false)
     STORE/parts/<part>/          one group per committed partition: its bins' ROIs, contiguous, in bin order
         scores     (roi, class)  float32 class scores
         embeddings (roi, feature) float16 penultimate-layer features (stores made with `classify --embeddings`)
@@ -22,8 +25,9 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  reason, versions of their files); warnings of complete bins
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
-Scores are stored raw; counts are stored both by argmax and, when the bundle has per-class thresholds (recorded in
-the root attributes as `thresholds`), by its thresholds. Both sets of counts travel in the commit document that a
+Scores are stored raw; counts are stored both by argmax and, when the store decides by per-class thresholds
+(recorded in the root attributes as `thresholds`: the first bundle's, or those `rethreshold` applied since), by its
+thresholds; each commit names them by `thresholds_sha256`. Both sets of counts travel in the commit document that a
 partition writes anyway, so thresholds cost no request. A store of a bundle without thresholds has no thresholded
 counts (nor had any store written before they existed): readers take their absence as "argmax only".
 
@@ -33,7 +37,9 @@ partition costs a handful of PUTs whatever its number of bins, and none of them 
 first run sends well under one store request per bin. A rerun reads the summary (a few GETs) and lists `commits/`
 (one request per thousand partitions), so its cost does not grow with the number of complete bins. Partition ids
 are derived from their bins and all bytes are deterministic (fixed codecs, no timestamps), so a task that Dask
-retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run.
+retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run once they
+are an hour older than its lease, by the store's own clock (a task of a killed client on an external cluster may
+still be writing a younger one, and commit it).
 
 One run at a time: a run holds the store's lease (`pipeline.results.lease`) while it writes.
 
@@ -51,6 +57,7 @@ import json
 import posixpath
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 import numpy as np
@@ -62,6 +69,7 @@ from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its
 from zarr.storage import MemoryStore
 
 from model.decision import class_counts
+from model.thresholds import threshold_array, thresholds_digest
 from model.versions import installed_versions
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
@@ -74,6 +82,10 @@ from pipeline.storage import fs_options
 LAYOUT = "ifcbflow-store/2"
 OLD_LAYOUTS = ("ifcbflow-store/1",)
 PARTS, COMMITS, SUMMARY, LEDGER, LEASE = "parts", "commits", "summary", "ledger", "lease.json"
+#: Partitions without a commit are deleted once their last write is this much older than the run's lease.
+ABANDONED_AFTER_S = 3600.0
+#: Root attribute present while a change of thresholds is being applied (removed by the root write that ends it).
+PENDING_DECISION = "thresholds_pending"
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
@@ -85,6 +97,26 @@ class StoreMismatchError(RuntimeError):
 
 class StoreLayoutError(StoreMismatchError):
     """The store was written by an earlier ifcbflow in another layout; `ifcbflow migrate` converts it."""
+
+
+def model_identity(bundle_info: dict[str, Any]) -> str:
+    """What identifies a store's model: the bundle's `model_hash` (`model.bundle.model_hash`), or its content hash
+    for bundle information made without one."""
+    return bundle_info.get("model_hash") or bundle_info["content_hash"]
+
+
+def decision_attributes(
+    thresholds: dict[str, float] | None, classes: Sequence[str], *, source: str | None
+) -> dict[str, Any]:
+    """The root attributes that say how the store decides ROIs: `thresholds` (absent: argmax) and their
+    `thresholds_sha256` (`model.thresholds.thresholds_digest`), and where they came from."""
+    attributes: dict[str, Any] = {
+        "thresholds_sha256": thresholds_digest(thresholds, classes),
+        "thresholds_source": source,
+    }
+    if thresholds is not None:
+        attributes["thresholds"] = dict(zip(classes, threshold_array(thresholds, classes).tolist(), strict=True))
+    return attributes
 
 
 def partition_id(bins: Sequence[str], run: str) -> str:
@@ -211,28 +243,35 @@ class ResultStore:
     def prepare(
         self, *, bundle_info: dict[str, Any], bundle_url: str, archive_url: str, embeddings: bool = False
     ) -> dict[str, Any]:
-        """Create the store for this bundle, or check that an existing one was made with the same bundle.
+        """Create the store for this bundle's model, or check that an existing one holds the same model.
 
-        Raises StoreMismatchError when the store belongs to another model (results of two models never mix), or
+        The store's identity is the model (`model_hash`: weights, classes, architecture, preprocessing), not the
+        bundle's thresholds: a store created with a bundle takes its thresholds as its decision, and later bundles
+        of the same model (refitted thresholds) may classify into it; the store's own thresholds keep deciding
+        until `ifcbflow rethreshold` changes them. A store written before model hashes existed is identified by its
+        bundle hash once, then gets its model hash. Raises StoreMismatchError when the store holds another model, or
         when `embeddings` differs from the store's (every partition of a store has them, or none).
         """
+        identity = model_identity(bundle_info)
         info = self.info()
         if info is None:
             if with_retries(lambda: self.fs.exists(self.root) and bool(self.fs.ls(self.root)), "listing the store"):
                 raise StoreMismatchError(
                     f"{redact_url(self.url)} exists and is not an ifcbflow store; choose another --out"
                 )
+            classes = list(bundle_info["classes"])
+            thresholds = bundle_info.get("thresholds")
             info = {
                 "layout": LAYOUT,
-                "classes": list(bundle_info["classes"]),
+                "classes": classes,
+                "model_hash": identity,
                 "bundle_hash": bundle_info["content_hash"],
                 "bundle_arch": bundle_info.get("arch"),
                 "bundle_url": redact_url(bundle_url),
                 "archive_urls": [redact_url(archive_url)],
                 "versions": installed_versions(),
+                **decision_attributes(thresholds, classes, source=redact_url(bundle_url)),
             }
-            if bundle_info.get("thresholds") is not None:
-                info["thresholds"] = dict(bundle_info["thresholds"])
             if embeddings:  # absent, not false: stores without them keep the bytes they always had
                 info["embeddings"] = True
             self.write_documents(
@@ -245,12 +284,14 @@ class ResultStore:
             self._info = info
             return info
         self.check_layout(info)
-        if info.get("bundle_hash") != bundle_info["content_hash"]:
+        stored = info.get("model_hash")
+        same = info.get("bundle_hash") == bundle_info["content_hash"] if stored is None else stored == identity
+        if not same:
             raise StoreMismatchError(
-                f"refusing to write to {redact_url(self.url)}: it holds results of model bundle "
-                f"{info.get('bundle_hash')} ({info.get('bundle_url')}), but the requested bundle "
-                f"{redact_url(bundle_url)} has hash {bundle_info['content_hash']}. One store holds one model's "
-                "results: use a new --out for this model."
+                f"refusing to write to {redact_url(self.url)}: it holds results of another model (model "
+                f"{stored or info.get('bundle_hash')}, bundle {info.get('bundle_url')}), but the requested bundle "
+                f"{redact_url(bundle_url)} has model {identity}. One store holds one model's results: use a new "
+                "--out for this model (bundles that differ only in thresholds share a store)."
             )
         if bool(info.get("embeddings")) != embeddings:
             has = "holds" if info.get("embeddings") else "has no"
@@ -258,15 +299,35 @@ class ResultStore:
                 f"{redact_url(self.url)} {has} embeddings: rerun {'with' if info.get('embeddings') else 'without'} "
                 "--embeddings (every partition of a store has them, or none), or use a new --out"
             )
+        updated = dict(info)
+        if stored is None:  # a store of an earlier ifcbflow: its bundle is this one, so is its model
+            updated["model_hash"] = identity
+        if "thresholds_sha256" not in updated:
+            updated.update(decision_attributes(info.get("thresholds"), info["classes"], source=info.get("bundle_url")))
         archive = redact_url(archive_url)
         if archive not in info.get("archive_urls", []):
-            info["archive_urls"] = [*info.get("archive_urls", []), archive]
-            self.write_documents({"zarr.json": group_document(info)})
+            updated["archive_urls"] = [*info.get("archive_urls", []), archive]
+        if updated != info:
+            self.write_documents({"zarr.json": group_document(updated)})
+        self._info = updated
+        return updated
+
+    def check_decision(self, info: dict[str, Any]) -> None:
+        """Refuse to read or extend counts while a change of thresholds is half applied (a killed `rethreshold`)."""
+        pending = info.get(PENDING_DECISION)
+        if pending is not None:
+            raise StoreLayoutError(
+                f"{redact_url(self.url)}: a change of thresholds (to {pending.get('source')}) was interrupted; "
+                f"finish it with `ifcbflow rethreshold {redact_url(self.url)} --thresholds {pending.get('source')}`"
+            )
+
+    def write_info(self, info: dict[str, Any]) -> None:
+        """Replace the root attributes (one PUT: the store's commit point for a change of decision)."""
+        self.write_documents({"zarr.json": group_document(info)})
         self._info = info
-        return info
 
     # --- one run at a time ------------------------------------------------------------------------------------------
-    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> contextlib.AbstractContextManager[None]:
+    def lease(self, owner: str, ttl_s: float = LEASE_TTL_S) -> contextlib.AbstractContextManager[Lease]:
         """Hold the store's lease for the body (`pipeline.results.lease`); refuse if another live run holds it."""
         local = isinstance(self.zarr_store, zarr.storage.LocalStore)
         lease = Lease(self.fs, posixpath.join(self.root, LEASE), local=local, label=redact_url(self.url))
@@ -286,16 +347,25 @@ class ResultStore:
         failures: Sequence[BinFailure] = (),
         incomplete: Sequence[dict[str, str]] = (),
         thresholds: np.ndarray | None = None,
+        replaces: Sequence[str] = (),
     ) -> Commit:
         """Write the partition's arrays, then its commit (last). The same input writes the same bytes.
 
-        With the bundle's `thresholds` (in class order) each bin's record also carries its thresholded counts.
+        With the store's `thresholds` (in class order) each bin's record also carries its thresholded counts;
+        `replaces` names the partitions whose bins this one takes over (`pipeline.results.compact`).
         """
         n_classes = len(classes)
         for result in results:
             if result.scores.shape[1:] != (n_classes,):
                 raise ValueError(f"bin {result.bin}: scores {result.scores.shape}, the store has {n_classes} classes")
-        commit = Commit(part=part, failures=list(failures), incomplete=list(incomplete))
+        decided = None if thresholds is None else dict(zip(classes, np.asarray(thresholds).tolist(), strict=True))
+        commit = Commit(
+            part=part,
+            failures=list(failures),
+            incomplete=list(incomplete),
+            thresholds_sha256=thresholds_digest(decided, classes),
+            replaces=list(replaces),
+        )
         offset = 0
         for result in results:
             n = len(result.roi_numbers)
@@ -320,30 +390,44 @@ class ResultStore:
         return commit
 
     # --- client side: the ledger -----------------------------------------------------------------------------------
-    def ledger(self, *, clean: bool = False) -> Ledger:
+    def ledger(self, *, clean: bool = False, finishing_decision: bool = False) -> Ledger:
         """Complete and failed bins: the summary's, plus commits it does not show yet (a run that stopped early).
 
         With `clean` (only while this run holds the store), partitions without a commit are deleted: their
-        writer died before committing and their bins will be redone.
+        writer died before committing and their bins will be redone. A store whose change of thresholds was
+        interrupted is refused (StoreLayoutError) unless `finishing_decision` (the run that finishes it).
         """
         info = self.info()
         if info is None:
             raise FileNotFoundError(f"no ifcbflow store at {redact_url(self.url)}")
         self.check_layout(info)
+        if not finishing_decision:
+            self.check_decision(info)
         ledger = self._consolidated_ledger()
         committed = self.children(COMMITS)
         pending = [part for part in committed if part not in ledger.parts]
         documents = self.read_documents([f"{COMMITS}/{part}/zarr.json" for part in pending])
-        for part in pending:
-            meta = documents.get(f"{COMMITS}/{part}/zarr.json")
-            if meta is not None:
-                ledger.add(Commit.from_attributes(meta["attributes"]))
+        commits = [Commit.from_attributes(meta["attributes"]) for meta in documents.values()]
+        for commit in sorted(commits, key=lambda commit: bool(commit.replaces)):  # merged ones over what they replace
+            ledger.add(commit)
         if clean:
-            done = set(committed)
-            for part in self.children(PARTS):
-                if part not in done:
-                    self.remove(f"{PARTS}/{part}")
+            self._remove_abandoned(set(committed))
         return ledger
+
+    def _remove_abandoned(self, committed: set[str]) -> None:
+        """Delete partitions without a commit whose last write is `ABANDONED_AFTER_S` older than this run's lease
+        (both times from the store's own clock): a task of a killed client on an external cluster may still be
+        writing a younger one, and commit it."""
+        uncommitted = [part for part in self.children(PARTS) if part not in committed]
+        if not uncommitted:
+            return
+        now = _modified(with_retries(lambda: self.fs.info(posixpath.join(self.root, LEASE)), "reading the lease"))
+        for part in uncommitted:
+            path = posixpath.join(self.root, PARTS, part)
+            found = with_retries(lambda path=path: self.fs.find(path, detail=True), f"listing {part}")
+            newest = max((_modified(entry) for entry in found.values()), default=0.0)
+            if now - newest >= ABANDONED_AFTER_S:
+                self.remove(f"{PARTS}/{part}")
 
     def _consolidated_ledger(self) -> Ledger:
         """The ledger as the last consolidation wrote it: which bins and partitions (two arrays); the full records
@@ -351,17 +435,30 @@ class ResultStore:
         tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)})
         complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
         parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
-        return Ledger(complete, parts, load=self._consolidated_records)
+        return Ledger(complete, parts, load=self._consolidated_records, load_failures=self._consolidated_failures)
+
+    def _consolidated_failures(self) -> dict[str, BinFailure]:
+        """The failed bins the last consolidation recorded (three small arrays; no bin record is read)."""
+        names = ("failed_bin", "failed_stage", "failed_reason", "failed_files")
+        kept = self._read_tables({LEDGER: names}).get(LEDGER)
+        if kept is None:
+            return {}
+        stamps = kept.get("failed_files", np.full(len(kept["failed_bin"]), ""))  # absent in older stores
+        rows = zip(kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(),
+                   stamps.tolist(), strict=True)  # fmt: skip
+        return {
+            str(bin_id): BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
+            for bin_id, stage, reason, stamp in rows
+        }
 
     def _consolidated_records(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
-                LEDGER: ("failed_bin", "failed_stage", "failed_reason", "failed_files", "warned_bin", "warning"),
+                LEDGER: ("warned_bin", "warning"),
             }
         )
         records: dict[str, BinRecord] = {}
-        failures: dict[str, BinFailure] = {}
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
         warned: dict[str, list[str]] = {}
         if kept is not None and "warned_bin" in kept:  # absent in stores written before warnings were kept
@@ -383,14 +480,7 @@ class ResultStore:
                     counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
                     warnings=warned.get(str(bin_id)),
                 )
-        if kept is not None:
-            stamps = kept.get("failed_files", np.full(len(kept["failed_bin"]), ""))  # absent in older stores
-            for bin_id, stage, reason, stamp in zip(
-                kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(),
-                stamps.tolist(), strict=True,
-            ):  # fmt: skip
-                failures[str(bin_id)] = BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
-        return records, failures
+        return records, self._consolidated_failures()
 
     @_retried
     def _read_tables(self, wanted: dict[str, tuple[str, ...]]) -> dict[str, dict[str, np.ndarray]]:
@@ -406,13 +496,17 @@ class ResultStore:
                 tables[group_path] = {name: np.asarray(group[name][...]) for name in names if name in group}
         return tables
 
-    def consolidate(self, ledger: Ledger, extra_failures: Sequence[BinFailure] = ()) -> int:
+    def consolidate(
+        self, ledger: Ledger, extra_failures: Sequence[BinFailure] = (), info: dict[str, Any] | None = None
+    ) -> int:
         """Rewrite `summary` and `ledger` from `ledger` (and failures found by listing); returns the bin count.
+
+        `info`: the root attributes the summary follows (classes, thresholds), when not yet the store's own.
 
         Written in memory with xarray, then PUT key by key; keys of the previous version that the new one does not
         have are deleted after, so a reader never sees a summary without its arrays.
         """
-        info = self.info() or {}
+        info = info or self.info() or {}
         failures = dict(ledger.failures)
         for failure in extra_failures:
             if failure.bin not in ledger.bins:
@@ -455,6 +549,18 @@ class ResultStore:
         group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
         return np.asarray(group["bin"][...]), np.asarray(group["roi_number"][...]), np.asarray(group["scores"][...])
 
+    @_retried
+    def read_embeddings(self, part: str) -> np.ndarray | None:
+        """The embeddings float16 (roi, feature) of a committed partition; None for a store without them."""
+        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        return np.asarray(group["embeddings"][...]) if "embeddings" in group else None
+
+    @_retried
+    def read_scores(self, part: str) -> np.ndarray:
+        """The class scores float32 (roi, class) of a committed partition, without its other arrays."""
+        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        return np.asarray(group["scores"][...])
+
     def read_bin(self, bin_id: str, ledger: Ledger | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(ROI numbers int64 (roi,), scores float32 (roi, class)) of a complete bin."""
         record = (ledger or self.ledger()).bins[bin_id]
@@ -484,6 +590,17 @@ class ResultStore:
             remaining[record.part] -= 1
             if remaining[record.part] == 0:
                 del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
+
+
+def _modified(entry: dict[str, Any]) -> float:
+    """An fsspec entry's modification time in seconds (local `mtime`, S3 `LastModified`, GCS `updated`); 0 when it
+    has none (then it counts as old)."""
+    value = entry.get("mtime", entry.get("LastModified", entry.get("updated")))
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return float(value or 0.0)
 
 
 def _bytes(value: Any) -> bytes:

@@ -2,8 +2,9 @@
 
 The client rewrites both from the store's ledger after every run, so `xr.open_zarr(store, group="summary")` always
 shows exactly the complete bins. Concentration is count / volume analysed (per mL), NaN where the volume is unknown.
-A store whose bundle has thresholds also gets `counts_thresholded` and `concentration_thresholded` over the
-`class_thresholded` dimension (the classes, then `unclassified`), and each class's `threshold`.
+A store that decides by thresholds (its bundle's, or those `rethreshold` applied) also gets `counts_thresholded` and
+`concentration_thresholded` over the `class_thresholded` dimension (the classes, then `unclassified`), and each
+class's `threshold`; its attributes name the thresholds by `thresholds_sha256`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from model.decision import count_columns
 from pipeline.ifcb.errors import BinFailure
 from pipeline.results.records import BinRecord
 
+#: Root attributes the summary repeats: which model, and which thresholds its thresholded counts follow.
+_PROVENANCE = ("model_hash", "bundle_hash", "bundle_arch", "thresholds_sha256")
 _TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 _CONCENTRATION = {"units": "mL-1", "long_name": "count / volume"}
 
@@ -48,7 +51,7 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
             "class": ("class", np.array(classes, dtype=object)),
             "time": ("bin", times, {"long_name": "bin sample time (UTC)"}),
         },
-        attrs={key: info[key] for key in ("bundle_hash", "bundle_arch") if key in info},
+        attrs={key: info[key] for key in _PROVENANCE if key in info},
     )
     dataset["time"].encoding.update(_TIME_ENCODING)
     if info.get("thresholds") is not None:
@@ -63,11 +66,11 @@ def _with_thresholded(
     columns = count_columns(classes, thresholded=True)
     lacking = [row.bin for row in rows if row.counts_thresholded is None]
     if lacking:
-        raise ValueError(f"the store's bundle has thresholds but bins {lacking[:5]} have no thresholded counts")
+        raise ValueError(f"the store decides by thresholds but bins {lacking[:5]} have no thresholded counts")
     counts = np.array([row.counts_thresholded for row in rows], dtype=np.int64).reshape(len(rows), len(columns))
     dims = ("bin", "class_thresholded")
     return dataset.assign(
-        counts_thresholded=(dims, counts, {"long_name": "ROIs per class by the bundle's thresholds"}),
+        counts_thresholded=(dims, counts, {"long_name": "ROIs per class by the store's thresholds"}),
         concentration_thresholded=(dims, _per_ml(counts, volume), _CONCENTRATION),
         threshold=("class", np.array([thresholds[name] for name in classes]), {"long_name": "class threshold"}),
     ).assign_coords(class_thresholded=("class_thresholded", np.array(columns, dtype=object)))
