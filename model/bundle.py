@@ -360,7 +360,8 @@ def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) ->
             metadata = _parse_metadata(archive, url)
             known = _MODEL_HASHES.get(metadata["content_hash"])
             if known is None:
-                known = _MODEL_HASHES[metadata["content_hash"]] = model_hash(archive.read(_MODEL), metadata)
+                model_bytes = archive.read(_member(metadata, archive, url))
+                known = _MODEL_HASHES[metadata["content_hash"]] = model_hash(model_bytes, metadata)
     except FileNotFoundError:
         raise BundleError(f"no model bundle at {url}") from None
     return {**metadata, "model_hash": known}
