@@ -155,9 +155,10 @@ def test_a_store_written_before_model_hashes_opens_and_is_rethresholded(tmp_path
 
 @pytest.mark.slow
 def test_bundles_of_the_same_model_share_a_store_and_give_their_thresholds(tmp_path: Path, dask_client: Any) -> None:
+    from classify_support import CLASSES as MODEL_CLASSES
+    from classify_support import make_bundle
+
     from model.bundle import read_bundle_info, save_with_thresholds
-    from tests.classify_support import CLASSES as MODEL_CLASSES
-    from tests.classify_support import make_bundle
 
     first, refitted, other = (str(tmp_path / name) for name in ("first.zip", "refitted.zip", "other.zip"))
     make_bundle(first)

@@ -1,7 +1,7 @@
 """One run at a time per store: a lease object in the store, created only if absent, renewed while the run lives.
 
 The lease is `lease.json` (owner, host, pid, since, ttl_s, expires, renewed) beside the store's root. Taking it is
-an exclusive create (`If-None-Match: *` on object storage, `O_EXCL` on a local disk), so of two runs that start
+an exclusive create (`If-None-Match: *` on object storage, a hard link on a local disk), so of two runs that start
 together one wins. The holder renews it every quarter of its lifetime; a second run is refused while it is live. A
 killed run stops renewing, and its lease can be taken over once it has not changed for its whole lifetime as timed
 by the run that takes it over, on its own clock (at once when the killed process was on this host): two hosts'
@@ -37,7 +37,7 @@ class StoreBusyError(RuntimeError):
 
 
 class Lease:
-    """The lease at `path` on `fs` (`local`: a local disk, where an exclusive create is `open(..., "xb")`).
+    """The lease at `path` on `fs` (`local`: a local disk, where an exclusive create is a hard link).
 
     `lost` says why the lease is no longer this run's (a renewal that failed, another run that took it over);
     `check` raises it.
@@ -104,7 +104,7 @@ class Lease:
 
     def _renew(self, owner: str, ttl_s: float, since: float) -> None:
         document = self._document(owner, ttl_s, since)
-        with_retries(lambda: self.fs.pipe_file(self.path, document), "renewing the store's lease")
+        with_retries(lambda: self._replace(self.path, document), "renewing the store's lease")
 
     def _document(self, owner: str, ttl_s: float, since: float) -> bytes:
         holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since, "ttl_s": ttl_s}
@@ -136,7 +136,7 @@ class Lease:
         except FileExistsError:
             raise StoreBusyError(f"{self.label}: another run took the store's lease at the same moment") from None
         log.warning("taking over the expired lease of a run that stopped without releasing it: %s", holder)
-        with_retries(lambda: self.fs.pipe_file(self.path, document), "taking the store's lease")
+        with_retries(lambda: self._replace(self.path, document), "taking the store's lease")
         return claim
 
     def _stopped_renewing(self, holder: dict[str, Any]) -> bool:
@@ -152,11 +152,29 @@ class Lease:
                 return False
         return True
 
+    def _replace(self, path: str, data: bytes) -> None:
+        """Overwrite `path` so that a reader sees the old document or the new one, never a part: one PUT on object
+        storage; on a local disk a file beside it renamed over it (a plain write truncates first, and a run reading
+        the lease at that moment would find it empty)."""
+        if self.local:
+            partial = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
+            with open(partial, "wb") as f:
+                f.write(data)
+            os.replace(partial, path)
+        else:
+            self.fs.pipe_file(path, data)
+        self.fs.invalidate_cache(path)
+
     def _create(self, path: str, data: bytes) -> None:
         """Write `path` only if it does not exist (FileExistsError otherwise), atomically where the store can."""
-        if self.local:
-            with open(path, "xb") as f:
+        if self.local:  # written beside it, then linked to its name: exclusive, and never seen half written
+            partial = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
+            with open(partial, "wb") as f:
                 f.write(data)
+            try:
+                os.link(partial, path)
+            finally:
+                os.unlink(partial)
         else:
             self.fs.pipe_file(path, data, mode="create")
         self.fs.invalidate_cache(path)
