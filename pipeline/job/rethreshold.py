@@ -149,7 +149,8 @@ def rethreshold_store(
         }
         new_info = {**settled, **attributes, "decisions": [*info.get("decisions", []), decision]}
         lease.check()
-        store.consolidate(decided, info=new_info)  # the summary first, then the root that makes it the decision
+        # the summary first (rewritten whole: every bin's counts change), then the root that makes it the decision
+        store.consolidate(decided, info=new_info, full=True)
         store.write_info(new_info)
     summary.bins = len(records)
     summary.rois = sum(record.n_rois for record in records)

@@ -3,10 +3,10 @@
 The client never touches pixels or the model: it reads the store's ledger, lists the archive as a stream (only the day
 folders the request can touch), forms partitions of the bins that are not complete while the listing goes on and
 submits them a few per worker at a time (so the first bins are classified long before a large archive is listed,
-and no run waits on one straggler longer than one partition), and finally rewrites the store's `summary`. A bin
-that failed as bad data is not read again while its files are the ones it failed with (same sizes and ETags or
-modification times, as the listing gives them), unless the request asks to retry failed bins: it stays failed in the
-run's summary (and its exit code) without costing a read.
+and no run waits on one straggler longer than one partition), and finally appends its bins to the store's
+`summary`. A bin that failed as bad data is not read again while its files are the ones it failed with (same sizes
+and ETags or modification times, as the listing gives them), unless the request asks to retry failed bins: it stays
+failed in the run's summary (and its exit code) without costing a read.
 Everything it sends to the cluster is URLs, options and small plans. Bad input is refused before anything is
 written: an empty time window, a missing archive, bins asked for that the archive lacks, a bundle that cannot be
 read.

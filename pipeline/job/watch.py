@@ -10,8 +10,8 @@ full passes a poll costs what it adds: its listing, its run over the new bins, a
 A bin qualifies once it is complete and settled: its three files are listed and their sizes are those of the
 previous poll (an instrument or a sync tool still writing a `.roi` makes it grow; a bin whose `.roi` is not there
 yet is not complete). Each poll that finds settled bins the store does not hold classifies exactly those with
-`run_classification` - the job of `ifcbflow classify`, on the one client of the whole watch - which also rewrites
-the store's summary. The store is the ledger: a restarted watch skips what the store holds (its first poll only
+`run_classification` - the job of `ifcbflow classify`, on the one client of the whole watch - which also appends
+them to the store's summary. The store is the ledger: a restarted watch skips what the store holds (its first poll only
 learns the sizes, so bins are classified from the second poll on). A bin that failed as bad data is retried only
 once its files change; one left incomplete by transient faults is retried at the next poll.
 """

@@ -69,7 +69,7 @@ def migrate_store(
             f"{COMMITS}/zarr.json": group_document({}),
         }
     )
-    store.consolidate(ledger, failures)
+    store.consolidate(ledger, failures, full=True)
     store.remove(OLD_BINS)
     store.remove(OLD_FAILURES)
     log.info("migrated %d bins of %s to %s", len(complete), url, LAYOUT)

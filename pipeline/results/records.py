@@ -111,6 +111,13 @@ class Ledger:
         self.complete: set[str] = set(complete or ())
         self.parts: set[str] = set(parts or ())
         self.changed = False  # whether commits exist that the summary does not show yet
+        #: Rows the consolidated summary and ledger hold, by dimension (`bin`, `part`, `warned`), and the summary's
+        #: attributes; None when there is no summary of the current layout (then the next consolidation rewrites).
+        self.rows: dict[str, int] | None = None
+        self.summary_attributes: dict[str, Any] = {}
+        self.pending: list[Commit] = []  # commits taken in since the summary was written: what a consolidation adds
+        self.new_parts: list[str] = []  # their partitions, in the order taken in
+        self.recompleted = False  # whether one of them lists a bin already complete (then a consolidation rewrites)
         self._load = load
         self._load_failures = load_failures
         self._commits: list[Commit] = []
@@ -120,11 +127,22 @@ class Ledger:
     def add(self, commit: Commit) -> None:
         """Take in a commit: its bins become complete, its failures replace older ones of bins still not complete."""
         self._commits.append(commit)
+        self.pending.append(commit)
+        if any(record.bin in self.complete for record in commit.bins):
+            self.recompleted = True
         self.complete.update(record.bin for record in commit.bins)
+        if commit.part not in self.parts:
+            self.new_parts.append(commit.part)
         self.parts.add(commit.part)
         self.changed = True
         if self._failures is not None:
             self._apply(commit)
+
+    def consolidated(self, rows: dict[str, int], attributes: dict[str, Any]) -> None:
+        """The summary now shows every commit taken in (`ResultStore.consolidate` wrote it)."""
+        self.rows, self.summary_attributes = dict(rows), dict(attributes)
+        self.pending, self.new_parts, self.recompleted = [], [], False
+        self.changed = False
 
     @property
     def bins(self) -> dict[str, BinRecord]:

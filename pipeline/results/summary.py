@@ -1,7 +1,9 @@
 """The summary (bin x class: counts, concentrations, volume, time) and the ledger tables, as xarray Datasets.
 
-The client rewrites both from the store's ledger after every run, so `xr.open_zarr(store, group="summary")` always
-shows exactly the complete bins. Concentration is count / volume analysed (per mL), NaN where the volume is unknown.
+After every run the client appends the bins it added to both (`ResultStore.consolidate`; rewrites them whole
+only after a compaction or a change of thresholds), so the summary shows exactly the complete bins: in append
+order in the store, sorted by time by `open_summary` and in the Datasets built here. Concentration is count /
+volume analysed (per mL), NaN where the volume is unknown.
 A store that decides by thresholds (its bundle's, or those `rethreshold` applied) also gets `counts_thresholded` and
 `concentration_thresholded` over the `class_thresholded` dimension (the classes, then `unclassified`), and each
 class's `threshold`; its attributes name the thresholds by `thresholds_sha256`.
@@ -21,7 +23,7 @@ from pipeline.ifcb.errors import BinFailure
 from pipeline.results.records import BinRecord
 
 #: Root attributes the summary repeats: which model, and which thresholds its thresholded counts follow.
-_PROVENANCE = ("model_hash", "bundle_hash", "bundle_arch", "thresholds_sha256")
+PROVENANCE = ("model_hash", "bundle_hash", "bundle_arch", "thresholds_sha256")
 _TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 _CONCENTRATION = {"units": "mL-1", "long_name": "count / volume"}
 
@@ -51,7 +53,7 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
             "class": ("class", np.array(classes, dtype=object)),
             "time": ("bin", times, {"long_name": "bin sample time (UTC)"}),
         },
-        attrs={key: info[key] for key in _PROVENANCE if key in info},
+        attrs={key: info[key] for key in PROVENANCE if key in info},
     )
     dataset["time"].encoding.update(_TIME_ENCODING)
     if info.get("thresholds") is not None:
