@@ -4,10 +4,13 @@ reference, store snapshots."""
 from __future__ import annotations
 
 import hashlib
+import os
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 
 from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.bins import read_bin_images, read_bin_meta
@@ -73,3 +76,20 @@ def tree_digests(root: Path) -> dict[str, str]:
 def tree_mtimes(root: Path) -> dict[str, int]:
     """Modification times (ns) of every file under `root`: a rewritten file shows a new time."""
     return {str(path.relative_to(root)): path.stat().st_mtime_ns for path in root.rglob("*") if path.is_file()}
+
+
+def session_survivors(session: int, grace_s: float = 10.0) -> list[psutil.Process]:
+    """Processes of the session that a CLI run led, still alive `grace_s` after it returned (a resource tracker
+    ends by itself when its owner's pipe closes, a few milliseconds after its owner: nobody waits for it)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        alive = []
+        for process in psutil.process_iter():
+            try:
+                if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
+                    alive.append(process)
+            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
+                continue
+        if not alive or time.monotonic() > deadline:
+            return alive
+        time.sleep(0.05)

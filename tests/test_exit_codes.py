@@ -13,9 +13,8 @@ import time
 import zipfile
 from pathlib import Path
 
-import psutil
 import pytest
-from classify_support import CLASSES, make_bundle
+from classify_support import CLASSES, make_bundle, session_survivors
 from typer.testing import CliRunner
 
 from model.bundle import content_hash
@@ -200,7 +199,7 @@ def test_a_worker_given_a_gpu_its_backend_cannot_see_is_2(setup, tmp_path: Path)
     assert job.returncode == exit_codes.USAGE, stderr
     assert "was given GPU 0 but the Keras backend" in stderr and "Traceback" not in stderr
     assert "still alive" not in stderr  # the worker ended by itself, not killed by its nanny after 4 s
-    assert not _survivors(job.pid)
+    assert not session_survivors(job.pid)
 
 
 def test_sigterm_is_128_plus_15_and_leaves_no_process(setup, tmp_path: Path) -> None:
@@ -222,21 +221,6 @@ def test_sigterm_is_128_plus_15_and_leaves_no_process(setup, tmp_path: Path) -> 
         if job.poll() is None:
             os.killpg(job.pid, signal.SIGKILL)
     assert job.returncode == exit_codes.SIGNAL_BASE + signal.SIGTERM, stderr
-    assert not _survivors(job.pid)
+    assert not session_survivors(job.pid)
 
 
-def _survivors(session: int, grace_s: float = 2.0) -> list[psutil.Process]:
-    """Processes of the session that a CLI run led, still alive `grace_s` after it returned (a resource tracker
-    ends by itself when its owner's pipe closes, a few milliseconds after its owner: nobody waits for it)."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        alive = []
-        for process in psutil.process_iter():
-            try:
-                if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(process)
-            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-                continue
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)

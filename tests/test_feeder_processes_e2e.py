@@ -16,7 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 import xarray as xr
-from classify_support import make_bundle
+from classify_support import make_bundle, session_survivors
 
 from pipeline.ifcb.synth import write_synthetic_archive
 from pipeline.job import shm
@@ -46,28 +46,11 @@ def _command(workload: dict[str, str], out: Path, *extra: str) -> list[str]:
             "--workers", "1", "--json", *extra]  # fmt: skip
 
 
-def _survivors(session: int, grace_s: float = 2.0) -> list[psutil.Process]:
-    """Processes of the session that a CLI run led, still alive `grace_s` after it returned (a resource tracker
-    ends by itself when its owner's pipe closes, a few milliseconds after its owner: nobody waits for it)."""
-    deadline = time.monotonic() + grace_s
-    while True:
-        alive = []
-        for process in psutil.process_iter():
-            try:
-                if os.getsid(process.pid) == session and process.status() != psutil.STATUS_ZOMBIE:
-                    alive.append(process)
-            except (ProcessLookupError, psutil.NoSuchProcess, PermissionError):
-                continue
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.05)
-
-
 def _run(workload: dict[str, str], out: Path, *extra: str, env: dict[str, str] | None = None):
     job = subprocess.Popen(_command(workload, out, *extra), start_new_session=True, env={**os.environ, **(env or {})},
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
     stdout, stderr = job.communicate(timeout=300)
-    assert not _survivors(job.pid), "a process of the run outlived it"
+    assert not session_survivors(job.pid), "a process of the run outlived it"
     return subprocess.CompletedProcess(job.args, job.returncode, stdout, stderr)
 
 
@@ -113,7 +96,7 @@ def test_a_feeder_killed_mid_partition_costs_nothing(workload, tmp_path: Path) -
     assert "a feeder process died" in stderr
     assert "still alive" not in stderr  # the worker ended by itself, not killed by its nanny after 4 s
     assert _results(str(out)).equals(_results(workload["reference"]))
-    assert not _survivors(job.pid), "a process of the run outlived it"
+    assert not session_survivors(job.pid), "a process of the run outlived it"
     assert not _ifcbflow_blocks()
 
 
@@ -130,7 +113,7 @@ def test_a_run_killed_with_blocks_in_flight_leaves_none_after_the_rerun(workload
         os.killpg(job.pid, signal.SIGKILL)  # the CLI, scheduler, worker, feeders and resource trackers: a lost node
         job.wait()
     hold.unlink()
-    assert not _survivors(job.pid, grace_s=10)  # orphaned feeders notice within ORPHAN_POLL_S
+    assert not session_survivors(job.pid, grace_s=10)  # orphaned feeders notice within ORPHAN_POLL_S
     left = _ifcbflow_blocks()
     assert left, "no block was left to sweep: nothing was tested"
     assert not any(psutil.pid_exists(owner) and psutil.Process(owner).status() != psutil.STATUS_ZOMBIE
