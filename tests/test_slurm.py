@@ -100,6 +100,8 @@ def workload(tmp_path_factory: pytest.TempPathFactory) -> Workload:
         "IFCBFLOW_SHARED_DIR": str(root / "shared"),
         "IFCBFLOW_TLS_DIR": str(root / "shared" / "tls"),
         "IFCBFLOW_INTERFACE": "lo",
+        # The local node declares GPUs it does not have (gres): its workers take them, and compute on the CPU.
+        "IFCBFLOW_CPU": "1",
     }
     archive, model, reference = root / "archive", root / "model.zip", root / "local.zarr"
     _run(["ifcbflow", "synth", str(archive), "--bins", str(BINS), "--rois", str(ROIS), "--classes", str(CLASSES)], env)

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from pipeline.redact import redact_text
 
@@ -48,10 +49,10 @@ def refusals(console: Console) -> Iterator[None]:
     try:
         yield
     except (UsageError, ConfigurationError, StoreMismatchError, StoreBusyError, BundleError) as err:
-        console.print(f"[red]error:[/red] {redact_text(str(err))}", highlight=False)
+        console.print(f"[red]error:[/red] {escape(redact_text(str(err)))}", highlight=False)
         raise typer.Exit(USAGE) from None
     except Exception as err:
         if not is_configuration(err, scope="store"):
             raise
-        console.print(f"[red]error:[/red] {type(err).__name__}: {redact_text(str(err))}", highlight=False)
+        console.print(f"[red]error:[/red] {type(err).__name__}: {escape(redact_text(str(err)))}", highlight=False)
         raise typer.Exit(USAGE) from None

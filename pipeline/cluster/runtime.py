@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 
 #: Threads TensorFlow may use in one worker process; set by the cluster factory for local CPU workers.
 TF_THREADS_ENV = "IFCBFLOW_TF_THREADS"
+#: Set to 1, workers compute on their CPU even where GPUs were assigned to them (a test node whose scheduler
+#: declares GPUs it does not have, a GPU allocation used for a CPU run): no GPU check, CPU batch sizes and feeders.
+CPU_ENV = "IFCBFLOW_CPU"
 #: GPU workers feed their device from feeder processes (`pipeline.job.feeder`), which a daemonic process cannot
 #: start: every way this project starts GPU workers makes them non-daemonic, by config or by environment.
 NON_DAEMONIC_WORKERS = {"distributed.worker.daemon": False}
@@ -156,12 +159,13 @@ def backend_gpus() -> int:
 
 def gpu_in_use() -> bool:
     """Whether this worker computes on a GPU: one was given to it (`CUDA_VISIBLE_DEVICES`, else what nvidia-smi
-    lists). Raises `ConfigurationError` when one was given but the Keras backend sees none: the worker would
-    otherwise run on its CPU with a GPU's batch size and feeders, slowly and without a word."""
+    lists), unless `IFCBFLOW_CPU=1` asks for the CPU. Raises `ConfigurationError` when one was given but the Keras
+    backend sees none: the worker would otherwise run on its CPU with a GPU's batch size and feeders, slowly and
+    without a word."""
     from pipeline.cluster.local import visible_gpus  # that module imports this one
 
     given = visible_gpus()
-    if not given:
+    if not given or os.environ.get(CPU_ENV) == "1":
         return False
     configure_tensorflow()
     if backend_gpus() == 0:
@@ -170,6 +174,6 @@ def gpu_in_use() -> bool:
         raise ConfigurationError(
             f"this worker was given GPU {','.join(given)} but the Keras backend ({keras.backend.backend()}) sees "
             "none: install the GPU build (pip install 'ifcbflow[gpu]') and check the driver (nvidia-smi) and the "
-            "backend's device warnings (ifcbflow -v); to run on CPU, set CUDA_VISIBLE_DEVICES=''"
+            "backend's device warnings (ifcbflow -v); to run on CPU, set IFCBFLOW_CPU=1"
         )
     return True
