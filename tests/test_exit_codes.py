@@ -198,7 +198,6 @@ def test_a_worker_given_a_gpu_its_backend_cannot_see_is_2(setup, tmp_path: Path)
         pytest.skip("the Keras backend here sees a GPU")
     assert job.returncode == exit_codes.USAGE, stderr
     assert "was given GPU 0 but the Keras backend" in stderr and "Traceback" not in stderr
-    assert "still alive" not in stderr  # the worker ended by itself, not killed by its nanny after 4 s
     assert not session_survivors(job.pid)
 
 

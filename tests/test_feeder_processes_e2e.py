@@ -94,7 +94,6 @@ def test_a_feeder_killed_mid_partition_costs_nothing(workload, tmp_path: Path) -
     summary = json.loads(stdout)
     assert summary["bins_done"] == BINS and summary["complete"]
     assert "a feeder process died" in stderr
-    assert "still alive" not in stderr  # the worker ended by itself, not killed by its nanny after 4 s
     assert _results(str(out)).equals(_results(workload["reference"]))
     assert not session_survivors(job.pid), "a process of the run outlived it"
     assert not _ifcbflow_blocks()
