@@ -2,12 +2,16 @@
 
 Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing, provenance, content hash and,
 when fitted, per-class `thresholds`) and the model: `model.keras` (Keras 3 native file) or, for an ONNX model
-(`"runtime": "onnx"` in the metadata; absent means Keras), `model.onnx` (`model.onnx_model`). The content hash is
-sha256 over the model bytes and the canonical metadata, so an output store can record exactly which model wrote it
-and a tampered file is refused on load. Thresholds are part of the metadata, hence of the content hash, but not of
-the model's identity (`model_hash`: model bytes, classes, architecture, preprocessing), which is what an output store
-records: the same weights with other thresholds are the same model, and a store applies thresholds to its stored
-scores (`ifcbflow rethreshold`). A bundle without them decides by plain argmax.
+(`"runtime": "onnx"` in the metadata; absent means Keras), `model.onnx` (`model.onnx_model`). A Keras bundle may also
+carry its model's ONNX conversion, its *ONNX twin* (`model.onnx`, its sha256 under `onnx_twin` in the metadata),
+which CPU workers run on ONNX Runtime (`model.runtimes`): the same network, its scores within
+`model.onnx_export.TOLERANCE` of the Keras model's, so the same model to an output store. The content hash is
+sha256 over the model bytes and the canonical metadata (which holds the twin's sha256), so an output store can record
+exactly which model wrote it and a tampered file is refused on load. Thresholds are part of the metadata, hence of
+the content hash, but not of the model's identity (`model_hash`: model bytes, classes, architecture, preprocessing),
+which is what an output store records: the same weights with other thresholds (or with an ONNX twin added) are the
+same model, and a store applies thresholds to its stored scores (`ifcbflow rethreshold`). A bundle without them
+decides by plain argmax.
 
 The preprocessing contract (`model.preprocess.PreprocessConfig`) is data in the metadata; a bundle written before
 the contract had more parts than size, padding and normalisation has only those keys, and the missing ones mean
@@ -56,6 +60,8 @@ _META = "bundle.json"
 _MODEL = "model.keras"
 #: The model's member in the zip, by runtime (the metadata's "runtime"; absent: keras).
 _MEMBERS = {"keras": _MODEL, "onnx": "model.onnx"}
+#: A Keras bundle's ONNX twin: the same member name as an ONNX bundle's model.
+_TWIN = _MEMBERS["onnx"]
 _REQUIRED = ("format", "format_version", "classes", "arch", "preprocess", "provenance", "content_hash")
 
 
@@ -74,6 +80,7 @@ class Bundle:
     provenance: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
     thresholds: dict[str, float] | None = None  # per class, `model.thresholds`' rule; None: plain argmax
+    onnx_twin: Any = None  # a Keras model's ONNX conversion (`model.onnx_model.OnnxModel`), or None
     _predictor: Any = field(default=None, init=False, repr=False, compare=False)
 
     def predict(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
@@ -178,6 +185,8 @@ def _metadata(bundle: Bundle) -> dict[str, Any]:
         metadata["thresholds"] = checked_thresholds(bundle.thresholds, list(bundle.classes))
     if _runtime(bundle.model) != "keras":  # absent for Keras: such bundles keep their bytes and hash
         metadata["runtime"] = _runtime(bundle.model)
+    if bundle.onnx_twin is not None:
+        metadata["onnx_twin"] = {"sha256": hashlib.sha256(bundle.onnx_twin.data).hexdigest()}
     return metadata
 
 
@@ -227,12 +236,15 @@ def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None
     """Write the bundle to `url` (any fsspec URL) in one write; set and return its content hash."""
     check_classes(bundle.classes)
     check_model(bundle.model, len(bundle.classes), bundle.preprocess)
+    if bundle.onnx_twin is not None and _runtime(bundle.model) != "keras":
+        raise BundleError("only a Keras model has an ONNX twin; this bundle's model is already an ONNX model")
     bundle.provenance = _json_safe(bundle.provenance)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / _MEMBERS[_runtime(bundle.model)]
         bundle.model.save(path)
         model_bytes = path.read_bytes()
-    bundle.content_hash = _write(model_bytes, _metadata(bundle), url, storage_options)
+    twin = None if bundle.onnx_twin is None else bundle.onnx_twin.data
+    bundle.content_hash = _write(model_bytes, _metadata(bundle), url, storage_options, twin)
     log.info("saved bundle %s (%s, %d classes, hash %s)", url, bundle.arch, len(bundle.classes), bundle.content_hash)
     return bundle.content_hash
 
@@ -245,26 +257,61 @@ def save_with_thresholds(
     storage_options: dict[str, Any] | None = None,
 ) -> str:
     """Write the bundle at `source_url` to `out_url` with new thresholds (and `fit`, how they were fitted, as
-    `provenance.thresholds`); returns the new hash. The model file is copied byte for byte: the same model."""
-    archive = _open_zip(_read_bytes(source_url, storage_options), source_url)
-    metadata = _parse_metadata(archive, source_url)
-    model_bytes = archive.read(_member(metadata, archive, source_url))
-    _verify(model_bytes, metadata, source_url)
-    metadata = {key: value for key, value in metadata.items() if key != "content_hash"}
+    `provenance.thresholds`); returns the new hash. The model file (and its ONNX twin) is copied byte for byte: the
+    same model."""
+    metadata, model_bytes, twin = _read_verified(source_url, storage_options)
     metadata["thresholds"] = checked_thresholds(thresholds, list(metadata["classes"]))
     metadata["provenance"] = _json_safe({**metadata["provenance"], "thresholds": fit})
-    digest = _write(model_bytes, metadata, out_url, storage_options)
+    digest = _write(model_bytes, metadata, out_url, storage_options, twin)
     log.info("saved bundle %s with new thresholds (hash %s, from %s)", out_url, digest, source_url)
     return digest
 
 
-def _write(model_bytes: bytes, metadata: dict[str, Any], url: str, storage_options: dict[str, Any] | None) -> str:
-    """Hash the metadata and model, and write both as one zip in one write; returns the hash."""
+def save_with_twin(
+    source_url: str,
+    out_url: str,
+    twin: Any,
+    made: dict[str, Any],
+    storage_options: dict[str, Any] | None = None,
+) -> str:
+    """Write the Keras bundle at `source_url` to `out_url` with `twin` (an `OnnxModel`) as its ONNX twin and `made`
+    (how it was made) as `provenance.onnx_twin`; returns the new hash. The Keras model is copied byte for byte, so
+    the new bundle has the same `model_hash`: the same model to an output store."""
+    metadata, model_bytes, _ = _read_verified(source_url, storage_options)
+    if metadata.get("runtime", "keras") != "keras":
+        raise BundleError("this bundle's model is already an ONNX model")
+    metadata["onnx_twin"] = {"sha256": hashlib.sha256(twin.data).hexdigest()}
+    metadata["provenance"] = _json_safe({**metadata["provenance"], "onnx_twin": made})
+    digest = _write(model_bytes, metadata, out_url, storage_options, twin.data)
+    log.info("saved bundle %s with an ONNX twin (hash %s, from %s)", out_url, digest, source_url)
+    return digest
+
+
+def _read_verified(url: str, storage_options: dict[str, Any] | None) -> tuple[dict[str, Any], bytes, bytes | None]:
+    """(metadata without its content hash, model bytes, ONNX twin bytes or None) of a verified bundle."""
+    archive = _open_zip(_read_bytes(url, storage_options), url)
+    metadata = _parse_metadata(archive, url)
+    model_bytes = archive.read(_member(metadata, archive, url))
+    _verify(model_bytes, metadata, url)
+    twin = _twin_bytes(metadata, archive, url)
+    return {key: value for key, value in metadata.items() if key != "content_hash"}, model_bytes, twin
+
+
+def _write(
+    model_bytes: bytes,
+    metadata: dict[str, Any],
+    url: str,
+    storage_options: dict[str, Any] | None,
+    twin: bytes | None = None,
+) -> str:
+    """Hash the metadata and model, and write them (and the ONNX twin) as one zip in one write; returns the hash."""
     metadata = {**metadata, "content_hash": content_hash(model_bytes, metadata)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr(_META, json.dumps(metadata, indent=2, sort_keys=True))
         archive.writestr(_MEMBERS[metadata.get("runtime", "keras")], model_bytes)
+        if twin is not None:
+            archive.writestr(_TWIN, twin)
     with fsspec.open(url, "wb", **(storage_options or {})) as f:
         f.write(buffer.getvalue())
     return metadata["content_hash"]
@@ -307,6 +354,26 @@ def _member(metadata: dict[str, Any], archive: zipfile.ZipFile, url: str) -> str
     if _MEMBERS[runtime] not in archive.namelist():
         raise BundleError(f"{url} is not an ifcbflow model bundle (missing {_MEMBERS[runtime]})")
     return _MEMBERS[runtime]
+
+
+def _twin_bytes(metadata: dict[str, Any], archive: zipfile.ZipFile, url: str) -> bytes | None:
+    """The ONNX twin's bytes, checked against the sha256 the (hashed) metadata records; None when there is none."""
+    recorded = metadata.get("onnx_twin")
+    if recorded is None:
+        return None
+    if _TWIN not in archive.namelist():
+        raise BundleError(f"{url}: the metadata records an ONNX twin but the bundle has no {_TWIN}")
+    data = archive.read(_TWIN)
+    if hashlib.sha256(data).hexdigest() != recorded.get("sha256"):
+        raise BundleError(f"{url}: the ONNX twin's sha256 differs from the recorded one; the bundle was modified")
+    return data
+
+
+def runtimes(metadata: dict[str, Any]) -> tuple[str, ...]:
+    """The runtimes a bundle's metadata offers: ("keras",), ("keras", "onnx") with an ONNX twin, or ("onnx",)."""
+    if metadata.get("runtime", "keras") == "onnx":
+        return ("onnx",)
+    return ("keras", "onnx") if metadata.get("onnx_twin") else ("keras",)
 
 
 def _parse_metadata(archive: zipfile.ZipFile, url: str) -> dict[str, Any]:
@@ -367,22 +434,37 @@ def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) ->
     return {**metadata, "model_hash": known}
 
 
-def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bundle:
-    """Load and verify a bundle from any fsspec URL; Keras loads in safe mode (no arbitrary code from the file)."""
+def load_bundle(url: str, storage_options: dict[str, Any] | None = None, runtime: str | None = None) -> Bundle:
+    """Load and verify a bundle from any fsspec URL; Keras loads in safe mode (no arbitrary code from the file).
+
+    `runtime` picks the model to build: None its own (Keras or ONNX), "onnx" the ONNX graph (an ONNX bundle's model
+    or a Keras bundle's ONNX twin: Keras is not imported), "keras" the Keras model. BundleError when the bundle has
+    no model for that runtime (`runtimes` tells which it has)."""
     archive = _open_zip(_read_bytes(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
     model_bytes = archive.read(_member(metadata, archive, url))
     _verify(model_bytes, metadata, url)
+    offered = runtimes(metadata)
+    runtime = runtime or offered[0]
+    if runtime not in offered:
+        hint = " (`ifcbflow model export BUNDLE --add-onnx` adds one)" if runtime == "onnx" else ""
+        raise BundleError(f"{url}: this bundle has no model for the {runtime} runtime, only {', '.join(offered)}{hint}")
     try:
         preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
     except (TypeError, ValueError) as err:
         raise BundleError(f"{url}: bad preprocessing parameters: {err}") from None
-    if metadata.get("runtime") == "onnx":
+    twin_bytes = _twin_bytes(metadata, archive, url)
+    twin = None
+    if runtime == "onnx":
         from model.onnx_model import OnnxModel
 
-        model: Any = OnnxModel.from_bytes(model_bytes, f"{url}: the model inside the bundle")
+        model: Any = OnnxModel.from_bytes(twin_bytes or model_bytes, f"{url}: the ONNX model inside the bundle")
     else:
         model = load_keras_model(model_bytes, f"{url}: the model inside the bundle")
+        if twin_bytes is not None:
+            from model.onnx_model import OnnxModel
+
+            twin = OnnxModel.from_bytes(twin_bytes, f"{url}: the ONNX twin inside the bundle")
     classes = list(metadata["classes"])
     try:
         check_model(model, len(classes), preprocess)
@@ -399,4 +481,5 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None) -> Bund
         provenance=metadata["provenance"],
         content_hash=metadata["content_hash"],
         thresholds=thresholds,
+        onnx_twin=twin,
     )

@@ -1,13 +1,20 @@
-"""A Keras bundle as an ONNX bundle (`ifcbflow model export --onnx`): the same classes, contract and thresholds, the
-model converted by Keras' own exporter (`model.export(format="onnx")`, tf2onnx under TensorFlow), for CPU nodes
-where ONNX Runtime runs the registered CNNs faster than TensorFlow (bench/bench_onnx_cpu.py).
+"""A Keras model converted to ONNX by Keras' own exporter (`model.export(format="onnx")`, tf2onnx under TensorFlow),
+for CPU nodes, where ONNX Runtime starts and runs the registered CNNs faster than TensorFlow
+(bench/bench_runtimes.py), in two forms:
 
-The converted graph takes the same uint8 input; the export is refused unless it gives the Keras model's scores on
-random inputs within `TOLERANCE`. It is another model file, so another bundle hash and another output store.
+- `with_onnx_twin`: the Keras bundle carrying the conversion as its ONNX twin (`train` and `model import` write
+  one; `ifcbflow model export --add-onnx` adds one): the same model to an output store, run on ONNX Runtime by CPU
+  workers (`model.runtimes`);
+- `exported_bundle`: an ONNX bundle (`ifcbflow model export --onnx`), for a node without Keras: another model file,
+  so another bundle hash and another output store.
+
+The converted graph takes the same uint8 input; a conversion is refused unless it gives the Keras model's scores on
+random inputs within `TOLERANCE`.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -18,6 +25,8 @@ import numpy as np
 from model.bundle import Bundle, BundleError
 from model.onnx_model import OnnxModel, penultimate, with_embedding_output
 from model.versions import installed_versions
+
+log = logging.getLogger(__name__)
 
 #: Largest absolute score difference allowed between the Keras model and its ONNX export (float32 reorderings).
 TOLERANCE = 1e-4
@@ -57,4 +66,32 @@ def exported_bundle(bundle: Bundle) -> Bundle:
         "exported_from": {"bundle": bundle.content_hash, "arch": bundle.arch, "max_score_difference": difference},
         "versions": installed_versions(),
     }
-    return replace(bundle, model=onnx_model, arch=f"onnx:{bundle.arch}", provenance=provenance, content_hash="")
+    return replace(
+        bundle, model=onnx_model, arch=f"onnx:{bundle.arch}", provenance=provenance, content_hash="", onnx_twin=None
+    )
+
+
+def onnx_twin(bundle: Bundle) -> tuple[OnnxModel, dict[str, Any]]:
+    """(the ONNX conversion of a Keras bundle's model, how it was made: its largest score difference and the
+    tolerance), for `Bundle.onnx_twin` or `model.bundle.save_with_twin`; BundleError for an ONNX bundle or a failed
+    conversion."""
+    if getattr(bundle.model, "runtime", "keras") == "onnx":
+        raise BundleError("this bundle's model is already an ONNX model")
+    onnx_model, difference = keras_to_onnx(bundle.model, bundle.preprocess)
+    return onnx_model, {"max_score_difference": difference, "tolerance": TOLERANCE}
+
+
+def with_onnx_twin(bundle: Bundle) -> Bundle:
+    """The (unsaved) Keras bundle with its model's ONNX conversion as its twin, recorded in its provenance."""
+    onnx_model, made = onnx_twin(bundle)
+    return replace(bundle, onnx_twin=onnx_model, provenance={**bundle.provenance, "onnx_twin": made}, content_hash="")
+
+
+def twin_if_possible(bundle: Bundle) -> Bundle:
+    """`with_onnx_twin`, or the bundle unchanged, with a warning saying why, when the conversion fails (tf2onnx
+    missing, a layer it cannot convert): the bundle still runs, on its Keras backend."""
+    try:
+        return with_onnx_twin(bundle)
+    except BundleError as err:
+        log.warning("the bundle gets no ONNX twin (CPU workers will run its Keras model): %s", err)
+        return bundle

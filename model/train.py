@@ -30,6 +30,7 @@ from model.bundle import Bundle, check_classes, save_bundle
 from model.data import LabelledImages, split_by_group
 from model.decision import UNCLASSIFIED_NAME
 from model.evaluate import evaluate, label_indices
+from model.onnx_export import twin_if_possible
 from model.preprocess import PreprocessConfig, preprocess
 from model.thresholds import fit_thresholds
 from model.versions import installed_versions
@@ -390,6 +391,7 @@ def train(
         "thresholds": threshold_fit,
         "versions": installed_versions(),
     }  # fmt: skip
+    bundle = twin_if_possible(bundle)  # CPU workers run the twin on ONNX Runtime (model.runtimes)
     save_bundle(bundle, out_url, storage_options)
     for name in ("backup", "best.weights.h5", "ledger.json", "run.json"):
         target = ckpt / name

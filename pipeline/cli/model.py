@@ -258,6 +258,7 @@ def import_command(
     from model.bundle import BundleError, save_bundle
     from model.keras2_import import Keras2ImportError, import_keras2
     from model.keras3_import import import_keras3
+    from model.onnx_export import twin_if_possible
     from model.onnx_import import import_onnx
     from model.preprocess import preset
 
@@ -290,6 +291,8 @@ def import_command(
             bundle = import_keras3(model_file, names, **common)
         else:
             bundle = import_keras2(model_file, weights, names, **common)
+        if not onnx:  # CPU workers run the twin on ONNX Runtime (model.runtimes)
+            bundle = twin_if_possible(bundle)
         digest = save_bundle(bundle, out, options)
     except (Keras2ImportError, BundleError, ValueError) as err:
         raise _fail(str(err)) from None
@@ -298,29 +301,41 @@ def import_command(
 
 def export_command(
     bundle_url: str = typer.Argument(..., metavar="BUNDLE", help="A Keras model bundle (path or URL)."),
-    out: str = typer.Option(..., "--out", help="Where to write the ONNX bundle (path or fsspec URL)."),
-    onnx: bool = typer.Option(False, "--onnx", help="Convert the model to ONNX (the one format offered)."),
+    out: str = typer.Option(..., "--out", help="Where to write the new bundle (path or fsspec URL)."),
+    onnx: bool = typer.Option(False, "--onnx", help="An ONNX bundle: the model converted, for nodes without Keras."),
+    add_onnx: bool = typer.Option(
+        False, "--add-onnx", help="The Keras bundle with its ONNX conversion added (its ONNX twin), which CPU workers "
+        "run on ONNX Runtime: the same model to an output store."
+    ),
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
-    """Write the bundle's model as ONNX, for ONNX Runtime: faster than TensorFlow on CPU nodes for utopia-b3.
+    """Convert the bundle's Keras model to ONNX, for ONNX Runtime: faster than TensorFlow to start and to run on CPU.
 
-    Same classes, preprocessing and thresholds; refused unless the converted model gives the same scores (1e-4) on
-    random inputs. Another model file, so another hash: its results go to a new store.
+    --add-onnx keeps the Keras model and adds the conversion (bundles from `train` and `model import` have it
+    already): results go to the same store. --onnx writes an ONNX bundle: another model file, so another hash and
+    another store. Same classes, preprocessing and thresholds; refused unless the conversion gives the same scores
+    (1e-4) on random inputs.
     """
-    from model.bundle import BundleError, load_bundle, save_bundle
-    from model.onnx_export import exported_bundle
+    from model.bundle import BundleError, load_bundle, save_bundle, save_with_twin
+    from model.onnx_export import exported_bundle, onnx_twin
 
-    if not onnx:
-        raise typer.BadParameter("say which format: --onnx (the one offered)", param_hint="--onnx")
+    if onnx == add_onnx:
+        raise typer.BadParameter("say which: --onnx (an ONNX bundle) or --add-onnx (an ONNX twin)", param_hint="--onnx")
     options = parse_storage_options(storage_options)
     try:
-        bundle = exported_bundle(load_bundle(bundle_url, options))
-        digest = save_bundle(bundle, out, options)
+        source = load_bundle(bundle_url, options)
+        if onnx:
+            bundle = exported_bundle(source)
+            digest = save_bundle(bundle, out, options)
+            made, what = bundle.provenance["exported_from"], bundle.arch
+        else:
+            twin, made = onnx_twin(source)
+            digest = save_with_twin(bundle_url, out, twin, made, options)
+            what = f"{source.arch} with its ONNX twin"
     except BundleError as err:
         raise _fail(str(err), USAGE) from None
-    difference = bundle.provenance["exported_from"]["max_score_difference"]
-    console.print(f"wrote {out}: {bundle.arch}, hash {digest[:12]}; scores within {difference:.1g} of {bundle_url}",
-                  highlight=False)  # fmt: skip
+    console.print(f"wrote {out}: {what}, hash {digest[:12]}; scores within {made['max_score_difference']:.1g} of "
+                  f"{bundle_url}", highlight=False)  # fmt: skip
 
 
 def info_command(

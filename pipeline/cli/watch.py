@@ -22,10 +22,12 @@ from pipeline.cli.classify import (
     MODEL,
     OUT,
     PARTITION_MB,
+    RUNTIME,
     START,
     STORAGE_OPTIONS,
     WORKERS,
     check_feeder_kind,
+    check_runtime,
 )
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
 from pipeline.cli.options import parse_folder_list, parse_storage_options, parse_time
@@ -84,6 +86,7 @@ def watch(
     exclude_folders: str | None = EXCLUDE_FOLDERS,
     embeddings: bool = EMBEDDINGS,
     feeder_kind: str | None = FEEDER_KIND,
+    runtime: str = RUNTIME,
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
     """Watch ARCHIVE and classify each new bin once it is complete: all three files present and their sizes
@@ -109,6 +112,7 @@ def watch(
         exclude_folders=parse_folder_list(exclude_folders),
         embeddings=embeddings,
         feeder_kind=check_feeder_kind(feeder_kind),
+        runtime=check_runtime(runtime),
     )
     console = Console(stderr=True)
     with exit_codes.refusals(console), open_client(cluster, workers=workers, jobqueue=jobqueue) as client:

@@ -6,11 +6,16 @@
 
 A cluster started here lives exactly as long as the `with open_client(...)` block, however that block ends: normally,
 by an exception, or by SIGTERM/SIGHUP/SIGINT (`pipeline.cluster.signals`), after which the process exits 128 + N.
+
+`open_client(..., deferred=True)` with the embedded cluster gives a `DeferredCluster` instead: the run starts it once
+it has listed enough to know what it needs (`pipeline.job.run`), in a background thread while the listing goes on.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -18,8 +23,69 @@ from typing import Any
 
 from distributed import Client
 
-from pipeline.cluster.local import DEFAULT_DASHBOARD, GPU_RESOURCE, local_cluster
+from pipeline.cluster.local import (
+    DEFAULT_DASHBOARD,
+    GPU_RESOURCE,
+    in_process_cluster,
+    local_cluster,
+    planned_workers,
+    visible_gpus,
+)
+from pipeline.cluster.runtime import CPU_ENV
 from pipeline.cluster.signals import stop_on_signals
+
+
+class DeferredCluster:
+    """The embedded cluster, started when the run knows what it needs: not at all for a run with nothing to
+    classify, one worker thread in this process for a run of one bin on a machine without GPUs (nothing to
+    distribute; starting a worker process would cost more than the bin), the usual workers otherwise, started in a
+    background thread while the caller goes on listing. `client()` waits for it; `close()` (by `open_client`)
+    closes whatever was started."""
+
+    def __init__(self, workers: int | None, dashboard_address: str | None) -> None:
+        self.workers, self.dashboard_address = workers, dashboard_address
+        self.planned_workers = planned_workers(workers)
+        self.in_process = False
+        self._stack = ExitStack()
+        self._thread: threading.Thread | None = None
+        self._client: Client | None = None
+        self._error: BaseException | None = None
+
+    def start(self, *, bins: int) -> None:
+        """Start the cluster for a run of `bins` bins to classify (at least 2 means "more than one"), once."""
+        if self._thread is not None:
+            return
+        self.in_process = bins <= 1 and (not visible_gpus() or os.environ.get(CPU_ENV) == "1")
+        self._thread = threading.Thread(target=self._start, name="ifcbflow-cluster-start", daemon=True)
+        self._thread.start()
+
+    def _start(self) -> None:
+        try:
+            if self.in_process:
+                cluster = in_process_cluster()
+            else:
+                cluster = local_cluster(self.workers, dashboard_address=self.dashboard_address)
+            self._stack.enter_context(cluster)
+            self._client = Client(cluster)  # closed by `close`: a `with Client` block cannot span two threads
+            self._stack.callback(self._client.close)
+        except BaseException as err:  # handed to the caller's thread by `client()`
+            self._error = err
+
+    def client(self) -> Client:
+        """The connected client, once the cluster has started (started now, with its workers, if not yet)."""
+        self.start(bins=2)
+        assert self._thread is not None
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._client is not None
+        return self._client
+
+    def close(self) -> None:
+        """Close what was started (after waiting for a start in progress to end)."""
+        if self._thread is not None:
+            self._thread.join()
+        self._stack.close()
 
 
 @contextmanager
@@ -30,12 +96,19 @@ def open_client(
     jobqueue: Any = None,
     security: Any = None,
     dashboard_address: str | None = DEFAULT_DASHBOARD,
-) -> Iterator[Client]:
+    deferred: bool = False,
+) -> Iterator[Client | DeferredCluster]:
     """A client of the named cluster; a cluster started here is closed on exit, an external one is left running.
+    With `deferred`, the embedded cluster comes as a `DeferredCluster`, to be started by the run.
 
     A signal to this process ends the block with `StoppedBySignal` once the cluster (and its worker jobs and
     certificates) is gone; previous signal handlers are restored on exit."""
     with stop_on_signals() as guard, ExitStack() as stack, guard.interruptible():
+        if cluster == "local" and deferred:
+            pending = DeferredCluster(workers, dashboard_address)
+            stack.callback(pending.close)
+            yield pending
+            return
         if cluster == "local":
             started = stack.enter_context(local_cluster(workers, dashboard_address=dashboard_address))
             client = stack.enter_context(Client(started))

@@ -25,8 +25,6 @@ from typing import Any, Literal
 import dask.config
 import yaml
 from dask.utils import parse_bytes
-from dask_jobqueue import PBSCluster, SLURMCluster
-from dask_jobqueue.pbs import pbs_format_bytes_ceil
 from distributed.security import Security
 
 from pipeline.cluster.local import DEFAULT_DASHBOARD
@@ -211,6 +209,8 @@ def _pbs_resources(section: dict[str, Any], gpus: int) -> None:
     PBS jobs know no such key), else `cores`."""
     ncpus = section.pop("job-cpu", None) or section["cores"]
     if "resource-spec" not in section:
+        from dask_jobqueue.pbs import pbs_format_bytes_ceil  # dask-jobqueue is imported by batch runs only
+
         memory = pbs_format_bytes_ceil(parse_bytes(section["memory"]))
         section["resource-spec"] = f"select=1:ncpus={ncpus}{f':ngpus={gpus}' if gpus else ''}:mem={memory}"
 
@@ -220,6 +220,8 @@ def _kwarg(key: str) -> str:
 
 
 def _cluster_class(kind: Kind) -> type:
+    from dask_jobqueue import PBSCluster, SLURMCluster  # imported by batch runs only (~0.3-1 s)
+
     return {"slurm": SLURMCluster, "pbs": PBSCluster}[kind]
 
 

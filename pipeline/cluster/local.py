@@ -94,6 +94,30 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
     return SpecCluster(workers=workers_spec, scheduler=scheduler, name="ifcbflow-gpu")
 
 
+def planned_workers(workers: int | None = None) -> int:
+    """How many workers `local_cluster(workers)` starts, known before it starts them."""
+    gpus = visible_gpus()
+    if gpus:
+        return min(workers or len(gpus), len(gpus))
+    return workers or max(1, cores() // 2)
+
+
+def in_process_cluster() -> Any:
+    """One worker thread in this process, reached in memory (Dask's inproc transport), without a dashboard (the
+    scheduler's HTTP routes still listen, on a free loopback port): for a run with one bin to classify, which has
+    nothing to distribute and would spend longer starting a worker process than classifying the bin."""
+    from distributed import LocalCluster
+
+    log.info("local cluster: 1 worker thread in this process")
+    return LocalCluster(
+        n_workers=1,
+        threads_per_worker=1,
+        processes=False,
+        dashboard_address=DEFAULT_DASHBOARD,
+        scheduler_kwargs={"dashboard": False},
+    )
+
+
 def local_cluster(workers: int | None = None, *, dashboard_address: str | None = DEFAULT_DASHBOARD) -> Any:
     """The embedded default: GPU workers when GPUs exist, CPU worker processes otherwise."""
     gpus = visible_gpus()
@@ -102,7 +126,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         return _local_gpu_cluster(gpus, workers, dashboard_address)
     from distributed import LocalCluster
 
-    n = workers or max(1, cores() // 2)
+    n = planned_workers(workers)
     dask.config.set(NON_DAEMONIC_WORKERS)  # so that `--feeder-kind processes` can start feeder processes
     tf_threads = max(1, cores() // n)
     log.info("local cluster: %d CPU worker process(es), %d TensorFlow thread(s) each", n, tf_threads)

@@ -11,6 +11,7 @@ import atexit
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import sys
 import threading
@@ -43,7 +44,7 @@ def configure_tensorflow() -> None:
             return
         import model  # noqa: F401  (quiets TensorFlow's native start-up lines before the imports below)
 
-        worker = _in_dask_worker()
+        worker = _in_worker_process()
         with _without_optional_imports(UNUSED_BY_WORKERS if worker and _keras_backend() == "tensorflow" else ()):
             import keras
 
@@ -98,7 +99,11 @@ def _without_optional_imports(names: tuple[str, ...]) -> Iterator[None]:
                 del sys.modules[name]
 
 
-def _in_dask_worker() -> bool:
+def _in_worker_process() -> bool:
+    """Whether this is a Dask worker's own process (started by a nanny), not a process that runs a worker thread
+    beside other work (the client of a run with an in-process cluster, which must keep its exit status)."""
+    if multiprocessing.parent_process() is None:
+        return False
     try:
         from distributed import get_worker
 
@@ -157,23 +162,38 @@ def backend_gpus() -> int:
     return 0
 
 
-def gpu_in_use() -> bool:
-    """Whether this worker computes on a GPU: one was given to it (`CUDA_VISIBLE_DEVICES`, else what nvidia-smi
-    lists), unless `IFCBFLOW_CPU=1` asks for the CPU. Raises `ConfigurationError` when one was given but the Keras
-    backend sees none: the worker would otherwise run on its CPU with a GPU's batch size and feeders, slowly and
-    without a word."""
+def gpu_given() -> bool:
+    """Whether this worker was given a GPU (`CUDA_VISIBLE_DEVICES`, else what nvidia-smi lists) and is to compute on
+    it: not when `IFCBFLOW_CPU=1` asks for the CPU. Imports no inference runtime."""
     from pipeline.cluster.local import visible_gpus  # that module imports this one
 
-    given = visible_gpus()
-    if not given or os.environ.get(CPU_ENV) == "1":
+    return bool(visible_gpus()) and os.environ.get(CPU_ENV) != "1"
+
+
+def gpu_in_use(runtime: str = "keras") -> bool:
+    """Whether this worker computes on a GPU (`gpu_given`). Raises `ConfigurationError` when one was given but the
+    inference runtime ("keras": the Keras backend; "onnx": ONNX Runtime's CUDA provider) sees none: the worker would
+    otherwise run on its CPU with a GPU's batch size and feeders, slowly and without a word. Only the named runtime
+    is imported."""
+    if not gpu_given():
         return False
-    configure_tensorflow()
-    if backend_gpus() == 0:
+    if runtime == "onnx":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            return True
+        seen_by = "ONNX Runtime (no CUDA provider)"
+    else:
+        configure_tensorflow()
+        if backend_gpus() > 0:
+            return True
         import keras
 
-        raise ConfigurationError(
-            f"this worker was given GPU {','.join(given)} but the Keras backend ({keras.backend.backend()}) sees "
-            "none: install the GPU build (pip install 'ifcbflow[gpu]') and check the driver (nvidia-smi) and the "
-            "backend's device warnings (ifcbflow -v); to run on CPU, set IFCBFLOW_CPU=1"
-        )
-    return True
+        seen_by = f"the Keras backend ({keras.backend.backend()})"
+    from pipeline.cluster.local import visible_gpus
+
+    raise ConfigurationError(
+        f"this worker was given GPU {','.join(visible_gpus())} but {seen_by} sees none: install the GPU build "
+        "(pip install 'ifcbflow[gpu]') and check the driver (nvidia-smi) and the backend's device warnings "
+        "(ifcbflow -v); to run on CPU, set IFCBFLOW_CPU=1"
+    )

@@ -14,6 +14,7 @@ read.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
@@ -24,8 +25,9 @@ from typing import Any
 
 from distributed import Client, as_completed
 
+from model.bundle import runtimes
 from model.thresholds import threshold_array, thresholds_digest
-from pipeline.cluster.client import GPU_RESOURCE, dashboard_link, workers_have_gpus
+from pipeline.cluster.client import GPU_RESOURCE, DeferredCluster, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, with_retries
 from pipeline.ifcb.archive import EXCLUDED_FOLDERS, NOT_IN_ARCHIVE, iter_bins
 from pipeline.ifcb.bins import BinFiles
@@ -73,6 +75,7 @@ class ClassifyRequest:
     retry_failed: bool = False  # read bins that failed as bad data again even if their files have not changed
     embeddings: bool = False  # also store each ROI's penultimate features
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on GPU workers, threads on CPU ones
+    runtime: str | None = None  # "keras" or "onnx"; None or "auto": `model.runtimes.choose_runtime`'s rule
 
 
 @dataclass
@@ -109,8 +112,13 @@ class RunSummary:
         return {**asdict(self), "rois_per_second": self.rois_per_second, "complete": self.complete}
 
 
-def run_classification(client: Client, request: ClassifyRequest, reporter: Reporter | None = None) -> RunSummary:
+def run_classification(
+    client: Client | DeferredCluster, request: ClassifyRequest, reporter: Reporter | None = None
+) -> RunSummary:
     """Classify every selected bin of the archive that the store does not hold yet; return what happened.
+
+    On a `DeferredCluster` the cluster is started once the listing shows what the run needs (none for nothing to
+    classify, one worker thread in this process for one bin), while the rest of the archive's head is listed.
 
     Raises `UsageError` or `ConfigurationError` (nothing written) for a request that cannot succeed,
     `StoreMismatchError` for a store of another model, `StoreBusyError` for a store another run holds.
@@ -154,17 +162,29 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
         )
     with store.lease(uuid.uuid4().hex) as lease:
         ledger = store.ledger(clean=True)
-        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
-        summary.dashboard = dashboard_link(client)
-        if summary.dashboard:
-            reporter.message(f"Dask dashboard: {summary.dashboard}")
-        n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
         selection = Selection(ledger, retry_failed=request.retry_failed)
         target = int(request.partition_mb * MB)
-        reporter.message(f"classifying the bins not in the store as the archive is listed, on {n_workers} worker(s)")
+        reporter.message("classifying the bins not in the store as the archive is listed")
+        n_workers = 0
         try:
-            partitions = stream_partitions(selection.todo(listed), n_workers, target)
-            _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter)
+            todo = selection.todo(listed)
+            if isinstance(client, DeferredCluster):
+                head = list(itertools.islice(todo, 2))  # nothing, one bin, or more: what the cluster must be
+                if head:
+                    client.start(bins=len(head))
+                todo = itertools.chain(head, todo)
+                n_workers = 1 if client.in_process else client.planned_workers
+            else:
+                n_workers = _connected_workers(client, summary, reporter)
+            partitions = stream_partitions(todo, n_workers, target)
+            first = next(partitions, None)  # lists the head of the archive while a deferred cluster starts
+            if first is not None:
+                if isinstance(client, DeferredCluster):
+                    in_process = client.in_process
+                    client = client.client()
+                    n_workers = _connected_workers(client, summary, reporter, in_process)
+                partitions = itertools.chain([first], partitions)
+                _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter)
         finally:
             list_failures = selection.failures
             changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures)
@@ -179,7 +199,7 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
                 f"{len(selection.known_bad)} bins failed before with the same files: not read again "
                 "(--retry-failed reads them)"
             )
-        summary.partition_mb = balanced_target(selection.weight, n_workers, target) / MB
+        summary.partition_mb = balanced_target(selection.weight, max(n_workers, 1), target) / MB
         reporter.message(
             f"{summary.bins_listed} bins selected, {summary.bins_already_complete} already complete, "
             f"{len(list_failures)} incomplete in the archive; classified {selection.planned} bins "
@@ -191,6 +211,20 @@ def run_classification(client: Client, request: ClassifyRequest, reporter: Repor
     summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _connected_workers(client: Client, summary: RunSummary, reporter: Reporter, in_process: bool = False) -> int:
+    """Wait for the first worker; say where the dashboard is and how many workers there are."""
+    client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    if in_process:
+        reporter.message("on 1 worker thread in this process (one bin to classify)")
+        return 1
+    summary.dashboard = dashboard_link(client)
+    if summary.dashboard:
+        reporter.message(f"Dask dashboard: {summary.dashboard}")
+    n_workers = len(client.scheduler_info(n_workers=-1)["workers"])
+    reporter.message(f"on {n_workers} worker(s)")
+    return n_workers
 
 
 class Selection:
@@ -278,6 +312,8 @@ def _follow(
             feeders=request.feeders,
             feeder_kind=request.feeder_kind,
             embeddings=request.embeddings,
+            runtimes=runtimes(bundle_info),
+            runtime=request.runtime,
             thresholds=thresholds,
         )
         future = client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,

@@ -26,8 +26,9 @@ from typing import Any
 import numpy as np
 
 from model.bundle import BundleError
+from model.runtimes import choose_runtime
 from pipeline.cluster.local import cores
-from pipeline.cluster.runtime import configure_tensorflow, gpu_in_use, model_threads
+from pipeline.cluster.runtime import configure_tensorflow, gpu_given, gpu_in_use, model_threads
 from pipeline.faults import ConfigurationError, is_configuration, with_retries
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
@@ -41,8 +42,9 @@ from pipeline.results.store import ResultStore
 log = logging.getLogger(__name__)
 
 #: Rows per model call when the task does not say: large on a GPU (the device is fed in big transfers), a few
-#: hundred on CPU (bigger gains nothing there and costs memory).
-GPU_BATCH, CPU_BATCH = 4096, 256
+#: hundred on CPU for Keras, 64 for ONNX Runtime on CPU (bigger gains nothing there and costs memory: a batch of
+#: utopia-b3 holds ~6 MB of activations per ROI; bench/bench_runtimes.py).
+GPU_BATCH, CPU_BATCH, ONNX_CPU_BATCH = 4096, 256, 64
 
 _lock = threading.Lock()
 _cache: dict[tuple[Any, ...], Any] = {}
@@ -62,11 +64,13 @@ class PartitionTask:
     archive_options: dict[str, Any] = field(default_factory=dict)
     store_options: dict[str, Any] = field(default_factory=dict)
     bundle_options: dict[str, Any] = field(default_factory=dict)
-    batch_size: int | None = None  # None: GPU_BATCH or CPU_BATCH, by the worker's device
+    batch_size: int | None = None  # None: GPU_BATCH, ONNX_CPU_BATCH or CPU_BATCH, by device and runtime
     feeders: int | None = None  # feeders per worker (0: threads); None: by the worker's device and cores
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on a GPU worker, threads on a CPU one
     embeddings: bool = False  # also store each ROI's penultimate features (float16)
     thresholds: tuple[float, ...] | None = None  # the store's, in class order, for counts_thresholded; None: argmax
+    runtimes: tuple[str, ...] = ("keras",)  # what the bundle offers (`model.bundle.runtimes`)
+    runtime: str | None = None  # "keras" or "onnx"; None: `model.runtimes.choose_runtime`'s rule, by device
 
     @property
     def roi_bytes(self) -> int:
@@ -94,29 +98,37 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
         return _cache[key]
 
 
-def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: str) -> Any:
-    """The bundle for (url, hash), loaded at most once per process; refuses a bundle changed since planning."""
+def get_bundle(
+    url: str, storage_options: dict[str, Any] | None, content_hash: str, runtime: str | None = None
+) -> Any:
+    """The bundle for (url, hash) with its model for `runtime` (None: its own), loaded at most once per process;
+    refuses a bundle changed since planning. Only that runtime is imported (TensorFlow for "keras")."""
 
     def load() -> Any:
         from model.bundle import load_bundle
 
-        configure_tensorflow()
-        bundle = with_retries(lambda: load_bundle(url, storage_options), f"loading {redact_url(url)}")
+        if runtime != "onnx":
+            configure_tensorflow()
+        bundle = with_retries(lambda: load_bundle(url, storage_options, runtime), f"loading {redact_url(url)}")
         if bundle.content_hash != content_hash:
             raise ConfigurationError(
                 f"the bundle at {redact_url(url)} changed during the run "
                 f"(hash {bundle.content_hash}, planned {content_hash})"
             )
-        log.info("loaded bundle %s (%s) in worker process %d", redact_url(url), content_hash[:12], os.getpid())
+        log.info(
+            "loaded bundle %s (%s) for %s in worker process %d",
+            redact_url(url), content_hash[:12], runtime or "its own runtime", os.getpid(),
+        )  # fmt: skip
         return bundle
 
-    return _cached(("bundle", url, content_hash), load)
+    return _cached(("bundle", url, content_hash, runtime), load)
 
 
 def _predictor(task: PartitionTask, bundle: Any) -> Any:
     from model.inference import make_predictor
 
-    key = ("predictor", task.bundle_url, task.bundle_hash, task.embeddings)
+    runtime = getattr(bundle.model, "runtime", "keras")
+    key = ("predictor", task.bundle_url, task.bundle_hash, runtime, task.embeddings)
     return _cached(key, lambda: make_predictor(bundle, embeddings=task.embeddings, threads=model_threads()))
 
 
@@ -146,10 +158,11 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
         if existing is not None:
             result.commit, result.already_committed = existing, True
             return result
-        bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash)
+        runtime = choose_runtime(task.runtimes, gpu=gpu_given(), requested=task.runtime)
+        bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash, runtime)
         if list(bundle.classes) != list(task.classes):
             raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
-        results, failures, incomplete = _score(task, bundle, gpu_in_use(), result)
+        results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime), result)
         commit_started = time.perf_counter()
         thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides
         result.commit = with_retries(
@@ -179,7 +192,8 @@ def _score(
     size = bundle.preprocess.size
     predictor = _predictor(task, bundle)
     feeder = _feeder(task, bundle, gpu)
-    batch_size = task.batch_size or (GPU_BATCH if gpu else CPU_BATCH)
+    onnx = getattr(bundle.model, "runtime", "keras") == "onnx"
+    batch_size = task.batch_size or (GPU_BATCH if gpu else ONNX_CPU_BATCH if onnx else CPU_BATCH)
     assembler = BatchAssembler(batch_size, (size, size, 1), bundle.preprocess.pixel_dtype)
     collector = ScoreCollector(len(task.classes))
     features: ScoreCollector | None = None  # embeddings: made at the first batch's (its width), then fed alike
