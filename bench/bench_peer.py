@@ -308,11 +308,12 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
-def header(load: tuple[float, float, float], peer: dict[str, str], bundle: str) -> str:
+def header(started: datetime, load: tuple[float, ...], peer: dict[str, str], bundle: str) -> str:
     ours = {p: metadata.version(p) for p in ("ifcbflow", "keras", "tensorflow-cpu", "onnxruntime") if installed(p)}
     return (
-        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores, {cpu_model()}; load average at start "
-        f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}; ours: {listed(ours)} ({bundle} bundle); peer: {listed(peer)}"
+        f"{started:%Y-%m-%d %H:%M} UTC; {os.cpu_count()} cores, {cpu_model()}; load average at start "
+        f"{' '.join(f'{x:.2f}' for x in load)}, at the end {os.getloadavg()[0]:.2f}; "
+        f"ours: {listed(ours)} ({bundle} bundle); peer: {listed(peer)}"
     )
 
 
@@ -362,7 +363,7 @@ def parse_args() -> argparse.Namespace:
 
 def main() -> None:
     args = parse_args()
-    load = os.getloadavg()
+    started, load = datetime.now(UTC), os.getloadavg()
     if not args.skip_install:
         install_peer(args.peer_venv, args.peer_source, args.ifcbkit_source)
     ifcb_infer = args.peer_venv / "bin" / "ifcb-infer"
@@ -371,7 +372,7 @@ def main() -> None:
     ifcbflow = shlex.split(args.ifcbflow)
     results = {key: measure_row(ROWS[key], args, ifcbflow, ifcb_infer) for key in args.sizes.split(",")}
     print()
-    print(header(load, peer_versions(args.peer_venv), args.ifcbflow_bundle))
+    print(header(started, load, peer_versions(args.peer_venv), args.ifcbflow_bundle))
     print()
     print(table(results))
 
