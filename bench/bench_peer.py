@@ -12,14 +12,15 @@ same archive with utopia-b3), `100k` (1,000 bins x 100 ROIs). The archives are `
 (seed 0, 4 classes), written once under `--work` and reused.
 
 The networks: a zero-cost model (a global mean and one dense layer: the tools' own overhead) and utopia-b3
-(ifcbUTOPIA's CNN), untrained, seed 0, at `--size` (128). ifcbflow runs the Keras bundle (`--ifcbflow-bundle onnx`:
-its ONNX export); ifcb-inference runs the ONNX export (`ifcbflow model export --onnx`) behind an input adapter,
-checked to give the same scores: ifcb-inference feeds float32 (N, 3, S, S) in [0, 1] (S: the graph's last input
-dimension) where the bundle takes uint8 (N, S, S, 1), so the adapter takes channel 0, moves it last and scales it
-back to 0..255. Same network, not the same scores: the preprocessing differs. ifcb-inference (sanstorch loader)
-stretches each ROI to S x S with Pillow's `Image.resize` (bicubic, aspect lost), copies it to 3 channels and divides
-by 255, one bin at a time in one process; ifcbflow applies the bundle's contract (ifcbUTOPIA's: OpenCV bilinear
-resize of the long side, centred padding, min-max stretch), with its feeders and workers.
+(ifcbUTOPIA's CNN), untrained, seed 0, at `--size` (128). ifcbflow runs the Keras bundle with its ONNX twin, as
+`train` writes bundles, on the runtime it chooses (`--ifcbflow-args "--runtime keras"` for TensorFlow;
+`--ifcbflow-bundle onnx`: the ONNX export); ifcb-inference runs the ONNX export (`ifcbflow model export --onnx`)
+behind an input adapter, checked to give the same scores: ifcb-inference feeds float32 (N, 3, S, S) in [0, 1] (S:
+the graph's last input dimension) where the bundle takes uint8 (N, S, S, 1), so the adapter takes channel 0, moves
+it last and scales it back to 0..255. Same network, not the same scores: the preprocessing differs. ifcb-inference
+(sanstorch loader) stretches each ROI to S x S with Pillow's `Image.resize` (bicubic, aspect lost), copies it to 3
+channels and divides by 255, one bin at a time in one process; ifcbflow applies the bundle's contract (ifcbUTOPIA's:
+OpenCV bilinear resize of the long side, centred padding, min-max stretch), with its feeders and workers.
 
 The peer is installed into `--peer-venv` (created with `python -m venv` if absent) with pip, pinned:
 
@@ -162,17 +163,19 @@ def keras_model(arch: str, size: int) -> object:
 
 
 def ensure_bundles(work: Path, arch: str, size: int, ifcbflow: list[str]) -> tuple[Path, Path]:
-    """(the Keras bundle, its ONNX export), made once under `work`/models."""
+    """(the Keras bundle with its ONNX twin, as `train` writes bundles; its ONNX export), made once under
+    `work`/models."""
     from model.bundle import Bundle, save_bundle
+    from model.onnx_export import with_onnx_twin
     from model.preprocess import PreprocessConfig
     from pipeline.ifcb.synth import SYNTH_CLASSES
 
     folder = work / "models"
     folder.mkdir(parents=True, exist_ok=True)
-    keras_bundle, onnx_bundle = folder / f"{arch}-{size}.zip", folder / f"{arch}-{size}-onnx.zip"
+    keras_bundle, onnx_bundle = folder / f"{arch}-{size}-twin.zip", folder / f"{arch}-{size}-onnx.zip"
     if not keras_bundle.exists():
-        model = keras_model(arch, size)
-        save_bundle(Bundle(model, SYNTH_CLASSES[:CLASSES], PreprocessConfig(size=size), arch), str(keras_bundle))
+        bundle = Bundle(keras_model(arch, size), SYNTH_CLASSES[:CLASSES], PreprocessConfig(size=size), arch)
+        save_bundle(with_onnx_twin(bundle), str(keras_bundle))
     if not onnx_bundle.exists():
         run([*ifcbflow, "model", "export", str(keras_bundle), "--onnx", "--out", str(onnx_bundle)])
     return keras_bundle, onnx_bundle

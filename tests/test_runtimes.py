@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from classify_support import CLASSES, make_bundle, session_survivors
 from typer.testing import CliRunner
 
 from model.bundle import BundleError, load_bundle, read_bundle_info, runtimes, save_with_thresholds
 from model.runtimes import choose_runtime
 from pipeline.cli.app import app
 from pipeline.results.rois import open_rois
-from tests.classify_support import CLASSES, make_bundle, session_survivors
 
 IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))
 REAL_BINS = ("D20130526T095207_IFCB013", "IFCB5_2012_028_081515")  # new-style and old-style (stitched)
