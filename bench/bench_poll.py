@@ -16,10 +16,12 @@ Two settings, each printed as a table:
   HEAD, DELETE). The archive there is only the newest days (a poll lists nothing older; a rerun's listing grows with
   the archive, see `bench_store_requests.py --scale-bins`): the store's size is what varies.
 
-Cluster start-up (once per watch) is outside every figure.
+Cluster start-up and the workers' first model load (once per watch: a one-bin run into a scratch store) are
+outside every figure. A local archive whose marker says built but whose day folders were partly removed since is
+completed first. `--show-requests` prints every S3 request of each step.
 
     nice -n 10 .venv/bin/python bench/bench_poll.py --bins 1000000 --work /tmp/ifcbflow-scale
-    nice -n 10 .venv/bin/python bench/bench_poll.py --skip-local --s3-store-bins 10000,100000
+    nice -n 10 .venv/bin/python bench/bench_poll.py --skip-local --s3-store-bins 10000,100000,1000000
 """
 
 from __future__ import annotations
