@@ -116,8 +116,9 @@ def main() -> None:
     parser.add_argument("--work", default="/tmp/ifcbflow-scale")
     parser.add_argument("--no-store", action="store_true", help="Skip the no-op rerun (building its store).")
     parser.add_argument(
-        "--no-full-passes", action="store_true", help="Skip the full passes and the first partition after a whole "
-        "listing (the longest rows at a million bins)."
+        "--no-full-passes",
+        action="store_true",
+        help="Skip the full passes and the first partition after a whole listing (the longest rows at a million bins).",
     )
     args = parser.parse_args()
     work = Path(args.work)

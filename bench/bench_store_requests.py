@@ -236,8 +236,10 @@ def scale_local(n_bins: int) -> None:
             (archive / f"{bin_id}.{ext}").touch()
     complete_store(str(work / "store.zarr"), {}, ids)
     listing, ledger_s, todo, before, peak = plan_rerun(str(archive), str(work / "store.zarr"), {})
-    print(f"rerun planning on a local disk, {n_bins:,} complete bins: listing {listing:.1f} s, the ledger "
-          f"{ledger_s:.2f} s, {todo} bins to do; client RSS +{(peak - before) / 2**20:.0f} MiB while planning")
+    print(
+        f"rerun planning on a local disk, {n_bins:,} complete bins: listing {listing:.1f} s, the ledger "
+        f"{ledger_s:.2f} s, {todo} bins to do; client RSS +{(peak - before) / 2**20:.0f} MiB while planning"
+    )
 
 
 if __name__ == "__main__":
