@@ -36,16 +36,28 @@ MEMORY_FIRST_BINS = 10
 IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))
 
 
-def bare_model_rate(bundle_url: str, bundle_hash: str, batch: int, seconds: float) -> tuple[int, float]:
-    """Task on one worker: the compiled predictor on one preprocessed uint8 batch, again and again, for `seconds`."""
-    import numpy as np
-
+def worker_bundle(bundle_url: str, bundle_hash: str, runtime: str | None) -> object:
+    """The bundle as a CPU worker of the job loads it: for the runtime `model.runtimes` chooses (or `runtime`)."""
+    from model.bundle import read_bundle_info, runtimes
+    from model.runtimes import choose_runtime
     from pipeline.job.worker import get_bundle
 
-    bundle = get_bundle(bundle_url, None, bundle_hash)
-    from model.inference import Predictor
+    chosen = choose_runtime(runtimes(read_bundle_info(bundle_url)), gpu=False, requested=runtime)
+    return get_bundle(bundle_url, None, bundle_hash, chosen)
 
-    predictor = Predictor(bundle.model)
+
+def bare_model_rate(bundle_url: str, bundle_hash: str, runtime: str | None, seconds: float) -> tuple[int, float]:
+    """Task on one worker: the job's predictor on one preprocessed uint8 batch of the job's size, again and again,
+    for `seconds`."""
+    import numpy as np
+
+    from model.inference import make_predictor
+    from pipeline.cluster.runtime import model_threads
+    from pipeline.job.worker import CPU_BATCH, ONNX_CPU_BATCH
+
+    bundle = worker_bundle(bundle_url, bundle_hash, runtime)
+    predictor = make_predictor(bundle, threads=model_threads())
+    batch = ONNX_CPU_BATCH if predictor.backend == "onnxruntime" else CPU_BATCH
     size = bundle.preprocess.size
     inputs = np.random.default_rng(0).integers(0, 256, (batch, size, size, 1), dtype=np.uint8)
     predictor.predict(inputs)
@@ -56,11 +68,11 @@ def bare_model_rate(bundle_url: str, bundle_hash: str, batch: int, seconds: floa
     return done, time.perf_counter() - started
 
 
-def cluster_bare_model(client, bundle_url: str, bundle_hash: str, batch: int, seconds: float = 10.0) -> float:
+def cluster_bare_model(client, bundle_url: str, bundle_hash: str, runtime: str | None, seconds: float = 10.0) -> float:
     """All workers predicting at once, each on its own task: the cluster's bare-model ROIs/s."""
     workers = list(client.scheduler_info(n_workers=-1)["workers"])
     futures = [
-        client.submit(bare_model_rate, bundle_url, bundle_hash, batch, seconds, workers=[w], pure=False)
+        client.submit(bare_model_rate, bundle_url, bundle_hash, runtime, seconds, workers=[w], pure=False)
         for w in workers
     ]
     return sum(n / s for n, s in client.gather(futures))
@@ -79,11 +91,10 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
     from model.bundle import read_bundle_info
     from pipeline.ifcb.archive import list_bins
     from pipeline.ifcb.bins import read_bin_images, read_bin_meta
-    from pipeline.job.worker import get_bundle
     from pipeline.results.records import BinResult
     from pipeline.results.store import ResultStore, partition_id
 
-    bundle = get_bundle(bundle_url, None, bundle_hash)
+    bundle = worker_bundle(bundle_url, bundle_hash, None)
     store = ResultStore(store_url)
     store.prepare(bundle_info=read_bundle_info(bundle_url), bundle_url=bundle_url, archive_url=archive)
     fs, bins, _ = list_bins(archive)
@@ -104,21 +115,21 @@ def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str
     from pipeline.cluster.client import open_client
     from pipeline.ifcb.archive import list_bins
     from pipeline.job.run import ClassifyRequest, run_classification
-    from pipeline.job.worker import CPU_BATCH
 
     ids = [files.bin.id for files in list_bins(archive)[1]]
     out: dict[str, float] = {}
     with open_client("local", workers=n_workers, dashboard_address=None) as client:
-        warm = ClassifyRequest(archive, bundle_url, str(work / f"warm-{n_workers}.zarr"), bin_ids=ids[-WARMUP_BINS:])
-        run_classification(client, warm)
-        first = ClassifyRequest(archive, bundle_url, str(work / f"first-{n_workers}.zarr"),
-                                bin_ids=ids[:MEMORY_FIRST_BINS])  # fmt: skip
-        run_classification(client, first)
+        def request(name: str, bin_ids: list[str] | None = None) -> ClassifyRequest:
+            store = str(work / f"{name}-{n_workers}.zarr")
+            return ClassifyRequest(archive, bundle_url, store, bin_ids=bin_ids, runtime=args.runtime)
+
+        run_classification(client, request("warm", ids[-WARMUP_BINS:]))
+        run_classification(client, request("first", ids[:MEMORY_FIRST_BINS]))
         out["rss_first"] = peak_rss_mib(client)
-        summary = run_classification(client, ClassifyRequest(archive, bundle_url, str(work / f"e2e-{n_workers}.zarr")))
+        summary = run_classification(client, request("e2e"))
         out["e2e"], out["rois"] = summary.rois / summary.seconds, summary.rois
         out["rss_all"] = peak_rss_mib(client)
-        out["model"] = cluster_bare_model(client, bundle_url, bundle_hash, CPU_BATCH)
+        out["model"] = cluster_bare_model(client, bundle_url, bundle_hash, args.runtime)
         if args.serial:
             out["serial"] = client.submit(
                 serial_loop, archive, bundle_url, bundle_hash, str(work / f"serial-{n_workers}.zarr"), pure=False
@@ -128,7 +139,7 @@ def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str
         started = time.perf_counter()
         done = subprocess.run(
             [IFCBFLOW, "classify", archive, "--model", bundle_url, "--out", str(store), "--workers", str(n_workers),
-             "--json"], capture_output=True, text=True, check=True,
+             "--json", "--runtime", args.runtime or "auto"], capture_output=True, text=True, check=True,
         )  # fmt: skip
         wall = time.perf_counter() - started
         out["cli"], out["cli_run"] = json.loads(done.stdout)["rois"] / wall, json.loads(done.stdout)["rois_per_second"]
@@ -136,11 +147,12 @@ def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str
 
 
 def build_bundle(url: str, arch: str, size: int) -> str:
-    """An untrained bundle of `arch`, or of the near-zero-cost model."""
+    """An untrained bundle of `arch`, or of the near-zero-cost model, with its ONNX twin (as `train` writes it)."""
     import keras
 
     from model.architectures import build
     from model.bundle import Bundle, save_bundle
+    from model.onnx_export import with_onnx_twin
     from model.preprocess import PreprocessConfig
     from pipeline.ifcb.synth import SYNTH_CLASSES
 
@@ -154,7 +166,7 @@ def build_bundle(url: str, arch: str, size: int) -> str:
         model = keras.Model(inputs, outputs, name="zero_cost")
     else:
         model = build(arch, len(classes), size)
-    return save_bundle(Bundle(model, classes, PreprocessConfig(size=size), arch), url)
+    return save_bundle(with_onnx_twin(Bundle(model, classes, PreprocessConfig(size=size), arch)), url)
 
 
 def main() -> None:
@@ -166,6 +178,7 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="Worker counts to measure.")
     parser.add_argument("--cli", action="store_true", help="Also time the whole `ifcbflow classify` command.")
     parser.add_argument("--serial", action="store_true", help="Also time a serial loop as peers write it.")
+    parser.add_argument("--runtime", choices=("onnx", "keras"), help="Inference runtime (default: the job's choice).")
     parser.add_argument("--archive", help="Reuse (or create) the synthetic archive here.")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
@@ -188,7 +201,7 @@ def main() -> None:
 
     rois = int(next(iter(runs.values()))["rois"])
     print(f"\n{rois:,} ROIs in {args.bins} bins, {args.arch} at {args.size}x{args.size}, {cores()} cores, "
-          "CPU TensorFlow, after a warm-up run\n")  # fmt: skip
+          f"runtime {args.runtime or 'auto (ONNX Runtime on CPU)'}, after a warm-up run\n")  # fmt: skip
     print("| measure | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in counts) + " |")
     print("|---|" + "---:|" * len(counts))
 

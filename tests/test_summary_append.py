@@ -3,6 +3,8 @@ store's size, equals a full rebuild, and a consolidation killed at any write is 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -148,6 +150,30 @@ def test_a_run_of_k_new_bins_writes_o_of_k_keys_and_reads_no_record(
     _commit(big, N_BINS + 10, 2, run="run-3")
     big.consolidate(big.ledger())
     _assert_equals_a_full_rebuild(big)
+
+
+def test_a_poll_after_its_own_consolidation_reads_no_bin_list_until_another_writer_appends(
+    big: ResultStore, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """What this process consolidated last is its ledger while the summary's attributes (row counts) say the store
+    is unchanged: a `watch` poll reads no chunk of the bin list. Another process's append changes them: read again."""
+    recorder = Recorder(monkeypatch)
+    ledger = ResultStore(big.url).ledger()  # a new store object, as each run makes
+    assert len(ledger.complete) == N_BINS and not [key for key in recorder.gets if "/c/" in key]
+    monkeypatch.undo()
+    other = f"""
+import sys
+sys.path.insert(0, {str(Path(__file__).parent)!r})
+from test_summary_append import _commit, ResultStore
+store = ResultStore({big.url!r})
+_commit(store, {N_BINS + 100}, 3, run="other")
+store.consolidate(store.ledger())
+"""
+    subprocess.run([sys.executable, "-c", other], check=True, timeout=120)
+    recorder = Recorder(monkeypatch)
+    ledger = ResultStore(big.url).ledger()
+    assert set(_ids(N_BINS + 100, 3)) <= ledger.complete and len(ledger.complete) == N_BINS + 3
+    assert [key for key in recorder.gets if key.startswith(f"{SUMMARY}/bin/c/")]  # read from the store
 
 
 def test_a_failure_that_became_complete_rewrites_only_the_failure_table(

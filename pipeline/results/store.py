@@ -105,6 +105,9 @@ ROWS = "consolidated_rows"
 CHUNK_ROWS = 65536
 CHUNK_ROWS_2D = 4096
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
+#: What the last consolidation this process wrote to each store left there: (its summary attributes as canonical
+#: JSON, the complete bins, the consolidated partitions); see `ResultStore._consolidated_ledger`.
+_CONSOLIDATED: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {}
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
 
@@ -449,11 +452,20 @@ class ResultStore:
 
     def _consolidated_ledger(self) -> Ledger:
         """The ledger as the last consolidation wrote it: which bins and partitions (two arrays, up to the rows the
-        summary's attributes count); the full records and failures are read only if asked for."""
+        summary's attributes count); the full records and failures are read only if asked for.
+
+        The two arrays are read only when this process did not write that consolidation itself: a consolidation
+        remembers what it wrote (`_CONSOLIDATED`), and the summary's attributes, which every consolidation rewrites
+        last with its row counts, tell whether the store still holds exactly that. So a `watch` poll, which
+        consolidated the previous one, reads one small document here whatever the store's size."""
         attributes = self._summary_attributes()
-        tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)}, attributes)
-        complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
-        parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
+        known = _CONSOLIDATED.get(self.url)
+        if known is not None and attributes is not None and known[0] == _canonical(attributes):
+            complete, parts = set(known[1]), set(known[2])
+        else:
+            tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)}, attributes)
+            complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
+            parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
         ledger = Ledger(complete, parts, load=self._consolidated_records, load_failures=self._consolidated_failures)
         if attributes is not None and ROWS in attributes:
             ledger.rows, ledger.summary_attributes = dict(attributes[ROWS]), attributes
@@ -568,6 +580,7 @@ class ResultStore:
         else:
             rows, attributes = self._append(ledger, failures, info)
         ledger.consolidated(rows, attributes)
+        _CONSOLIDATED[self.url] = (_canonical(attributes), frozenset(ledger.complete), frozenset(ledger.parts))
         return len(ledger.complete)
 
     @staticmethod
@@ -699,6 +712,11 @@ class ResultStore:
             remaining[record.part] -= 1
             if remaining[record.part] == 0:
                 del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
+
+
+def _canonical(attributes: dict[str, Any]) -> str:
+    """Attributes as JSON independent of key order (as written and as read back)."""
+    return json.dumps(attributes, sort_keys=True, default=str)
 
 
 def _modified(entry: dict[str, Any]) -> float:
