@@ -4,7 +4,7 @@ the bundle, the first batch (session set-up, tracing, compilation), the steady r
 largest score difference from TensorFlow. This is what `model.runtimes` chooses by; the load average at the start
 is printed (the machine may be shared).
 
-    .venv/bin/python bench/bench_runtimes.py [--arch utopia-b3] [--batch 64] [--images 512] [--work /tmp/ifcbflow-rt]
+    .venv/bin/python bench/bench_runtimes.py [--arch utopia-b3] [--batch 32] [--images 512] [--work /tmp/ifcbflow-rt]
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def measure(bundle: Path, backend: str | None, batch: int, images: int, work: Pa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", default="utopia-b3")
-    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--images", type=int, default=512)
     parser.add_argument("--work", default="/tmp/ifcbflow-rt")
     args = parser.parse_args()

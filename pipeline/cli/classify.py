@@ -108,7 +108,7 @@ START = typer.Option(None, help="Only bins at or after this UTC time (ISO 8601).
 END = typer.Option(None, help="Only bins before this UTC time (ISO 8601).")
 STORAGE_OPTIONS = typer.Option(None, help=STORAGE_OPTIONS_HELP)
 BATCH_SIZE = typer.Option(
-    None, min=1, help="Images per model call, across bins (default: 4096 on a GPU; on a CPU 64 on ONNX Runtime, 256 "
+    None, min=1, help="Images per model call, across bins (default: 4096 on a GPU; on a CPU 32 on ONNX Runtime, 256 "
     "on Keras)."
 )
 EXCLUDE_FOLDERS = typer.Option(None, "--exclude-folders", help=EXCLUDE_FOLDERS_HELP)

@@ -42,9 +42,9 @@ from pipeline.results.store import ResultStore
 log = logging.getLogger(__name__)
 
 #: Rows per model call when the task does not say: large on a GPU (the device is fed in big transfers), a few
-#: hundred on CPU for Keras, 64 for ONNX Runtime on CPU (bigger gains nothing there and costs memory: a batch of
+#: hundred on CPU for Keras, 32 for ONNX Runtime on CPU (bigger gains nothing there and costs memory: a batch of
 #: utopia-b3 holds ~6 MB of activations per ROI; bench/bench_runtimes.py).
-GPU_BATCH, CPU_BATCH, ONNX_CPU_BATCH = 4096, 256, 64
+GPU_BATCH, CPU_BATCH, ONNX_CPU_BATCH = 4096, 256, 32
 
 _lock = threading.Lock()
 _cache: dict[tuple[Any, ...], Any] = {}
@@ -255,5 +255,11 @@ def _score(
 
 
 def peak_rss_bytes() -> int:
-    """This process's peak resident memory so far (Linux reports kilobytes)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """This process's peak resident memory so far: Linux's VmHWM, which starts anew at exec, where getrusage's
+    ru_maxrss carries over the peak of the process that forked it (a worker's nanny runs in the client: a client
+    that had built a model would lend its peak to every worker); ru_maxrss elsewhere (kilobytes on Linux)."""
+    try:
+        with open("/proc/self/status") as status:
+            return next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
