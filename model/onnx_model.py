@@ -104,15 +104,10 @@ class OnnxModel:
             raise BundleError(f"the model's scores have shape {scores} but {n_classes} class names were given")
 
     def session(self, threads: int | None = None) -> Any:
-        """An ONNX Runtime session: the CUDA provider first where installed (the `gpu` extra), then the CPU.
-
-        Without ONNX Runtime's CPU memory arena, which keeps the largest batch's activations allocated and grows in
-        doubling chunks: a worker's memory then follows the batch it runs (utopia-b3, batches of 256, peak RSS of one
-        process: 2.3 GB with the arena, 1.3 GB without; bench/bench_runtimes.py)."""
+        """An ONNX Runtime session: the CUDA provider first where installed (the `gpu` extra), then the CPU."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        options.enable_cpu_mem_arena = False
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -6,13 +6,13 @@ Runtimes: "keras" (the Keras model on its backend, TensorFlow unless `KERAS_BACK
 `model.onnx_export.TOLERANCE`, so a store holds their results as one model's.
 
 `auto` chooses, per device, the runtime measured fastest to start and to run among those the bundle has
-(bench/bench_runtimes.py, utopia-b3, batches of 256, 2 cores, one process per runtime):
+(bench/bench_runtimes.py: utopia-b3, batches of 64, 2 cores, each runtime in a fresh process, the machine idle):
 
 | on CPU | import + load | first batch | ROIs/s | peak RSS |
 |---|---:|---:|---:|---:|
-| ONNX Runtime | 0.45 s | 1.8 s | 166 | see the bench |
-| Keras on TensorFlow | 8.2 s | 3.1 s | 98 | |
-| Keras on JAX | 16.3 s | 2.8 s | 138 | |
+| ONNX Runtime | 0.50 s | 0.64 s | 138 | 436 MiB |
+| Keras on TensorFlow | 8.25 s | 1.14 s | 99 | 1,129 MiB |
+| Keras on JAX | 16.0 s | 1.77 s | 68 | 889 MiB |
 
 so on CPU: "onnx" where the bundle has an ONNX graph, else "keras". On a GPU: "keras" (TensorFlow with XLA, the
 path `bench/gpu_check.sh` measures), unless the bundle has only an ONNX graph: ONNX Runtime's CUDA provider has not

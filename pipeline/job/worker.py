@@ -42,8 +42,9 @@ from pipeline.results.store import ResultStore
 log = logging.getLogger(__name__)
 
 #: Rows per model call when the task does not say: large on a GPU (the device is fed in big transfers), a few
-#: hundred on CPU for Keras, 32 for ONNX Runtime on CPU (bigger gains nothing there and costs memory: a batch of
-#: utopia-b3 holds ~6 MB of activations per ROI; bench/bench_runtimes.py).
+#: hundred on CPU for Keras, 32 for ONNX Runtime on CPU: its rate is the same at 256 and its memory arena, which
+#: keeps the largest batch's activations (~6 MB per ROI of utopia-b3), a seventh (utopia-b3, one process: 164 ROIs/s
+#: and 408 MiB at 32, 156 ROIs/s and 2.3 GiB at 256; bench/bench_runtimes.py).
 GPU_BATCH, CPU_BATCH, ONNX_CPU_BATCH = 4096, 256, 32
 
 _lock = threading.Lock()
