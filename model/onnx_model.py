@@ -108,6 +108,8 @@ class OnnxModel:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        # its threads sleep between runs instead of spinning: a worker's feeders share the cores with them
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1
