@@ -6,6 +6,7 @@ epochs) is trained and classified too, so that the demo ends with what changes b
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -159,6 +160,8 @@ def main(out: Path = typer.Option(..., "--out", help="Folder for everything the 
     bundle_url = train_model(out, archive)
     second_url = train_model(out, archive, "model-b", SECOND_SEED, SECOND_EPOCHS)
     store_url, second_store = str(out / "results.zarr"), str(out / "results-b.zarr")
+    for store in (store_url, second_store):  # a demo run before this one wrote another model's results there
+        shutil.rmtree(store, ignore_errors=True)
     with open_client("local", workers=DEMO_WORKERS) as client:  # one cluster for both runs
         classify(client, archive, bundle_url, store_url)
         classify(client, archive, second_url, second_store)
