@@ -14,7 +14,6 @@ it has listed enough to know what it needs (`pipeline.job.run`), in a background
 from __future__ import annotations
 
 import importlib.util
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -29,9 +28,8 @@ from pipeline.cluster.local import (
     in_process_cluster,
     local_cluster,
     planned_workers,
-    visible_gpus,
 )
-from pipeline.cluster.runtime import CPU_ENV
+from pipeline.cluster.runtime import gpu_given
 from pipeline.cluster.signals import stop_on_signals
 
 
@@ -55,7 +53,7 @@ class DeferredCluster:
         """Start the cluster for a run of `bins` bins to classify (at least 2 means "more than one"), once."""
         if self._thread is not None:
             return
-        self.in_process = bins <= 1 and (not visible_gpus() or os.environ.get(CPU_ENV) == "1")
+        self.in_process = bins <= 1 and not gpu_given()
         self._thread = threading.Thread(target=self._start, name="ifcbflow-cluster-start", daemon=True)
         self._thread.start()
 
