@@ -15,7 +15,7 @@ import zarr
 
 from pipeline.ifcb.errors import BinFailure
 from pipeline.results import store as store_module
-from pipeline.results.records import BinResult
+from pipeline.results.records import BinResult, StoreTotals
 from pipeline.results.store import LEDGER, ROWS, SUMMARY, ResultStore, open_summary, partition_id
 
 CLASSES = ["a", "b", "c"]
@@ -174,6 +174,29 @@ store.consolidate(store.ledger())
     ledger = ResultStore(big.url).ledger()
     assert set(_ids(N_BINS + 100, 3)) <= ledger.complete and len(ledger.complete) == N_BINS + 3
     assert [key for key in recorder.gets if key.startswith(f"{SUMMARY}/bin/c/")]  # read from the store
+
+
+def test_store_totals_read_two_summary_arrays_and_the_pending_commits(
+    big: ResultStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What `watch` reads at its start and at each full pass: bins, ROIs and the newest time, without the records."""
+    newest = START + timedelta(minutes=20 * (N_BINS - 1))
+    assert big.totals(big.ledger()) == StoreTotals(N_BINS, 2 * N_BINS, newest)  # two ROIs a bin (`_results`)
+    _commit(big, N_BINS, 3, run="run-2")  # committed, not yet in the summary
+    ledger = big.ledger()
+
+    def records_read(self: ResultStore) -> None:
+        raise AssertionError("the totals read every bin record")
+
+    recorder = Recorder(monkeypatch)
+    monkeypatch.setattr(ResultStore, "_consolidated_records", records_read)
+    totals = big.totals(ledger)
+    arrays = {key.split("/")[1] for key in recorder.gets if key.startswith(f"{SUMMARY}/") and "/c/" in key}
+    monkeypatch.undo()
+    assert arrays == {"time", "n_rois"}
+    assert totals == StoreTotals(N_BINS + 3, 2 * (N_BINS + 3), newest + timedelta(minutes=20 * 3))
+    records = big.ledger().bins.values()
+    assert totals.rois == sum(record.n_rois for record in records) and totals.bins == len(records)
 
 
 def test_a_failure_that_became_complete_rewrites_only_the_failure_table(

@@ -21,13 +21,14 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
 from distributed import Client
 
 from pipeline.faults import TransientError, with_retries
-from pipeline.ifcb.archive import list_bins
+from pipeline.ifcb.archive import iter_bins
+from pipeline.ifcb.errors import BinFailure
 from pipeline.ifcb.identifiers import parse_bin_id
 from pipeline.job.metrics import WatchMetrics
 from pipeline.job.reporting import Quiet, Reporter
@@ -59,6 +60,16 @@ class Poll:
     newest_classified: datetime | None = None
     skipped: str | None = None  # why this poll ran nothing although there was work (the store busy, a listing fault)
     full_pass: bool = False  # whether this poll listed the whole archive (else: its newest days only)
+
+
+@dataclass
+class _Listing:
+    """What a poll's listing found: the sizes of the complete bins the store does not hold (in time order), how many
+    bins still lack a file, and the newest bin listed."""
+
+    sizes: dict[str, Sizes] = field(default_factory=dict)
+    unfinished: int = 0
+    newest: datetime | None = None
 
 
 class Watcher:
@@ -126,18 +137,7 @@ class Watcher:
         result.full_pass = recent is None
         start = recent if recent is not None and (request.start is None or recent > request.start) else request.start
         try:
-            _, bins, unfinished = with_retries(
-                lambda: list_bins(
-                    request.archive_url,
-                    request.storage_options,
-                    start=start,
-                    end=request.end,
-                    exclude=request.exclude_folders,
-                ),
-                f"listing {redact_url(request.archive_url)}",
-            )
-        except FileNotFoundError:  # nothing there yet (an empty prefix of a bucket lists as missing)
-            bins, unfinished = [], []
+            listing = with_retries(lambda: self._list(start), f"listing {redact_url(request.archive_url)}")
         except TransientError as err:
             log.warning("%s; trying again at the next poll", err)
             self.metrics.failed("transient", 1)
@@ -145,18 +145,11 @@ class Watcher:
             return self._finish(result, None, None)
         if result.full_pass:
             self._last_full_pass = self.polls
-        sizes = {files.bin.id: files.sizes for files in bins if files.bin.id not in self._complete}
-        settled = [files for files in bins if self._sizes.get(files.bin.id, _UNSEEN) == files.sizes]
-        self._sizes = {**self._outside(start), **sizes}
-        due = [
-            files.bin.id
-            for files in settled
-            if files.bin.id not in self._complete and self._bad.get(files.bin.id, _UNSEEN) != files.sizes
-        ]
-        times = [files.bin.time for files in bins] + [parse_bin_id(failure.bin).time for failure in unfinished]
-        newest = max(times, default=None)
-        if newest is not None and (self._newest_listed is None or newest > self._newest_listed):
-            self._newest_listed = newest
+        settled = [bin_id for bin_id, sizes in listing.sizes.items() if self._sizes.get(bin_id, _UNSEEN) == sizes]
+        self._sizes = {**self._outside(start), **listing.sizes}
+        due = [bin_id for bin_id in settled if self._bad.get(bin_id, _UNSEEN) != self._sizes[bin_id]]
+        if listing.newest is not None and (self._newest_listed is None or listing.newest > self._newest_listed):
+            self._newest_listed = listing.newest
         if due:
             try:
                 run = run_classification(self.client, replace(request, bin_ids=due), self.reporter)
@@ -165,13 +158,37 @@ class Watcher:
                 result.skipped = str(err)
             else:
                 result.classified, result.run = due, run
-                self._take_failures(run, sizes)
+                self._take_failures(run, listing.sizes)
                 self._take_run(due, run)
         if result.full_pass and self.polls > 1:
             self._compact()
             self._read_store()  # resynchronise with what other runs may have written
-        waiting = len(self._sizes.keys() - self._complete - self._bad.keys()) + len(unfinished)
+        waiting = len(self._sizes.keys() - self._complete - self._bad.keys()) + listing.unfinished
         return self._finish(result, self._newest_listed, waiting)
+
+    def _list(self, start: datetime | None) -> _Listing:
+        """The archive from `start` (all of it for None), streamed day folder by day folder: only the bins the store
+        does not hold are kept, so a full pass over a million bins holds the few waiting, not the listing."""
+        request = self.request
+        try:
+            _, stream = iter_bins(
+                request.archive_url, request.storage_options, start=start, end=request.end,
+                exclude=request.exclude_folders,
+            )  # fmt: skip
+        except FileNotFoundError:  # nothing there yet (an empty prefix of a bucket lists as missing)
+            return _Listing()
+        listing = _Listing()
+        for item in stream:
+            if isinstance(item, BinFailure):  # a bin still missing a file
+                listing.unfinished += 1
+                moment = parse_bin_id(item.bin).time
+            else:
+                moment = item.bin.time
+                if item.bin.id not in self._complete:
+                    listing.sizes[item.bin.id] = item.sizes
+            if listing.newest is None or moment > listing.newest:
+                listing.newest = moment
+        return listing
 
     def _recent_start(self) -> datetime | None:
         """Where a poll's listing starts: the day before the newest bin listed so far, or the day of the oldest bin
@@ -235,10 +252,9 @@ class Watcher:
         if self.store.info() is None:
             return
         ledger = self.store.ledger()
-        self._complete = set(ledger.bins)
+        totals = self.store.totals(ledger)
+        self._complete = set(ledger.complete)
         for bin_id in self._complete:
             self._bad.pop(bin_id, None)
-        newest = max((record.time for record in ledger.bins.values()), default=None)
-        self._newest = None if newest is None else datetime.fromisoformat(newest.replace("Z", "+00:00"))
-        self._rois = sum(record.n_rois for record in ledger.bins.values())
-        self.metrics.store_totals(len(ledger.bins), self._rois, self._newest)
+        self._newest, self._rois = totals.newest, totals.rois
+        self.metrics.store_totals(totals.bins, self._rois, self._newest)

@@ -51,6 +51,16 @@ class BinRecord:
     warnings: list[str] | None = None  # what the reader forgave (a cut-off last .adc line); None: nothing
 
 
+@dataclass(frozen=True)
+class StoreTotals:
+    """What a store holds in three numbers: complete bins, their ROIs, and the newest complete bin's sample time
+    (UTC; None for an empty store)."""
+
+    bins: int
+    rois: int
+    newest: datetime | None
+
+
 @dataclass
 class Commit:
     """The record of one committed partition (the attributes of `commits/<part>`)."""

@@ -65,7 +65,7 @@ import json
 import posixpath
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -84,7 +84,7 @@ from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
 from pipeline.results.lease import LEASE_TTL_S, Lease
-from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, iso_utc
+from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc
 from pipeline.results.summary import PROVENANCE as _PROVENANCE
 from pipeline.results.summary import ledger_dataset, summary_dataset
 from pipeline.storage import fs_options
@@ -523,6 +523,25 @@ class ResultStore:
                 )
         return records, self._consolidated_failures()
 
+    def totals(self, ledger: Ledger) -> StoreTotals:
+        """Complete bins, their ROIs and the newest bin's time, from two summary arrays (`time` and `n_rois`, 16
+        bytes a bin: 32 chunk reads at a million bins) and the commits the summary does not show yet, without the
+        bin records `ledger.bins` reads (every column: 75 s and 920 MiB at a million bins).
+
+        Where those commits re-commit a bin or replace partitions (a compaction not yet consolidated) the sums could
+        count a bin twice: then the records are read.
+        """
+        pending = [record for commit in ledger.pending for record in commit.bins]
+        if ledger.rows is None or ledger.recompleted or any(commit.replaces for commit in ledger.pending):
+            return _totals_of(ledger.bins.values())
+        summary = self._read_tables({SUMMARY: ("time", "n_rois")}, ledger.summary_attributes).get(SUMMARY, {})
+        times, rois = summary.get("time", np.array([], np.int64)), summary.get("n_rois", np.array([], np.int64))
+        added = _totals_of(pending)
+        newest = datetime.fromtimestamp(int(times.max()), UTC) if len(times) else None
+        if added.newest is not None and (newest is None or added.newest > newest):
+            newest = added.newest
+        return StoreTotals(len(times) + added.bins, int(rois.sum()) + added.rois, newest)
+
     @_retried
     def _read_tables(
         self, wanted: dict[str, tuple[str, ...]], attributes: dict[str, Any] | None = None
@@ -712,6 +731,14 @@ class ResultStore:
             remaining[record.part] -= 1
             if remaining[record.part] == 0:
                 del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
+
+
+def _totals_of(records: Iterable[BinRecord]) -> StoreTotals:
+    """`StoreTotals` of bin records (each bin once)."""
+    listed = list(records)
+    newest = max((record.time for record in listed), default=None)  # ISO times with Z: text order is time order
+    moment = None if newest is None else datetime.fromisoformat(newest.replace("Z", "+00:00"))
+    return StoreTotals(len(listed), sum(record.n_rois for record in listed), moment)
 
 
 def _canonical(attributes: dict[str, Any]) -> str:
