@@ -170,12 +170,13 @@ def gpu_given() -> bool:
     return bool(visible_gpus()) and os.environ.get(CPU_ENV) != "1"
 
 
-def gpu_in_use(runtime: str = "keras") -> bool:
-    """Whether this worker computes on a GPU (`gpu_given`). Raises `ConfigurationError` when one was given but the
+def gpu_in_use(runtime: str = "keras", *, given: bool | None = None) -> bool:
+    """Whether this worker computes on a GPU: `given`, what `gpu_given()` answered where the caller asked it already
+    (each call may run nvidia-smi), else `gpu_given()`. Raises `ConfigurationError` when one was given but the
     inference runtime ("keras": the Keras backend; "onnx": ONNX Runtime's CUDA provider) sees none: the worker would
     otherwise run on its CPU with a GPU's batch size and feeders, slowly and without a word. Only the named runtime
     is imported."""
-    if not gpu_given():
+    if not (gpu_given() if given is None else given):
         return False
     if runtime == "onnx":
         import onnxruntime
