@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from pipeline.cluster.cpu_share import cores
 from pipeline.faults import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def configure_tensorflow() -> None:
 
 def model_threads() -> int:
     """Threads the model may use in this worker process (TensorFlow's and ONNX Runtime's pools alike): what the
-    cluster factory passed in `TF_THREADS_ENV`, else every core the process may use."""
-    return int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
+    cluster factory passed in `TF_THREADS_ENV`, else every core the process may use (`cpu_share.cores`)."""
+    return int(os.environ.get(TF_THREADS_ENV, "0") or 0) or cores()
 
 
 #: Packages that TensorFlow and Keras import whenever they are installed, for features a classify worker never uses
