@@ -172,6 +172,13 @@ def _runtime(model: Any) -> str:
     return getattr(model, "runtime", "keras")
 
 
+def require_keras(runtime: str, context: str = "") -> None:
+    """Refuse (`BundleError`, `context` before the reason) a model whose runtime, a model's or a bundle metadata's
+    ("keras" or "onnx"), is not Keras: only a Keras model is converted to ONNX or carries an ONNX twin."""
+    if runtime != "keras":
+        raise BundleError(f"{context}this bundle's model is already an ONNX model")
+
+
 def _metadata(bundle: Bundle) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "format": FORMAT,
@@ -236,8 +243,8 @@ def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None
     """Write the bundle to `url` (any fsspec URL) in one write; set and return its content hash."""
     check_classes(bundle.classes)
     check_model(bundle.model, len(bundle.classes), bundle.preprocess)
-    if bundle.onnx_twin is not None and _runtime(bundle.model) != "keras":
-        raise BundleError("only a Keras model has an ONNX twin; this bundle's model is already an ONNX model")
+    if bundle.onnx_twin is not None:
+        require_keras(_runtime(bundle.model), "only a Keras model has an ONNX twin; ")
     bundle.provenance = _json_safe(bundle.provenance)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / _MEMBERS[_runtime(bundle.model)]
@@ -278,8 +285,7 @@ def save_with_twin(
     (how it was made) as `provenance.onnx_twin`; returns the new hash. The Keras model is copied byte for byte, so
     the new bundle has the same `model_hash`: the same model to an output store."""
     metadata, model_bytes, _ = _read_verified(source_url, storage_options)
-    if metadata.get("runtime", "keras") != "keras":
-        raise BundleError("this bundle's model is already an ONNX model")
+    require_keras(metadata.get("runtime", "keras"))
     metadata["onnx_twin"] = {"sha256": hashlib.sha256(twin.data).hexdigest()}
     metadata["provenance"] = _json_safe({**metadata["provenance"], "onnx_twin": made})
     digest = _write(model_bytes, metadata, out_url, storage_options, twin.data)

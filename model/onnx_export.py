@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import Bundle, BundleError
+from model.bundle import Bundle, BundleError, require_keras
 from model.onnx_model import OnnxModel, penultimate, with_embedding_output
 from model.versions import installed_versions
 
@@ -56,11 +56,15 @@ def keras_to_onnx(model: Any, config: Any, *, seed: int = 0) -> tuple[OnnxModel,
     return onnx_model, difference
 
 
+def _converted(bundle: Bundle) -> tuple[OnnxModel, float]:
+    """`keras_to_onnx` of a Keras bundle's model; BundleError for an ONNX bundle."""
+    require_keras(getattr(bundle.model, "runtime", "keras"))
+    return keras_to_onnx(bundle.model, bundle.preprocess)
+
+
 def exported_bundle(bundle: Bundle) -> Bundle:
     """The ONNX bundle of a Keras bundle (unsaved): same classes, contract and thresholds; provenance says from what."""
-    if getattr(bundle.model, "runtime", "keras") == "onnx":
-        raise BundleError("this bundle's model is already an ONNX model")
-    onnx_model, difference = keras_to_onnx(bundle.model, bundle.preprocess)
+    onnx_model, difference = _converted(bundle)
     provenance = {
         **bundle.provenance,
         "exported_from": {"bundle": bundle.content_hash, "arch": bundle.arch, "max_score_difference": difference},
@@ -75,9 +79,7 @@ def onnx_twin(bundle: Bundle) -> tuple[OnnxModel, dict[str, Any]]:
     """(the ONNX conversion of a Keras bundle's model, how it was made: its largest score difference and the
     tolerance), for `Bundle.onnx_twin` or `model.bundle.save_with_twin`; BundleError for an ONNX bundle or a failed
     conversion."""
-    if getattr(bundle.model, "runtime", "keras") == "onnx":
-        raise BundleError("this bundle's model is already an ONNX model")
-    onnx_model, difference = keras_to_onnx(bundle.model, bundle.preprocess)
+    onnx_model, difference = _converted(bundle)
     return onnx_model, {"max_score_difference": difference, "tolerance": TOLERANCE}
 
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -16,7 +17,8 @@ import pytest
 from model.preprocess import PreprocessConfig, preprocess
 from pipeline.cluster.cpu_share import core_share
 from pipeline.ifcb.archive import list_bins
-from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
+from pipeline.ifcb.errors import BinFailure
 from pipeline.ifcb.synth import write_synthetic_archive
 from pipeline.job import shm
 from pipeline.job.feeder import Feeder, LoadedBin, feeder_counts
@@ -40,6 +42,20 @@ def _shared_blocks() -> set[str]:
     return set(shm.blocks())
 
 
+def _assert_every_bin_in_order_the_bad_ones_as_records(
+    loaded: Sequence[LoadedBin | BinFailure], bins: Sequence[BinFiles]
+) -> None:
+    """`loaded` has one item per bin of `bins`, in their order, and its only failures are the archive's truncated
+    .roi and malformed .adc, as data failures."""
+    assert [item.files.bin.id if isinstance(item, LoadedBin) else item.bin for item in loaded] == [
+        files.bin.id for files in bins
+    ]
+    assert [(item.stage, item.kind) for item in loaded if not isinstance(item, LoadedBin)] == [
+        ("roi", "data"),
+        ("adc", "data"),
+    ]
+
+
 @pytest.mark.parametrize("mode", [{"threads": 2}, {"processes": 2}], ids=["threads", "processes"])
 def test_bins_come_back_in_order_with_the_model_inputs(archive: Path, mode: dict[str, int]) -> None:
     fs, bins, _ = list_bins(str(archive))
@@ -49,13 +65,7 @@ def test_bins_come_back_in_order_with_the_model_inputs(archive: Path, mode: dict
         loaded = list(feeder.load(bins, ahead=2))
     finally:
         feeder.close()
-    assert [item.files.bin.id if isinstance(item, LoadedBin) else item.bin for item in loaded] == [
-        files.bin.id for files in bins
-    ]
-    assert [(item.stage, item.kind) for item in loaded if not isinstance(item, LoadedBin)] == [
-        ("roi", "data"),
-        ("adc", "data"),
-    ]
+    _assert_every_bin_in_order_the_bad_ones_as_records(loaded, bins)
     for item in loaded:
         if isinstance(item, LoadedBin):
             images = read_bin_images(fs, read_bin_meta(fs, item.files))
@@ -136,13 +146,7 @@ def test_a_feeder_process_killed_mid_bin_costs_nothing_and_the_pool_heals(
         again = list(feeder.load(bins[:2]))  # the healed pool keeps working
     finally:
         feeder.close()
-    assert [item.files.bin.id if isinstance(item, LoadedBin) else item.bin for item in loaded] == [
-        files.bin.id for files in bins
-    ]
-    assert [(item.stage, item.kind) for item in loaded if not isinstance(item, LoadedBin)] == [
-        ("roi", "data"),
-        ("adc", "data"),
-    ]
+    _assert_every_bin_in_order_the_bad_ones_as_records(loaded, bins)
     for item in [*loaded, *again]:
         if isinstance(item, LoadedBin):
             images = read_bin_images(fs, read_bin_meta(fs, item.files))

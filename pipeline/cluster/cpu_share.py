@@ -9,8 +9,8 @@ dask-cuda pins each worker to its GPU's cores.
 The share is applied where the worker starts, by this module as a Dask preload (`--preload pipeline.cluster.cpu_share`
 on every path: LocalCUDACluster, the fallback cluster, `ifcbflow worker`): it pins the worker process with
 `os.sched_setaffinity` where the platform has it (Linux), and in any case records the share's size in
-`IFCBFLOW_WORKER_CORES`, which `pipeline.cluster.local.cores()` reads first, so the feeder count follows the share
-even where nothing can be pinned.
+`IFCBFLOW_WORKER_CORES`, which `cores()` reads first, so the feeder count follows the share even where nothing can
+be pinned.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger(__name__)
 
-#: Cores of this worker's share (set here, read by `pipeline.cluster.local.cores`).
+#: Cores of this worker's share (set and read here, by `pin` and `cores`).
 CORES_ENV = "IFCBFLOW_WORKER_CORES"
 #: GPU workers on this node, set by whatever starts them; worker i (its name ends in -i, or is i) takes share i.
 GPU_WORKERS_ENV = "IFCBFLOW_GPU_WORKERS"
@@ -43,6 +43,12 @@ def node_cores() -> list[int]:
     if hasattr(os, "sched_getaffinity"):
         return sorted(os.sched_getaffinity(0))
     return list(range(os.cpu_count() or 1))
+
+
+def cores() -> int:
+    """CPU cores this process may use: its share of the node when it is a GPU worker (`CORES_ENV`), else what its
+    affinity allows (`node_cores`)."""
+    return int(os.environ.get(CORES_ENV) or 0) or len(node_cores())
 
 
 def pin(index: int, workers: int) -> list[int]:

@@ -19,7 +19,7 @@ from typing import Any
 
 import dask
 
-from pipeline.cluster.cpu_share import CORES_ENV, GPU_WORKERS_ENV, node_cores
+from pipeline.cluster.cpu_share import GPU_WORKERS_ENV, cores
 from pipeline.cluster.runtime import NON_DAEMONIC_WORKERS, TF_THREADS_ENV
 
 log = logging.getLogger(__name__)
@@ -48,12 +48,6 @@ def visible_gpus() -> list[str]:
     except (OSError, subprocess.SubprocessError):
         return []
     return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
-
-
-def cores() -> int:
-    """CPU cores this process may use: its share of the node when it is a GPU worker (`cpu_share`), else what its
-    affinity allows."""
-    return int(os.environ.get(CORES_ENV) or 0) or len(node_cores())
 
 
 def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_address: str | None) -> Any:

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 
+from pipeline.cluster.cpu_share import cores
 from pipeline.faults import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,8 @@ def configure_tensorflow() -> None:
 
 def model_threads() -> int:
     """Threads the model may use in this worker process (TensorFlow's and ONNX Runtime's pools alike): what the
-    cluster factory passed in `TF_THREADS_ENV`, else every core the process may use."""
-    return int(os.environ.get(TF_THREADS_ENV, "0") or 0) or len(os.sched_getaffinity(0))
+    cluster factory passed in `TF_THREADS_ENV`, else every core the process may use (`cpu_share.cores`)."""
+    return int(os.environ.get(TF_THREADS_ENV, "0") or 0) or cores()
 
 
 #: Packages that TensorFlow and Keras import whenever they are installed, for features a classify worker never uses
@@ -170,12 +171,13 @@ def gpu_given() -> bool:
     return bool(visible_gpus()) and os.environ.get(CPU_ENV) != "1"
 
 
-def gpu_in_use(runtime: str = "keras") -> bool:
-    """Whether this worker computes on a GPU (`gpu_given`). Raises `ConfigurationError` when one was given but the
+def gpu_in_use(runtime: str = "keras", *, given: bool | None = None) -> bool:
+    """Whether this worker computes on a GPU: `given`, what `gpu_given()` answered where the caller asked it already
+    (each call may run nvidia-smi), else `gpu_given()`. Raises `ConfigurationError` when one was given but the
     inference runtime ("keras": the Keras backend; "onnx": ONNX Runtime's CUDA provider) sees none: the worker would
     otherwise run on its CPU with a GPU's batch size and feeders, slowly and without a word. Only the named runtime
     is imported."""
-    if not gpu_given():
+    if not (gpu_given() if given is None else given):
         return False
     if runtime == "onnx":
         import onnxruntime

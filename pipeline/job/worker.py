@@ -159,11 +159,12 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
         if existing is not None:
             result.commit, result.already_committed = existing, True
             return result
-        runtime = choose_runtime(task.runtimes, gpu=gpu_given(), requested=task.runtime)
+        gpu = gpu_given()  # asked once: each ask may run nvidia-smi
+        runtime = choose_runtime(task.runtimes, gpu=gpu, requested=task.runtime)
         bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash, runtime)
         if list(bundle.classes) != list(task.classes):
             raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
-        results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime), result)
+        results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime, given=gpu), result)
         commit_started = time.perf_counter()
         thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides
         result.commit = with_retries(
