@@ -108,6 +108,14 @@ def test_bins_landing_in_a_local_folder(source, dask_client, tmp_path: Path) -> 
         failed = watcher.poll()
         assert failed.classified == [bad] and failed.run.bins_failed == 1
         assert watcher.poll().classified is None
+        restarted = Watcher(dask_client, ClassifyRequest(str(watched), source["bundle"], store.url))
+        assert restarted.poll().classified is None and restarted.poll().classified is None  # the store's record
+        request = ClassifyRequest(str(watched), source["bundle"], store.url, retry_failed=True)
+        retrying = Watcher(dask_client, request)
+        retrying.poll()
+        again = retrying.poll()  # --retry-failed: read again once, although its files did not change
+        assert again.classified == [bad] and again.run.bins_failed == 1 and again.run.bins_known_bad == 0
+        assert retrying.poll().classified is None
         samples = _assert_metrics_match_the_store(server.server_port, store)
         assert samples["ifcbflow_bin_failures_total{kind=data}"] == store_report(store)["bins_failed"] == 1
         assert samples["ifcbflow_polls_total"] == watcher.polls == 10

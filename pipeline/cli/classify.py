@@ -118,6 +118,9 @@ EMBEDDINGS = typer.Option(
     help="Also store each ROI's penultimate-layer features (float16), for annotation and clustering tools; a store "
     "has them for every partition or for none.",
 )
+RETRY_FAILED = typer.Option(
+    False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
+)
 FEEDERS = typer.Option(
     None, min=0, help="Feeders per worker that read and preprocess bins (0: threads; default: processes on a GPU "
     "worker, one per core of its share of the node less one; 2 threads on a CPU worker)."
@@ -150,9 +153,7 @@ def classify(
     batch_size: int | None = BATCH_SIZE,
     feeders: int | None = FEEDERS,
     exclude_folders: str | None = EXCLUDE_FOLDERS,
-    retry_failed: bool = typer.Option(
-        False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
-    ),
+    retry_failed: bool = RETRY_FAILED,
     embeddings: bool = EMBEDDINGS,
     feeder_kind: str | None = FEEDER_KIND,
     runtime: str = RUNTIME,

@@ -13,7 +13,8 @@ yet is not complete). Each poll that finds settled bins the store does not hold 
 `run_classification` - the job of `ifcbflow classify`, on the one client of the whole watch - which also appends
 them to the store's summary. The store is the ledger: a restarted watch skips what the store holds (its first poll only
 learns the sizes, so bins are classified from the second poll on). A bin that failed as bad data is retried only
-once its files change; one left incomplete by transient faults is retried at the next poll.
+once its files change (or once with `retry_failed`, as `classify --retry-failed`); one left incomplete by transient
+faults is retried at the next poll.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from distributed import Client
 
 from pipeline.faults import TransientError, with_retries
 from pipeline.ifcb.archive import iter_bins
+from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
 from pipeline.ifcb.identifiers import parse_bin_id
 from pipeline.job.metrics import WatchMetrics
@@ -64,10 +66,10 @@ class Poll:
 
 @dataclass
 class _Listing:
-    """What a poll's listing found: the sizes of the complete bins the store does not hold (in time order), how many
-    bins still lack a file, and the newest bin listed."""
+    """What a poll's listing found: the complete bins the store does not hold (by id, in time order), how many bins
+    still lack a file, and the newest bin listed."""
 
-    sizes: dict[str, Sizes] = field(default_factory=dict)
+    waiting: dict[str, BinFiles] = field(default_factory=dict)
     unfinished: int = 0
     newest: datetime | None = None
 
@@ -95,7 +97,10 @@ class Watcher:
         self.store = ResultStore(request.store_url, request.storage_options)
         self.polls = 0
         self._sizes: dict[str, Sizes] = {}  # by bin, at the previous poll
-        self._bad: dict[str, Sizes] = {}  # bins that failed as bad data, with the sizes they failed with
+        #: Bins that failed as bad data, with the versions of the files they failed with (`BinFiles.stamp`): not due
+        #: again until those change. The store's rule (`pipeline.job.run.Selection`), kept here so that a poll does
+        #: not start a run only to skip them; taken from the store at the start unless `retry_failed`.
+        self._bad: dict[str, str] = {}
         self._complete: set[str] = set()
         self._newest: datetime | None = None  # the newest bin in the store
         self._rois = 0  # ROIs in the store
@@ -145,9 +150,10 @@ class Watcher:
             return self._finish(result, None, None)
         if result.full_pass:
             self._last_full_pass = self.polls
-        settled = [bin_id for bin_id, sizes in listing.sizes.items() if self._sizes.get(bin_id, _UNSEEN) == sizes]
-        self._sizes = {**self._outside(start), **listing.sizes}
-        due = [bin_id for bin_id in settled if self._bad.get(bin_id, _UNSEEN) != self._sizes[bin_id]]
+        waiting = listing.waiting.values()
+        settled = [files for files in waiting if self._sizes.get(files.bin.id, _UNSEEN) == files.sizes]
+        self._sizes = {**self._outside(start), **{files.bin.id: files.sizes for files in waiting}}
+        due = [files.bin.id for files in settled if self._bad.get(files.bin.id) != files.stamp]
         if listing.newest is not None and (self._newest_listed is None or listing.newest > self._newest_listed):
             self._newest_listed = listing.newest
         if due:
@@ -158,7 +164,7 @@ class Watcher:
                 result.skipped = str(err)
             else:
                 result.classified, result.run = due, run
-                self._take_failures(run, listing.sizes)
+                self._take_failures(run)
                 self._take_run(due, run)
         if result.full_pass and self.polls > 1:
             self._compact()
@@ -185,7 +191,7 @@ class Watcher:
             else:
                 moment = item.bin.time
                 if item.bin.id not in self._complete:
-                    listing.sizes[item.bin.id] = item.sizes
+                    listing.waiting[item.bin.id] = item
             if listing.newest is None or moment > listing.newest:
                 listing.newest = moment
         return listing
@@ -227,10 +233,10 @@ class Watcher:
         result.store_bins, result.newest_classified = len(self._complete), self._newest
         return result
 
-    def _take_failures(self, run: RunSummary, sizes: dict[str, Sizes]) -> None:
-        """Remember bad bins with their sizes (retried once they change); count failures by kind."""
-        bad = [failure["bin"] for failure in run.failures if failure["kind"] == "data"]
-        self._bad.update({bin_id: sizes.get(bin_id) for bin_id in bad})
+    def _take_failures(self, run: RunSummary) -> None:
+        """Remember bad bins with their files' versions (retried once they change); count failures by kind."""
+        bad = {failure["bin"]: failure["files"] for failure in run.failures if failure["kind"] == "data"}
+        self._bad.update(bad)
         self.metrics.failed("data", len(bad))
         self.metrics.failed("transient", len(run.incomplete))
 
@@ -256,5 +262,8 @@ class Watcher:
         self._complete = set(ledger.complete)
         for bin_id in self._complete:
             self._bad.pop(bin_id, None)
+        if not self.request.retry_failed or self.polls:  # --retry-failed: the stored failures once, at the start
+            stored = ledger.failures.values()
+            self._bad.update({f.bin: f.files for f in stored if f.kind == "data" and f.files})
         self._newest, self._rois = totals.newest, totals.rois
         self.metrics.store_totals(totals.bins, self._rois, self._newest)
