@@ -123,7 +123,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
     n = planned_workers(workers)
     dask.config.set(NON_DAEMONIC_WORKERS)  # so that `--feeder-kind processes` can start feeder processes
     tf_threads = max(1, cores() // n)
-    log.info("local cluster: %d CPU worker process(es), %d TensorFlow thread(s) each", n, tf_threads)
+    log.debug("local cluster: %d CPU worker process(es), %d model thread(s) each", n, tf_threads)
     return LocalCluster(
         host=LOOPBACK,
         n_workers=n,

@@ -99,9 +99,7 @@ def _cached(key: tuple[Any, ...], make: Any) -> Any:
         return _cache[key]
 
 
-def get_bundle(
-    url: str, storage_options: dict[str, Any] | None, content_hash: str, runtime: str | None = None
-) -> Any:
+def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: str, runtime: str | None = None) -> Any:
     """The bundle for (url, hash) with its model for `runtime` (None: its own), loaded at most once per process;
     refuses a bundle changed since planning. Only that runtime is imported (TensorFlow for "keras")."""
 
