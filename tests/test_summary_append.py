@@ -176,6 +176,22 @@ store.consolidate(store.ledger())
     assert [key for key in recorder.gets if key.startswith(f"{SUMMARY}/bin/c/")]  # read from the store
 
 
+def test_a_remembered_ledger_spares_the_next_runs_the_bin_list(
+    big: ResultStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `watch` reads the ledger at its start with `remember`: its first poll's run then reads no bin list. A plain
+    read (a one-shot run) keeps nothing."""
+    store_module._CONSOLIDATED.clear()  # as in a process that has not consolidated this store
+    recorder = Recorder(monkeypatch)
+    ResultStore(big.url).ledger()
+    ResultStore(big.url).ledger(remember=True)
+    bin_list = [key for key in recorder.gets if key.startswith(f"{SUMMARY}/bin/c/")]
+    assert len(bin_list) == 2 * (1 + (N_BINS - 1) // CHUNK_ROWS)  # each read every chunk: the first kept nothing
+    recorder.clear()
+    ledger = ResultStore(big.url).ledger()
+    assert len(ledger.complete) == N_BINS and not [key for key in recorder.gets if "/c/" in key]
+
+
 def test_store_totals_read_two_summary_arrays_and_the_pending_commits(
     big: ResultStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -257,7 +257,7 @@ class Watcher:
         start and at each full pass; polls in between add what their runs classified)."""
         if self.store.info() is None:
             return
-        ledger = self.store.ledger()
+        ledger = self.store.ledger(remember=True)  # the polls' runs then read no bin list
         totals = self.store.totals(ledger)
         self._complete = set(ledger.complete)
         for bin_id in self._complete:

@@ -105,8 +105,9 @@ ROWS = "consolidated_rows"
 CHUNK_ROWS = 65536
 CHUNK_ROWS_2D = 4096
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
-#: What the last consolidation this process wrote to each store left there: (its summary attributes as canonical
-#: JSON, the complete bins, the consolidated partitions); see `ResultStore._consolidated_ledger`.
+#: What the last consolidation this process wrote to each store left there, or a ledger read with `remember`: (its
+#: summary attributes as canonical JSON, the complete bins, the consolidated partitions); see
+#: `ResultStore._consolidated_ledger`.
 _CONSOLIDATED: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {}
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
@@ -411,12 +412,15 @@ class ResultStore:
         return commit
 
     # --- client side: the ledger -----------------------------------------------------------------------------------
-    def ledger(self, *, clean: bool = False, finishing_decision: bool = False) -> Ledger:
+    def ledger(self, *, clean: bool = False, finishing_decision: bool = False, remember: bool = False) -> Ledger:
         """Complete and failed bins: the summary's, plus commits it does not show yet (a run that stopped early).
 
         With `clean` (only while this run holds the store), partitions without a commit are deleted: their
         writer died before committing and their bins will be redone. A store whose change of thresholds was
         interrupted is refused (StoreLayoutError) unless `finishing_decision` (the run that finishes it).
+        With `remember`, the consolidated bins read from the store are kept for this process's later ledgers, as a
+        consolidation keeps what it wrote (a `watch`, which reads the ledger at its start: its first poll's run then
+        reads no bin list; a one-shot run does not keep a second copy of a million ids).
         """
         info = self.info()
         if info is None:
@@ -424,7 +428,7 @@ class ResultStore:
         self.check_layout(info)
         if not finishing_decision:
             self.check_decision(info)
-        ledger = self._consolidated_ledger()
+        ledger = self._consolidated_ledger(remember)
         committed = self.children(COMMITS)
         pending = [part for part in committed if part not in ledger.parts]
         documents = self.read_documents([f"{COMMITS}/{part}/zarr.json" for part in pending])
@@ -450,14 +454,15 @@ class ResultStore:
             if now - newest >= ABANDONED_AFTER_S:
                 self.remove(f"{PARTS}/{part}")
 
-    def _consolidated_ledger(self) -> Ledger:
+    def _consolidated_ledger(self, remember: bool = False) -> Ledger:
         """The ledger as the last consolidation wrote it: which bins and partitions (two arrays, up to the rows the
         summary's attributes count); the full records and failures are read only if asked for.
 
         The two arrays are read only when this process did not write that consolidation itself: a consolidation
         remembers what it wrote (`_CONSOLIDATED`), and the summary's attributes, which every consolidation rewrites
         last with its row counts, tell whether the store still holds exactly that. So a `watch` poll, which
-        consolidated the previous one, reads one small document here whatever the store's size."""
+        consolidated the previous one, reads one small document here whatever the store's size. With `remember` a
+        read from the store is kept the same way (the bin ids share their strings with the ledger's set)."""
         attributes = self._summary_attributes()
         known = _CONSOLIDATED.get(self.url)
         if known is not None and attributes is not None and known[0] == _canonical(attributes):
@@ -466,6 +471,8 @@ class ResultStore:
             tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)}, attributes)
             complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
             parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
+            if remember and attributes is not None and ROWS in attributes:
+                _CONSOLIDATED[self.url] = (_canonical(attributes), frozenset(complete), frozenset(parts))
         ledger = Ledger(complete, parts, load=self._consolidated_records, load_failures=self._consolidated_failures)
         if attributes is not None and ROWS in attributes:
             ledger.rows, ledger.summary_attributes = dict(attributes[ROWS]), attributes
