@@ -310,6 +310,7 @@ def s3_case(args: argparse.Namespace, store_bins: int, endpoint: str, client: An
     from faulty_proxy import faulty_proxy
 
     from pipeline.job.run import ClassifyRequest
+    from pipeline.results import store as store_module
 
     direct = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": endpoint}}
     fs = s3fs.S3FileSystem(**direct)
@@ -323,6 +324,7 @@ def s3_case(args: argparse.Namespace, store_bins: int, endpoint: str, client: An
     zero_cost_bundle(bundle, direct)
     add_bins(fs, archive, existing[-144:])
     complete_store(store, direct, existing, bundle)
+    store_module._CONSOLIDATED.clear()  # the watch starts as a new process would: knowing nothing of the store
     print(f"S3: store of {store_bins:,} complete bins, archive of its newest 144 (set up in "
           f"{time.perf_counter() - started:.0f} s); load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     with faulty_proxy(endpoint, "none", 0.0) as proxy:
