@@ -109,7 +109,7 @@ def check_model(model: Any, n_classes: int, config: PreprocessConfig) -> None:
     A Keras model must have one uint8 input of the contract's shape (the default: (size, size, 1)) and one
     (n, n_classes) output; an ONNX model is checked by `OnnxModel.check`.
     """
-    if getattr(model, "runtime", "keras") == "onnx":
+    if model_runtime(model) == "onnx":
         model.check(n_classes, config)
         return
     if config.input_dtype != np.uint8:
@@ -168,7 +168,8 @@ def checked_thresholds(thresholds: dict[str, float], classes: list[str]) -> dict
     return dict(zip(classes, values.tolist(), strict=True))
 
 
-def _runtime(model: Any) -> str:
+def model_runtime(model: Any) -> str:
+    """The runtime a loaded model runs on: "onnx" for an `OnnxModel` (its `runtime` attribute), else "keras"."""
     return getattr(model, "runtime", "keras")
 
 
@@ -190,8 +191,8 @@ def _metadata(bundle: Bundle) -> dict[str, Any]:
     }
     if bundle.thresholds is not None:  # absent, not null: a bundle without thresholds keeps its old bytes and hash
         metadata["thresholds"] = checked_thresholds(bundle.thresholds, list(bundle.classes))
-    if _runtime(bundle.model) != "keras":  # absent for Keras: such bundles keep their bytes and hash
-        metadata["runtime"] = _runtime(bundle.model)
+    if model_runtime(bundle.model) != "keras":  # absent for Keras: such bundles keep their bytes and hash
+        metadata["runtime"] = model_runtime(bundle.model)
     if bundle.onnx_twin is not None:
         metadata["onnx_twin"] = {"sha256": hashlib.sha256(bundle.onnx_twin.data).hexdigest()}
     return metadata
@@ -244,10 +245,10 @@ def save_bundle(bundle: Bundle, url: str, storage_options: dict[str, Any] | None
     check_classes(bundle.classes)
     check_model(bundle.model, len(bundle.classes), bundle.preprocess)
     if bundle.onnx_twin is not None:
-        require_keras(_runtime(bundle.model), "only a Keras model has an ONNX twin; ")
+        require_keras(model_runtime(bundle.model), "only a Keras model has an ONNX twin; ")
     bundle.provenance = _json_safe(bundle.provenance)
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / _MEMBERS[_runtime(bundle.model)]
+        path = Path(tmp) / _MEMBERS[model_runtime(bundle.model)]
         bundle.model.save(path)
         model_bytes = path.read_bytes()
     twin = None if bundle.onnx_twin is None else bundle.onnx_twin.data

@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from model.bundle import Bundle, check_classes, check_model, default_preprocess
+from model.bundle import Bundle, check_classes, check_model, default_preprocess, model_runtime
 from model.preprocess import PreprocessConfig
 from model.versions import installed_versions
 
@@ -48,7 +48,7 @@ def imported_bundle(
     if size_from_model and (size := model_input_size(model, config)):
         config = replace(config, size=size)
     check_model(model, len(classes), config)
-    if getattr(model, "runtime", "keras") == "onnx":
+    if model_runtime(model) == "onnx":
         arch = f"{kind}:{model.name}"
     else:
         from model import architectures

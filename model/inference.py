@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from model.bundle import BundleError
+from model.bundle import BundleError, model_runtime
 from model.preprocess import PreprocessConfig, model_input
 
 Tag = TypeVar("Tag")
@@ -113,7 +113,7 @@ class OnnxPredictor(Predictor):
 
 def make_predictor(bundle: Any, *, embeddings: bool = False, threads: int | None = None) -> Predictor:
     """The predictor of a bundle's model: ONNX Runtime for an ONNX model (`threads` for its pool), else Keras."""
-    if getattr(bundle.model, "runtime", "keras") == "onnx":
+    if model_runtime(bundle.model) == "onnx":
         return OnnxPredictor(bundle.model, bundle.preprocess, embeddings=embeddings, threads=threads)
     return Predictor(bundle.model, bundle.preprocess, embeddings=embeddings)
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import Bundle, BundleError, require_keras
+from model.bundle import Bundle, BundleError, model_runtime, require_keras
 from model.onnx_model import OnnxModel, penultimate, with_embedding_output
 from model.versions import installed_versions
 
@@ -58,7 +58,7 @@ def keras_to_onnx(model: Any, config: Any, *, seed: int = 0) -> tuple[OnnxModel,
 
 def _converted(bundle: Bundle) -> tuple[OnnxModel, float]:
     """`keras_to_onnx` of a Keras bundle's model; BundleError for an ONNX bundle."""
-    require_keras(getattr(bundle.model, "runtime", "keras"))
+    require_keras(model_runtime(bundle.model))
     return keras_to_onnx(bundle.model, bundle.preprocess)
 
 

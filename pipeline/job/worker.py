@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from model.bundle import BundleError
+from model.bundle import BundleError, model_runtime
 from model.runtimes import choose_runtime
 from pipeline.cluster.local import cores
 from pipeline.cluster.runtime import configure_tensorflow, gpu_given, gpu_in_use, model_threads
@@ -126,7 +126,7 @@ def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: s
 def _predictor(task: PartitionTask, bundle: Any) -> Any:
     from model.inference import make_predictor
 
-    runtime = getattr(bundle.model, "runtime", "keras")
+    runtime = model_runtime(bundle.model)
     key = ("predictor", task.bundle_url, task.bundle_hash, runtime, task.embeddings)
     return _cached(key, lambda: make_predictor(bundle, embeddings=task.embeddings, threads=model_threads()))
 
@@ -192,7 +192,7 @@ def _score(
     size = bundle.preprocess.size
     predictor = _predictor(task, bundle)
     feeder = _feeder(task, bundle, gpu)
-    onnx = getattr(bundle.model, "runtime", "keras") == "onnx"
+    onnx = model_runtime(bundle.model) == "onnx"
     batch_size = task.batch_size or (GPU_BATCH if gpu else ONNX_CPU_BATCH if onnx else CPU_BATCH)
     assembler = BatchAssembler(batch_size, (size, size, 1), bundle.preprocess.pixel_dtype)
     collector = ScoreCollector(len(task.classes))
