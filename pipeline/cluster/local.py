@@ -52,7 +52,7 @@ def visible_gpus() -> list[str]:
 
 def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_address: str | None) -> Any:
     """One worker per GPU, worker i pinned to the i-th *visible* device (not to device i)."""
-    devices = devices[: min(workers or len(devices), len(devices))]
+    devices = devices[: planned_workers(workers, devices)]
     n = len(devices)
     dask.config.set(NON_DAEMONIC_WORKERS)  # read by each Nanny whenever it (re)starts its worker
     threads = str(max(1, cores() // n))
@@ -88,9 +88,10 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
     return SpecCluster(workers=workers_spec, scheduler=scheduler, name="ifcbflow-gpu")
 
 
-def planned_workers(workers: int | None = None) -> int:
-    """How many workers `local_cluster(workers)` starts, known before it starts them."""
-    gpus = visible_gpus()
+def planned_workers(workers: int | None = None, gpus: list[str] | None = None) -> int:
+    """How many workers `local_cluster(workers)` starts, known before it starts them (`gpus`: `visible_gpus()`,
+    where the caller has it already: each ask may run nvidia-smi)."""
+    gpus = visible_gpus() if gpus is None else gpus
     if gpus:
         return min(workers or len(gpus), len(gpus))
     return workers or max(1, cores() // 2)
@@ -120,7 +121,7 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         return _local_gpu_cluster(gpus, workers, dashboard_address)
     from distributed import LocalCluster
 
-    n = planned_workers(workers)
+    n = planned_workers(workers, gpus)
     dask.config.set(NON_DAEMONIC_WORKERS)  # so that `--feeder-kind processes` can start feeder processes
     tf_threads = max(1, cores() // n)
     log.debug("local cluster: %d CPU worker process(es), %d model thread(s) each", n, tf_threads)
