@@ -1,8 +1,8 @@
 """Everything about the CNN (architectures, preprocessing, training, evaluation, bundles); nothing about archives.
 
-Importing it quiets TensorFlow's native start-up lines in this process (see `model.runtime`).
+Importing it keeps TensorFlow's native start-up lines off the terminal in this process (see `model.native_log`).
 """
 
-from model import runtime as _runtime
+from model import native_log as _native_log
 
-_runtime.install()
+_native_log.install()

@@ -138,7 +138,10 @@ def _compiled(model: Any, backend: str, jit_compile: bool | None) -> tuple[Calla
 
         if jit_compile is None:
             jit_compile = bool(tf.config.list_logical_devices("GPU"))  # XLA pays off on GPUs
-        function = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True)
+        # a Keras model's call is already graph code: AutoGraph has nothing to convert (and warns about lambdas)
+        function = tf.function(
+            lambda x: model(x, training=False), jit_compile=jit_compile, reduce_retracing=True, autograph=False
+        )
         return function, lambda handle: handle.numpy()
     if backend == "jax":
         import jax

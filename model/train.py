@@ -155,8 +155,10 @@ def _augment(image: Any, *rest: Any) -> tuple[Any, ...]:
 
     image = tf.image.random_flip_left_right(image)
     image = tf.image.random_flip_up_down(image)
-    image = tf.image.rot90(image, k=tf.random.uniform([], 0, 4, dtype=tf.int32))
-    return (image, *rest)
+    # A quarter turn transposes; oneDNN has no uint8 transpose on some AVX-512 CPUs (AMD EPYC) and says so with an
+    # error line at the first batch, so the turn is made on float32 (exact for 0..255) and cast back.
+    turned = tf.image.rot90(tf.cast(image, tf.float32), k=tf.random.uniform([], 0, 4, dtype=tf.int32))
+    return (tf.cast(turned, image.dtype), *rest)
 
 
 def _epoch_ledger_class() -> type:
