@@ -1,21 +1,25 @@
 """The cluster factory: the embedded default, an existing scheduler by address or by scheduler file; what a local
-cluster opens to the network (nothing: its real sockets are checked)."""
+cluster opens to the network (nothing: its real sockets are checked) and to other users of loopback (nothing: a
+peer without the run's certificate is refused by the scheduler, each worker and each nanny)."""
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import ipaddress
 import json
 import multiprocessing
 import os
 import signal
+import ssl
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import psutil
 import pytest
 from distributed import Client
-from distributed.comm import get_address_host_port
+from distributed.comm import connect, get_address_host_port
+from distributed.security import Security
 
 from pipeline.cluster.client import open_client, workers_have_gpus
 from pipeline.cluster.local import cores, visible_gpus
@@ -56,7 +60,47 @@ def _assert_only_loopback(client: Client, sockets: ListeningSockets) -> None:
     assert all(ipaddress.ip_address(host).is_loopback for host, _ in opened), f"listening beyond loopback: {opened}"
 
 
-def test_local_cpu_cluster_splits_the_cores_and_listens_on_loopback_only() -> None:
+async def _identity(address: str, **connection_args) -> dict:
+    """The peer's answer to Dask's `identity` request, over a connection made with `connection_args`."""
+    comm = await connect(address, timeout=10, **connection_args)
+    try:
+        await comm.write({"op": "identity"})
+        return await comm.read()
+    finally:
+        comm.abort()
+
+
+def _stranger_contexts() -> dict[str, ssl.SSLContext]:
+    """TLS client contexts of another user of the machine: one with a certificate of its own (another run's), one
+    with none. Both skip checking the server, so that only the server's refusal can stop them."""
+    foreign = Security.temporary().get_connection_args("client")["ssl_context"]
+    bare = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    for context in (foreign, bare):
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return {"another run's certificate": foreign, "no certificate": bare}
+
+
+def _assert_refuses_strangers(client: Client) -> None:
+    """The scheduler, every worker and every nanny speak TLS and answer only a peer holding the run's certificate."""
+    workers = client.scheduler_info(n_workers=-1)["workers"]
+    addresses = [client.scheduler.address, *workers, *(info["nanny"] for info in workers.values() if info.get("nanny"))]
+    own = client.security.get_connection_args("client")
+    for address in addresses:
+        assert address.startswith("tls://"), address
+        assert asyncio.run(_identity(address, **own))["type"]  # the run's own certificate is answered
+        host, port = get_address_host_port(address)
+        with pytest.raises((OSError, EOFError)):  # distributed's CommClosedError is an OSError
+            asyncio.run(_identity(f"tcp://{host}:{port}"))
+        for what, context in _stranger_contexts().items():
+            try:
+                answer = asyncio.run(_identity(address, ssl_context=context, require_encryption=True))
+            except (OSError, EOFError):
+                continue
+            pytest.fail(f"{address} answered a peer with {what}: {answer}")
+
+
+def test_local_cpu_cluster_splits_the_cores_listens_on_loopback_only_and_refuses_strangers() -> None:
     if visible_gpus():
         pytest.skip("GPUs visible: the local cluster starts GPU workers (see the gpu-marked tests)")
     sockets = ListeningSockets()
@@ -68,9 +112,12 @@ def test_local_cpu_cluster_splits_the_cores_and_listens_on_loopback_only() -> No
         assert set(threads.values()) == {str(max(1, cores() // 2))}
         assert not workers_have_gpus(client)
         _assert_only_loopback(client, sockets)
+        _assert_refuses_strangers(client)
 
 
-def test_gpu_cluster_without_dask_cuda_listens_on_loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_gpu_cluster_without_dask_cuda_listens_on_loopback_only_and_refuses_strangers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     """The fallback for GPUs without dask-cuda: a SpecCluster of Nannies. Fake device ids build it on any machine
     (CPU TensorFlow ignores them); its workers would run code for anyone who can reach them."""
     if importlib.util.find_spec("dask_cuda") is not None:
@@ -81,6 +128,7 @@ def test_gpu_cluster_without_dask_cuda_listens_on_loopback_only(monkeypatch: pyt
         client.wait_for_workers(2, timeout=60)
         assert workers_have_gpus(client)
         _assert_only_loopback(client, sockets)
+        _assert_refuses_strangers(client)
         # GPU workers must be able to start feeder processes: they are not daemonic
         assert set(client.run(lambda: multiprocessing.current_process().daemon).values()) == {False}
 

@@ -4,8 +4,11 @@ With GPUs: one worker process per GPU, pinned to it with `CUDA_VISIBLE_DEVICES` 
 (dask-cuda's LocalCUDACluster when installed). Without: CPU worker processes, one task thread each, TensorFlow's
 threads split between them so they share the cores instead of oversubscribing them.
 
-Everything listens on loopback: a Dask scheduler or worker runs whatever a connected peer sends it, and a local
-cluster has no peer elsewhere. The dashboard too (reach it from another machine with an SSH tunnel).
+Everything listens on loopback, and speaks TLS with a certificate made for this run (`run_security`): a Dask
+scheduler or worker runs whatever a connected peer sends it, and loopback is shared by every user of the machine (a
+login node, a lab's GPU workstation). Only this process and the workers it starts hold the run's key, which never
+touches the disk, so another user's process cannot connect, let alone run code as ours. The dashboard listens on
+loopback too (HTTP, read-only pages; reach it from another machine with an SSH tunnel).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import subprocess
 from typing import Any
 
 import dask
+from distributed.security import Security
 
 from pipeline.cluster.cpu_share import GPU_WORKERS_ENV, cores
 from pipeline.cluster.runtime import NON_DAEMONIC_WORKERS, TF_THREADS_ENV
@@ -32,6 +36,13 @@ LOOPBACK = "127.0.0.1"
 CPU_SHARE_PRELOAD = "pipeline.cluster.cpu_share"
 #: Any free port on loopback (not ":0", which Dask reads as every interface).
 DEFAULT_DASHBOARD = f"{LOOPBACK}:0"
+
+
+def run_security() -> Security:
+    """This run's TLS for the embedded cluster: distributed's `Security.temporary()`, a key and self-signed
+    certificate made in memory, which scheduler, workers and client all present and require (`require_encryption`).
+    Worker processes get it through their nanny; nothing is written to disk."""
+    return Security.temporary()
 
 
 def visible_gpus() -> list[str]:
@@ -57,6 +68,7 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
     dask.config.set(NON_DAEMONIC_WORKERS)  # read by each Nanny whenever it (re)starts its worker
     threads = str(max(1, cores() // n))
     share = {GPU_WORKERS_ENV: str(n)}  # each worker pins itself to its share of the cores (cpu_share)
+    security = run_security()
     if importlib.util.find_spec("dask_cuda") is not None:
         from dask_cuda import LocalCUDACluster
 
@@ -68,6 +80,8 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
             dashboard_address=dashboard_address,
             env={TF_THREADS_ENV: threads, **share},
             preload=[CPU_SHARE_PRELOAD],
+            security=security,
+            protocol="tls://",
         )
     from distributed import Nanny, Scheduler, SpecCluster
 
@@ -80,12 +94,16 @@ def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_addres
                 "resources": {GPU_RESOURCE: 1},
                 "env": {"CUDA_VISIBLE_DEVICES": device, TF_THREADS_ENV: threads, **share},
                 "preload": [CPU_SHARE_PRELOAD],
+                "security": security,
+                "protocol": "tls://",
             },
         }
         for i, device in enumerate(devices)
     }
-    scheduler = {"cls": Scheduler, "options": {"host": LOOPBACK, "dashboard_address": dashboard_address}}
-    return SpecCluster(workers=workers_spec, scheduler=scheduler, name="ifcbflow-gpu")
+    scheduler_options = {"host": LOOPBACK, "dashboard_address": dashboard_address, "security": security,
+                         "protocol": "tls://"}  # fmt: skip
+    scheduler = {"cls": Scheduler, "options": scheduler_options}
+    return SpecCluster(workers=workers_spec, scheduler=scheduler, security=security, name="ifcbflow-gpu")
 
 
 def planned_workers(workers: int | None = None, gpus: list[str] | None = None) -> int:
@@ -132,4 +150,5 @@ def local_cluster(workers: int | None = None, *, dashboard_address: str | None =
         processes=True,
         dashboard_address=dashboard_address,
         env={TF_THREADS_ENV: str(tf_threads)},
+        security=run_security(),
     )

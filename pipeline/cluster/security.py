@@ -14,6 +14,9 @@ that present them. Two ways to make them, each where the other cannot serve:
   script read files, and the job's time limit is known, so the certificate expires with the job. A CA signs it
   whose private key is never written anywhere, so nobody (not even this process, later) can mint another.
 
+(The embedded cluster, `--cluster local`, needs no files: its workers are this process's children and get
+`Security.temporary()`'s certificate through their nannies, in memory; `pipeline.cluster.local.run_security`.)
+
 Either way the files sit in a directory only the owner can open (0700, files 0600) on a file system the workers can
 read, with a record of the process that owns it. A run killed by SIGKILL cannot clean up: the next run to create a
 directory under the same parent removes those of dead owners on its own host, and any whose certificate expired.
