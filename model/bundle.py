@@ -44,6 +44,7 @@ import fsspec
 import numpy as np
 
 from model.preprocess import PreprocessConfig, preprocess_into
+from model.safe_zip import MAX_MODEL_BYTES_ENV, UnsafeZipError, max_model_bytes, open_zip, read_member
 
 log = logging.getLogger(__name__)
 
@@ -143,9 +144,25 @@ def default_preprocess(model: Any) -> PreprocessConfig:
 
 
 def load_keras_model(data: bytes, what: str) -> Any:
-    """A Keras 3 native file's bytes -> the model, in safe mode (no code from the file runs) and uncompiled."""
+    """A Keras 3 native file's bytes -> the model, in safe mode (no code from the file runs) and uncompiled;
+    BundleError for a file that is not one, a zip bomb (`model.safe_zip`), a config naming code
+    (`model.keras_safety`) or a model safe mode refuses."""
     import keras
 
+    from model.keras_safety import check_keras_config
+
+    try:  # Keras bounds its members only past 4 GiB: a bomb inside is refused before Keras opens the file
+        with open_zip(io.BytesIO(data), what, model_file_limit()) as archive:
+            config = json.loads(read_member(archive, "config.json", what))
+    except zipfile.BadZipFile:
+        raise BundleError(f"{what} cannot be loaded: not a zip file, as every .keras file is") from None
+    except KeyError:
+        raise BundleError(f"{what} cannot be loaded: it has no config.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{what}: its config.json is not JSON: {err}") from None
+    except UnsafeZipError as err:
+        raise BundleError(str(err)) from None
+    check_keras_config(config, what)  # names a Lambda or custom object before Keras would
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / _MODEL
         path.write_bytes(data)
@@ -296,9 +313,9 @@ def save_with_twin(
 
 def _read_verified(url: str, storage_options: dict[str, Any] | None) -> tuple[dict[str, Any], bytes, bytes | None]:
     """(metadata without its content hash, model bytes, ONNX twin bytes or None) of a verified bundle."""
-    archive = _open_zip(_read_bytes(url, storage_options), url)
+    archive = _open_zip(read_model_file(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
-    model_bytes = archive.read(_member(metadata, archive, url))
+    model_bytes = _read(archive, _member(metadata, archive, url), url)
     _verify(model_bytes, metadata, url)
     twin = _twin_bytes(metadata, archive, url)
     return {key: value for key, value in metadata.items() if key != "content_hash"}, model_bytes, twin
@@ -333,24 +350,52 @@ def _verify(model_bytes: bytes, metadata: dict[str, Any], url: str) -> None:
         )
 
 
-def _read_bytes(url: str, storage_options: dict[str, Any] | None) -> bytes:
+def model_file_limit() -> int:
+    """`model.safe_zip.max_model_bytes()`, the bound on a model file's bytes; BundleError for a bad setting."""
+    try:
+        return max_model_bytes()
+    except ValueError as err:
+        raise BundleError(str(err)) from None
+
+
+def read_model_file(url: str, storage_options: dict[str, Any] | None, what: str = "model bundle") -> bytes:
+    """The bytes of a model file (a bundle, or a file `model import` reads) at any fsspec URL, read only up to
+    `model_file_limit()`: BundleError for a larger file (nothing past the bound is read) or none."""
+    limit = model_file_limit()
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as f:
-            return f.read()
+            data = f.read(limit + 1)
     except FileNotFoundError:
-        raise BundleError(f"no model bundle at {url}") from None
+        raise BundleError(f"no {what} at {url}") from None
+    if len(data) > limit:
+        raise BundleError(
+            f"{url} is larger than {limit:,} bytes, the bound on a model file; not read (set {MAX_MODEL_BYTES_ENV} "
+            "to a larger number of bytes for a model that truly is this large)"
+        )
+    return data
 
 
 def _open_zip(data: bytes | IO[bytes], url: str) -> zipfile.ZipFile:
+    """The bundle's zip, its directory checked against the bounds of `model.safe_zip` (no member is read yet)."""
     try:
-        archive = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+        archive = open_zip(io.BytesIO(data) if isinstance(data, bytes) else data, url, model_file_limit())
     except zipfile.BadZipFile:
         raise BundleError(f"{url} is not an ifcbflow model bundle (not a zip file)") from None
+    except UnsafeZipError as err:
+        raise BundleError(str(err)) from None
     names = set(archive.namelist())
     if _META not in names or not names & set(_MEMBERS.values()):
         missing = [name for name in (_META, _MODEL) if name not in names]
         raise BundleError(f"{url} is not an ifcbflow model bundle (missing {', '.join(missing)})")
     return archive
+
+
+def _read(archive: zipfile.ZipFile, name: str, url: str) -> bytes:
+    """One member's bytes, streamed and bounded by its declared size (`model.safe_zip.read_member`)."""
+    try:
+        return read_member(archive, name, url)
+    except UnsafeZipError as err:
+        raise BundleError(str(err)) from None
 
 
 def _member(metadata: dict[str, Any], archive: zipfile.ZipFile, url: str) -> str:
@@ -370,7 +415,7 @@ def _twin_bytes(metadata: dict[str, Any], archive: zipfile.ZipFile, url: str) ->
         return None
     if _TWIN not in archive.namelist():
         raise BundleError(f"{url}: the metadata records an ONNX twin but the bundle has no {_TWIN}")
-    data = archive.read(_TWIN)
+    data = _read(archive, _TWIN, url)
     if hashlib.sha256(data).hexdigest() != recorded.get("sha256"):
         raise BundleError(f"{url}: the ONNX twin's sha256 differs from the recorded one; the bundle was modified")
     return data
@@ -385,7 +430,7 @@ def runtimes(metadata: dict[str, Any]) -> tuple[str, ...]:
 
 def _parse_metadata(archive: zipfile.ZipFile, url: str) -> dict[str, Any]:
     try:
-        metadata = json.loads(archive.read(_META))
+        metadata = json.loads(_read(archive, _META, url))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise BundleError(f"{url}: {_META} is not valid JSON: {err}") from None
     if not isinstance(metadata, dict):
@@ -434,7 +479,7 @@ def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) ->
             metadata = _parse_metadata(archive, url)
             known = _MODEL_HASHES.get(metadata["content_hash"])
             if known is None:
-                model_bytes = archive.read(_member(metadata, archive, url))
+                model_bytes = _read(archive, _member(metadata, archive, url), url)
                 known = _MODEL_HASHES[metadata["content_hash"]] = model_hash(model_bytes, metadata)
     except FileNotFoundError:
         raise BundleError(f"no model bundle at {url}") from None
@@ -447,9 +492,9 @@ def load_bundle(url: str, storage_options: dict[str, Any] | None = None, runtime
     `runtime` picks the model to build: None its own (Keras or ONNX), "onnx" the ONNX graph (an ONNX bundle's model
     or a Keras bundle's ONNX twin: Keras is not imported), "keras" the Keras model. BundleError when the bundle has
     no model for that runtime (`runtimes` tells which it has)."""
-    archive = _open_zip(_read_bytes(url, storage_options), url)
+    archive = _open_zip(read_model_file(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
-    model_bytes = archive.read(_member(metadata, archive, url))
+    model_bytes = _read(archive, _member(metadata, archive, url), url)
     _verify(model_bytes, metadata, url)
     offered = runtimes(metadata)
     runtime = runtime or offered[0]

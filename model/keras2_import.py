@@ -16,12 +16,11 @@ import io
 import json
 from typing import Any
 
-import fsspec
 import h5py
 import numpy as np
 
 from model import architectures
-from model.bundle import Bundle
+from model.bundle import Bundle, read_model_file
 from model.imported import imported_bundle
 from model.preprocess import PreprocessConfig
 
@@ -198,11 +197,11 @@ def import_keras2(
     `classes` is the model's output order (index 0 first); the preprocessing default is the ifcbUTOPIA contract at
     the model's input size (`size_from_model`: the given contract at the model's input size).
     """
-    options = storage_options or {}
-    with fsspec.open(architecture_url, "rt", **options) as f:
-        text = f.read()
-    with fsspec.open(weights_url, "rb", **options) as f:
-        data = f.read()
+    try:
+        text = read_model_file(architecture_url, storage_options, "model architecture").decode()
+    except UnicodeDecodeError as err:
+        raise Keras2ImportError(f"{architecture_url} is not a Keras model JSON (`model.to_json()`): {err}") from None
+    data = read_model_file(weights_url, storage_options, "weights file")
     model = model_from_keras2_json(text)
     set_keras2_weights(model, read_keras2_weights(data))
     document = json.loads(text)

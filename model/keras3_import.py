@@ -10,10 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import fsspec
-
 from model import architectures
-from model.bundle import Bundle, BundleError, load_keras_model
+from model.bundle import Bundle, BundleError, load_keras_model, read_model_file
 from model.imported import imported_bundle
 from model.preprocess import PreprocessConfig
 
@@ -47,11 +45,7 @@ def import_keras3(
     `classes` is the model's output order (index 0 first); the preprocessing default is the ifcbUTOPIA contract at
     the model's input size (`size_from_model`: the given contract at the model's input size).
     """
-    try:
-        with fsspec.open(model_url, "rb", **(storage_options or {})) as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BundleError(f"no model file at {model_url}") from None
+    data = read_model_file(model_url, storage_options, "model file")
     loaded = load_keras_model(data, f"{model_url} (a Keras 3 native .keras file)")
     model = _uint8_model(loaded)
     source = {"model": model_url, "input_dtype": loaded.inputs[0].dtype}

@@ -8,16 +8,13 @@ automatically (the input of the last fully connected layer) or named, so that `c
 
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
-import fsspec
 import onnx
-from onnx.external_data_helper import ExternalDataInfo, load_external_data_for_model, uses_external_data
 
-from model.bundle import Bundle, BundleError
+from model.bundle import Bundle, BundleError, read_model_file
 from model.imported import imported_bundle
+from model.onnx_external import embed_external_data, external_tensors
 from model.onnx_model import OnnxModel, penultimate, with_embedding_output, with_softmax
 from model.preprocess import PRESETS, PreprocessConfig
 
@@ -51,26 +48,14 @@ def import_onnx(
 
 def _read_model(url: str, storage_options: dict[str, Any]) -> bytes:
     """The graph's bytes with every weight inside: weights stored beside it as external data (what
-    `torch.onnx.export` writes by default, `MODEL.onnx.data`) are fetched from the same folder and embedded."""
-    try:
-        with fsspec.open(url, "rb", **storage_options) as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise BundleError(f"no model file at {url}") from None
+    `torch.onnx.export` writes by default, `MODEL.onnx.data`) are checked and fetched from the same folder and
+    embedded in memory (`model.onnx_external.embed_external_data`); nothing is written to disk."""
+    data = read_model_file(url, storage_options, "model file")
     try:
         proto = onnx.load_model_from_string(data)
     except Exception as err:  # protobuf raises its own decode errors for a file that is not ONNX
         raise BundleError(f"{url} is not a valid ONNX model: {err}") from None
-    external = {ExternalDataInfo(t).location for t in proto.graph.initializer if uses_external_data(t)}
-    if not external:
+    if not external_tensors(proto):
         return data
-    folder = url.rsplit("/", 1)[0] if "/" in url else "."
-    with tempfile.TemporaryDirectory() as tmp:
-        for location in external:
-            try:
-                with fsspec.open(f"{folder}/{location}", "rb", **storage_options) as f:
-                    (Path(tmp) / location).write_bytes(f.read())
-            except FileNotFoundError:
-                raise BundleError(f"{url} keeps its weights in {location}, which is not beside it") from None
-        load_external_data_for_model(proto, tmp)
+    embed_external_data(proto, url, storage_options)
     return proto.SerializeToString()

@@ -16,11 +16,31 @@ import onnx
 from onnx import helper
 
 from model.bundle import BundleError
+from model.onnx_external import check_self_contained
 from model.preprocess import PreprocessConfig
 
 #: Nodes between the last fully connected layer and the scores that change no feature (walked through backwards).
 _PASS_THROUGH = ("Softmax", "LogSoftmax", "Identity", "Sigmoid", "Flatten", "Reshape", "Cast", "Add")
 _LINEAR = ("Gemm", "MatMul")
+#: Operator domains whose operators ONNX Runtime builds in: the ONNX standard ("" and "ai.onnx"), its classical ML
+#: operators and Microsoft's contrib operators. Any other domain needs a custom-operator library, native code that
+#: ifcbflow never registers, so such a graph is refused with its domains named instead of failing on a worker.
+BUILT_IN_DOMAINS = frozenset({"", "ai.onnx", "ai.onnx.ml", "com.microsoft"})
+
+
+def check_built_in_ops(proto: onnx.ModelProto, what: str) -> None:
+    """Refuse (BundleError) a graph that uses operators outside `BUILT_IN_DOMAINS` (its local functions aside)."""
+    local = {(function.domain, function.name) for function in proto.functions}
+    nodes = [*proto.graph.node, *(node for function in proto.functions for node in function.node)]
+    foreign = sorted(
+        {f"{node.domain}.{node.op_type}" for node in nodes if node.domain not in BUILT_IN_DOMAINS}
+        - {f"{domain}.{name}" for domain, name in local}
+    )
+    if foreign:
+        raise BundleError(
+            f"{what} uses custom operators ({', '.join(foreign)}), which need native code from outside the model; "
+            "ifcbflow loads none: export the model with standard ONNX operators only"
+        )
 
 
 def _dims(value: onnx.ValueInfoProto) -> tuple[int | None, ...]:
@@ -44,11 +64,20 @@ class OnnxModel:
 
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "the ONNX model") -> OnnxModel:
-        """Parse and check a serialized graph; BundleError if it is not a valid ONNX model with one image input."""
+        """Parse and check a serialized graph; BundleError if it is not a valid ONNX model with one image input, or
+        one that names weights outside itself (`model.onnx_external`) or custom operators (`check_built_in_ops`).
+
+        Loading runs no code from the file: an ONNX graph is data (protobuf), and ONNX Runtime runs only its built-in
+        operators unless a custom-operator library is registered, which ifcbflow never does."""
         try:
             proto = onnx.load_model_from_string(data)
+        except Exception as err:  # protobuf raises its own decode errors for a file that is not ONNX
+            raise BundleError(f"{what} is not a valid ONNX model: {err}") from err
+        check_self_contained(proto, what)
+        check_built_in_ops(proto, what)
+        try:
             onnx.checker.check_model(proto)
-        except Exception as err:  # onnx raises several types for a bad file; all mean the same to the caller
+        except Exception as err:  # onnx raises several types for a bad graph; all mean the same to the caller
             raise BundleError(f"{what} is not a valid ONNX model: {err}") from err
         return cls._of(proto, data)
 

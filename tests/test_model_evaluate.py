@@ -73,7 +73,7 @@ def test_cli_evaluate_refuses_labels_the_model_does_not_know(utopia_data: Path, 
                     arch="small-cnn")  # fmt: skip
     save_bundle(bundle, str(tmp_path / "m.ifcbmodel"))
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m.ifcbmodel"), str(utopia_data / "labelled")])
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "are not classes of the model (diatoms, x)" in result.output and "chloro" in result.output
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "m.ifcbmodel"), str(tmp_path / "absent")])
-    assert result.exit_code == 1 and "no folder at" in result.output
+    assert result.exit_code == 2 and "no folder at" in result.output

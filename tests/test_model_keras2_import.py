@@ -131,7 +131,7 @@ def test_class_count_and_input_size_must_match(keras2_files) -> None:
         import_keras2(str(architecture), str(weights), UTOPIA_CLASSES, preprocess_config=PreprocessConfig(size=64))
     result = CliRunner().invoke(app, ["model", "import", str(architecture), str(weights), "--classes", "a,b",
                                       "--out", "/dev/null"])  # fmt: skip
-    assert result.exit_code == 1 and "10 outputs but 2 class names" in result.output
+    assert result.exit_code == 2 and "10 outputs but 2 class names" in result.output
 
 
 def test_weights_that_do_not_fit_are_refused(keras2_files, tmp_path: Path) -> None:

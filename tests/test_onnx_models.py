@@ -95,7 +95,7 @@ def test_a_contract_that_does_not_fit_the_model_is_refused(tmp_path: Path, flags
     onnx_classifier(model, size=32)
     code, output = _import(str(model), "--classes", CLASSES, "--preprocess", "whoi", *flags, "--out",
                            str(tmp_path / "b.zip"))  # fmt: skip
-    assert code == 1 and not (tmp_path / "b.zip").exists()
+    assert code == 2 and not (tmp_path / "b.zip").exists()
     assert re.search(message, " ".join(output.split())), output
 
 
@@ -147,7 +147,7 @@ def test_a_keras_model_refuses_a_float_contract(tmp_path: Path) -> None:
     architectures.build("small-cnn", 3, 32).save(tmp_path / "m.keras")
     code, output = _import(str(tmp_path / "m.keras"), "--classes", CLASSES, "--preprocess", "utopia", "--scale",
                            "unit", "--out", str(tmp_path / "b.zip"))  # fmt: skip
-    assert code == 1 and "Rescaling" in output
+    assert code == 2 and "Rescaling" in output
 
 
 def test_model_export_onnx_gives_the_same_scores(tmp_path: Path) -> None:

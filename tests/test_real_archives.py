@@ -256,7 +256,7 @@ def test_non_ascii_class_names_are_refused_at_train_time(ifcb_data: Path, tmp_pa
     out = tmp_path / "m.zip"
     result = runner.invoke(app, ["train", str(ifcb_data / "bins"), "--labels", str(labels), "--out", str(out),
                                  "--arch", "small-cnn", "--epochs", "1"])  # fmt: skip
-    assert result.exit_code == 1
+    assert result.exit_code == 2
     assert "class names must be ASCII (the IFCB Dashboard reads class_labels as ASCII): Diatomée" in " ".join(
         result.output.split()
     )
@@ -278,7 +278,7 @@ def test_non_ascii_class_names_are_refused_at_import_time(tmp_path: Path) -> Non
     keras.saving.save_model(model, path)
     result = runner.invoke(app, ["model", "import", str(path), "--classes", "Ceratium µ,Ciliate",
                                  "--out", str(tmp_path / "m.zip")])  # fmt: skip
-    assert result.exit_code == 1 and "must be ASCII" in result.output and "Ceratium µ" in result.output
+    assert result.exit_code == 2 and "must be ASCII" in result.output and "Ceratium µ" in result.output
     assert not (tmp_path / "m.zip").exists()
 
 

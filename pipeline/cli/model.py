@@ -26,9 +26,11 @@ THRESHOLD_RULE = "\n\n".join(" ".join(part.split()) for part in (threshold_rule.
 LABELS_HELP = "Labels CSV (roi_id,class) for an IFCB archive DATA; without it DATA is a folder of class subfolders."
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def _fail(message: str) -> typer.Exit:
+    """Print the refusal and end with exit code 2: a model, labels or data the command cannot use is a usage or
+    configuration error, as for `classify` (`pipeline.cli.exit_codes`)."""
     console.print(f"[red]error:[/red] {message}", highlight=False)
-    return typer.Exit(code=code)
+    return typer.Exit(code=USAGE)
 
 
 def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any]) -> Any:
@@ -136,7 +138,7 @@ def thresholds_command(
     try:
         bundle = load_bundle(bundle_url, options)
     except BundleError as err:
-        raise _fail(str(err), USAGE) from None
+        raise _fail(str(err)) from None
     dataset = _load_labelled(data, labels, options)
     try:
         fit = fit_thresholds(bundle.predict(dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
@@ -145,7 +147,7 @@ def thresholds_command(
                   "previous": bundle.thresholds, **fit}  # fmt: skip
         digest = save_with_thresholds(bundle_url, out, thresholds, record, options)
     except (BundleError, ValueError) as err:  # labels that are not classes of the model, a class named unclassified
-        raise _fail(str(err), USAGE) from None
+        raise _fail(str(err)) from None
     if as_json:
         print(json.dumps({"bundle": out, "content_hash": digest, "thresholds": thresholds, **record}, indent=2))
         return
@@ -333,7 +335,7 @@ def export_command(
             digest = save_with_twin(bundle_url, out, twin, made, options)
             what = f"{source.arch} with its ONNX twin"
     except BundleError as err:
-        raise _fail(str(err), USAGE) from None
+        raise _fail(str(err)) from None
     console.print(f"wrote {out}: {what}, hash {digest[:12]}; scores within {made['max_score_difference']:.1g} of "
                   f"{bundle_url}", highlight=False)  # fmt: skip
 

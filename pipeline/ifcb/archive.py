@@ -26,7 +26,9 @@ from typing import Any
 
 import fsspec
 from fsspec.core import url_to_fs
+from fsspec.implementations.zip import ZipFileSystem
 
+from model.safe_zip import check_zip
 from pipeline.faults import with_retries
 from pipeline.ifcb.bins import BinFiles, BinMeta, file_stamp, read_many_bin_meta
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
@@ -46,8 +48,13 @@ SCAN_BATCH = 64
 
 
 def open_archive(url: str, storage_options: dict[str, Any] | None = None) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem of `url` and the archive's root path on it."""
+    """The fsspec filesystem of `url` and the archive's root path on it.
+
+    A `zip://` archive's directory is checked first (`model.safe_zip.check_zip`, no bound on the total): a member
+    that inflates more than a real file could is refused with `UnsafeZipError` before any bin is read."""
     fs, root = url_to_fs(url, **fs_options(url, storage_options))
+    if isinstance(fs, ZipFileSystem):
+        check_zip(fs.zip, redact_url(url), None)
     return fs, root.rstrip("/") or root
 
 

@@ -19,7 +19,7 @@ from pipeline.ifcb.adc import AdcTable, parse_adc
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
-from pipeline.ifcb.roi import check_roi_size, read_images
+from pipeline.ifcb.roi import check_image_ranges, read_images
 from pipeline.ifcb.stitching import NOT_STITCHED, Stitching, find_stitching, stitch_images
 from pipeline.ifcb.volume import ml_analyzed
 
@@ -85,14 +85,18 @@ class BinMeta:
 
 
 def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
-    """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`."""
+    """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`.
+
+    The `.adc`'s images are checked against the `.roi` here, before anything reads or allocates pixels
+    (`check_image_ranges`: inside the file when the listing gave its size, no two ROIs sharing bytes): every reader
+    of bins gets its metadata from this function, so no `.adc` can make any of them allocate more images than the
+    `.roi` holds bytes."""
     header = parse_header(hdr)
     table = parse_adc(adc, files.bin.schema, header.adc_columns)
     warnings = list(table.warnings)
-    if files.sizes is not None:  # the listing's size of the .roi: a short one is known before reading any pixel
-        check_roi_size(table, files.sizes[2])
-        if table.roi_numbers.size == 0 and files.sizes[2] > EMPTY_ROI_BYTES:
-            warnings.append(f".adc lists no image but the .roi holds {files.sizes[2]} bytes: they are not read")
+    check_image_ranges(table, files.sizes[2] if files.sizes is not None else None)
+    if files.sizes is not None and table.roi_numbers.size == 0 and files.sizes[2] > EMPTY_ROI_BYTES:
+        warnings.append(f".adc lists no image but the .roi holds {files.sizes[2]} bytes: they are not read")
     stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are
     return BinMeta(
         bin=files.bin,
@@ -171,5 +175,6 @@ def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> Bin
 def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
     """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`
     (transient faults retried); older bins' pairs stitched into one image under the first row's number."""
-    images = with_retries(lambda: read_images(fs, meta.files.roi, meta.adc), f"reading {meta.files.roi}")
+    size = meta.files.sizes[2] if meta.files.sizes is not None else None
+    images = with_retries(lambda: read_images(fs, meta.files.roi, meta.adc, size), f"reading {meta.files.roi}")
     return stitch_images(images, meta.adc, meta.stitching)

@@ -13,22 +13,77 @@ from pipeline.ifcb.adc import AdcTable
 from pipeline.ifcb.errors import IfcbFormatError
 
 
-def image_span(adc: AdcTable) -> tuple[int, int]:
-    """The byte range [start, end) of the `.roi` that holds every image of the bin; (0, 0) when it has none."""
+def image_ranges(adc: AdcTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(ROI numbers, start bytes, end bytes), int64 (n,) each, of the rows with an image, in file order: ROI k's
+    pixels are the `.roi` bytes [start, end), end = start + width x height."""
     numbers = adc.roi_numbers
-    if numbers.size == 0:
-        return 0, 0
     rows = numbers - 1
     starts = adc.start_byte[rows]
-    ends = starts + adc.width[rows] * adc.height[rows]
+    return numbers, starts, starts + adc.width[rows] * adc.height[rows]
+
+
+def image_span(adc: AdcTable) -> tuple[int, int]:
+    """The byte range [start, end) of the `.roi` that holds every image of the bin; (0, 0) when it has none."""
+    numbers, starts, ends = image_ranges(adc)
+    if numbers.size == 0:
+        return 0, 0
     return int(starts.min()), int(ends.max())
 
 
 def check_roi_size(adc: AdcTable, size: int) -> None:
-    """Raise `IfcbFormatError` when a `.roi` of `size` bytes ends before the images the `.adc` lists do."""
-    end = image_span(adc)[1]
-    if end > size:
-        raise IfcbFormatError(f".roi is truncated: images need bytes up to {end}, the file ends at {size}", stage="roi")
+    """Raise `IfcbFormatError` (stage "roi") when a `.roi` of `size` bytes ends before the images the `.adc` lists
+    do, naming the first row whose image does not fit."""
+    numbers, _, ends = image_ranges(adc)
+    beyond = np.flatnonzero(ends > size)
+    if beyond.size:
+        first = int(beyond[0])
+        raise IfcbFormatError(
+            f".roi is truncated: images need bytes up to {int(ends.max())}, the file ends at {size} "
+            f"(first image past the end: .adc line {int(numbers[first])}, ending at byte {int(ends[first])}; "
+            f"{beyond.size} image(s) past the end)",
+            stage="roi",
+        )
+
+
+def check_image_ranges(adc: AdcTable, size: int | None = None) -> None:
+    """Refuse an `.adc` whose images cannot all be distinct bytes of the bin's `.roi`, before any pixel is read.
+
+    The rule: the `.roi` holds the pixels of the bin's images back to back (IFCB-FORMAT.md, "The three files of a
+    bin" and "Images"), and a ROI's pixels are the width x height bytes at its own start byte (pyifcb's reader,
+    `ifcb/data/roi.py`: `RoiFile.get_image` reads exactly those bytes for each ROI). So every image's byte range
+    [start, start + width x height) lies inside the file, and the ranges of two ROIs never overlap. Together the two
+    bound the pixels of all images, hence the number of ROIs a worker allocates model inputs for, by the size of the
+    `.roi`, whatever the number of `.adc` rows. Rows without an image (width or height 0) have no range: real newer
+    bins give them the start byte of the next image, which is no overlap. The two rows of a stitched pair of an older
+    bin (`pipeline.ifcb.stitching`) have their own bytes each, back to back, as in the real bin
+    `IFCB5_2012_028_081515`. No instrument is known to write overlapping or repeated ranges, so none are allowed.
+
+    `size`: bytes of the `.roi` when known (the listing's); None checks the overlap only (`read_images` then checks
+    the end against the file before reading). Raises `IfcbFormatError`: stage "roi" when an image ends past `size`
+    (a truncated `.roi`, `check_roi_size`), stage "adc" when two images overlap, naming the first two lines (by
+    start byte) and their byte ranges, and how many overlapping pairs there are. Cost: one stable sort of the start
+    bytes and one comparison per ROI.
+    """
+    if size is not None:
+        check_roi_size(adc, size)
+    numbers, starts, ends = image_ranges(adc)
+    if numbers.size < 2:
+        return
+    order = np.argsort(starts, kind="stable")  # equal starts keep file order
+    sorted_starts, sorted_ends = starts[order], ends[order]
+    clashes = sorted_ends[:-1] > sorted_starts[1:]  # in start order, two ranges overlap iff a neighbouring pair does
+    if not clashes.any():
+        return
+    i = int(np.argmax(clashes))
+    a, b = order[i], order[i + 1]
+    same = starts[a] == starts[b] and ends[a] == ends[b]
+    what = "repeats the image bytes of" if same else "overlaps the image of"
+    raise IfcbFormatError(
+        f".adc line {int(numbers[b])} {what} line {int(numbers[a])} in the .roi (bytes [{int(starts[b])}, "
+        f"{int(ends[b])}) and [{int(starts[a])}, {int(ends[a])})); {int(clashes.sum())} overlapping pair(s) of "
+        f"images in all: each ROI's pixels are bytes of its own",
+        stage="adc",
+    )
 
 
 def slice_images(block: bytes, block_start: int, adc: AdcTable) -> list[tuple[int, np.ndarray]]:
@@ -56,18 +111,28 @@ def slice_images(block: bytes, block_start: int, adc: AdcTable) -> list[tuple[in
     ]
 
 
-def read_images(fs: AbstractFileSystem, path: str | None, adc: AdcTable) -> list[tuple[int, np.ndarray]]:
-    """Read every image of a bin from its `.roi` at `path` on the fsspec filesystem `fs`, in one ranged read."""
+def read_images(
+    fs: AbstractFileSystem, path: str | None, adc: AdcTable, size: int | None = None
+) -> list[tuple[int, np.ndarray]]:
+    """Read every image of a bin from its `.roi` at `path` on the fsspec filesystem `fs`, in one ranged read.
+
+    `size`: bytes of the `.roi` as the listing gave them; None asks `fs` (one request). Images said to end past it
+    are refused (`check_roi_size`) before the read, so an `.adc` cannot make the read ask for more than the file.
+    Raises `IfcbFormatError` for a missing or truncated `.roi`.
+    """
     start, end = image_span(adc)
     if end == start:
         return []
     if path is None:
         raise IfcbFormatError("missing .roi: the .adc lists images but the bin has no .roi file", stage="roi")
     try:
+        size = fs.size(path) if size is None else size
+        if size is not None:  # some filesystems (HTTP without Content-Length) cannot say
+            check_roi_size(adc, size)
         block = fs.cat_file(path, start=start, end=end)
     except FileNotFoundError:
         raise IfcbFormatError(f"missing .roi: {path} not found", stage="roi") from None
-    except OSError:  # object stores refuse a range that starts past the end of the object
+    except OSError:  # object stores refuse a range that starts past the end of the object (a file that shrank)
         size = fs.size(path)
         if size is not None:
             check_roi_size(adc, size)
