@@ -277,3 +277,26 @@ def test_a_real_bins_adc_with_an_image_across_the_next_is_refused_naming_both(if
         read_bin_meta(*bin_files_at(str(tmp_path / name)))
     result = CliRunner().invoke(app, ["ls", str(tmp_path)])
     assert f"overlaps the image of line {second}" in result.output, result.output
+
+
+# --- names from data never become paths outside ---------------------------------------------------------------------
+
+
+def test_names_from_data_never_steer_a_path_out_of_the_store_or_export(tmp_path: Path) -> None:
+    """A bin id that is a path cannot name a partition (it would have been written beside the store), a commit
+    record that names a path as its partition is refused before any read, write or delete, and the Dashboard export
+    makes paths only of real bin ids."""
+    from pipeline.ifcb.errors import IfcbFormatError
+    from pipeline.results.export import dashboard_path
+    from pipeline.results.store import StoreMismatchError, part_key, partition_id
+
+    with pytest.raises(ValueError, match=r"'\.\./\.\./evil/D20240101T000000_IFCB999' is not a bin id"):
+        partition_id(["../../evil/D20240101T000000_IFCB999"], "run")
+    for altered in ("../../evil", "/etc", ".hidden", "a/b", ""):
+        with pytest.raises(StoreMismatchError, match="which is not a partition id: it was altered"):
+            part_key(altered)
+    assert part_key(partition_id(["IFCB5_2012_028_081515"], "run")).startswith("parts/IFCB5_2012_028_081515-")
+    for altered in ("../../D20240101T000000_IFCB999", "D20240101T000000_IFCB999/../../x"):
+        with pytest.raises(IfcbFormatError):
+            dashboard_path(altered)
+    assert dashboard_path("D20240101T000000_IFCB999") == "D2024/D20240101/D20240101T000000_IFCB999_class.h5"

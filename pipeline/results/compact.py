@@ -23,7 +23,7 @@ import numpy as np
 from model.thresholds import threshold_array
 from pipeline.results.lease import Lease
 from pipeline.results.records import BinRecord, BinResult, Ledger
-from pipeline.results.store import COMMITS, PARTS, ResultStore, partition_id
+from pipeline.results.store import COMMITS, ResultStore, part_key, partition_id
 
 #: ROIs a merged partition holds at most; partitions under half of it are small.
 TARGET_ROIS = 500_000
@@ -136,5 +136,5 @@ def _remove_replaced(store: ResultStore, ledger: Ledger) -> int:
     ]
     for part in replaced:
         store.remove(f"{COMMITS}/{part}")  # the commit first: a partition without one is deleted by any next run
-        store.remove(f"{PARTS}/{part}")
+        store.remove(part_key(part))
     return len(replaced)

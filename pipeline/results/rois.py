@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from pipeline.results.store import PARTS, ResultStore
+from pipeline.results.store import ResultStore, part_key
 
 
 def open_rois(
@@ -47,7 +47,7 @@ def open_rois(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=UserWarning)  # zarr's notes on string dtypes
         pieces = [
-            xr.open_zarr(url, group=f"{PARTS}/{part}", consolidated=False, storage_options=storage_options or None)
+            xr.open_zarr(url, group=part_key(part), consolidated=False, storage_options=storage_options or None)
             for part in sorted(parts, key=parts.__getitem__)
         ]
     rois = xr.concat(pieces, dim="roi", data_vars="all").set_coords(["bin", "roi_number", "time"])

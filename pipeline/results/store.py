@@ -63,6 +63,7 @@ import functools
 import hashlib
 import json
 import posixpath
+import re
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -141,14 +142,34 @@ def decision_attributes(
     return attributes
 
 
+#: What a partition id is made of (`partition_id`: a bin id, a dash, hex digits): no path separator, no leading dot.
+_PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
+
+
+def part_key(part: str) -> str:
+    """`parts/<part>`, the key prefix of a partition in the store.
+
+    Partition ids come back from the store's commit records, which anyone who can write the store (or hand it to a
+    colleague) can change: an id that `partition_id` could not have made (a `/`, `..`, a leading dot) is refused
+    with `StoreMismatchError` rather than joined into a path, so no record can steer a read, write or delete outside
+    the store."""
+    if not _PARTITION.fullmatch(part):
+        raise StoreMismatchError(f"the store names a partition {part!r}, which is not a partition id: it was altered")
+    return f"{PARTS}/{part}"
+
+
 def partition_id(bins: Sequence[str], run: str) -> str:
-    """A partition's id: its first bin (so listings sort by time) and a digest of the run and all its bins.
+    """A partition's id: its first bin (so listings sort by time) and a digest of the run and all its bins;
+    ValueError when the first bin is no bin id (a path, say), which would otherwise steer the write out of the store.
 
     The same within a run (a retried task rewrites the same keys with the same bytes), new in the next run (a bin
     that failed and is retried there gets a new commit, never one the summary already counts).
     """
     digest = hashlib.sha256("\n".join([run, *bins]).encode()).hexdigest()[:12]
-    return f"{bins[0] if bins else 'empty'}-{digest}"
+    part = f"{bins[0] if bins else 'empty'}-{digest}"
+    if not _PARTITION.fullmatch(part):  # a bin id always fits; anything else never becomes a path in the store
+        raise ValueError(f"{bins[0]!r} is not a bin id, and a partition is named by its first bin")
+    return part
 
 
 def _retried(method: Any) -> Any:
@@ -694,19 +715,19 @@ class ResultStore:
     @_retried
     def read_part(self, part: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(bin per ROI, ROI numbers, scores) of a committed partition."""
-        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        group = zarr.open_group(self.zarr_store, path=part_key(part), mode="r", zarr_format=3)
         return np.asarray(group["bin"][...]), np.asarray(group["roi_number"][...]), np.asarray(group["scores"][...])
 
     @_retried
     def read_embeddings(self, part: str) -> np.ndarray | None:
         """The embeddings float16 (roi, feature) of a committed partition; None for a store without them."""
-        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        group = zarr.open_group(self.zarr_store, path=part_key(part), mode="r", zarr_format=3)
         return np.asarray(group["embeddings"][...]) if "embeddings" in group else None
 
     @_retried
     def read_scores(self, part: str) -> np.ndarray:
         """The class scores float32 (roi, class) of a committed partition, without its other arrays."""
-        group = zarr.open_group(self.zarr_store, path=f"{PARTS}/{part}", mode="r", zarr_format=3)
+        group = zarr.open_group(self.zarr_store, path=part_key(part), mode="r", zarr_format=3)
         return np.asarray(group["scores"][...])
 
     def read_bin(self, bin_id: str, ledger: Ledger | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -861,7 +882,7 @@ def _partition_documents(part: str, results: Sequence[BinResult], n_classes: int
     names = group.create_array("bin", shape=bins.shape, chunks=(rows,), dtype=str, dimension_names=("roi",))
     if bins.size:
         names[...] = bins
-    return {f"{PARTS}/{part}/{key}": _bytes(value) for key, value in sorted(contents.items())}
+    return {f"{part_key(part)}/{key}": _bytes(value) for key, value in sorted(contents.items())}
 
 
 def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # -> xr.Dataset
