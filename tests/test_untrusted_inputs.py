@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 import keras
+import numpy as np
 import onnx
 import pytest
 from classify_support import CLASSES, make_bundle
@@ -300,3 +301,55 @@ def test_names_from_data_never_steer_a_path_out_of_the_store_or_export(tmp_path:
         with pytest.raises(IfcbFormatError):
             dashboard_path(altered)
     assert dashboard_path("D20240101T000000_IFCB999") == "D2024/D20240101/D20240101T000000_IFCB999_class.h5"
+
+
+def test_a_store_whose_commit_names_a_path_is_refused_by_export_and_compact(tmp_path: Path) -> None:
+    """Through the CLI: a shared store's commit record altered to name `../../victim` as its partition (and as one it
+    replaces). `export` and `compact` stop with exit code 2 and the message; the folder outside is untouched."""
+    from datetime import UTC, datetime
+
+    from pipeline.results.records import BinResult
+    from pipeline.results.store import ResultStore, partition_id
+
+    store = ResultStore(str(tmp_path / "shared" / "out.zarr"))
+    store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "h"}, bundle_url="b", archive_url="a")
+    result = BinResult("D20240101T000000_IFCB999", datetime(2024, 1, 1, tzinfo=UTC), np.array([1]),
+                       np.array([[0.1, 0.9]], "f4"), None)  # fmt: skip
+    part = partition_id([result.bin], "run")
+    store.commit_partition(part, [result], ["a", "b"])
+    other = BinResult("D20240101T010000_IFCB999", datetime(2024, 1, 1, 1, tzinfo=UTC), np.array([1]),
+                      np.array([[0.8, 0.2]], "f4"), None)  # fmt: skip
+    store.commit_partition(partition_id([other.bin], "run"), [other], ["a", "b"])  # two small ones: compact merges
+    victim = tmp_path / "victim"
+    (victim / "scores").mkdir(parents=True)
+    (victim / "zarr.json").write_text('{"zarr_format": 3, "node_type": "group", "attributes": {}}')
+    record = tmp_path / "shared" / "out.zarr" / "commits" / part / "zarr.json"
+    document = json.loads(record.read_text())
+    document["attributes"]["part"] = "../../victim"
+    document["attributes"]["replaces"] = ["../../victim"]
+    for entry in document["attributes"]["bins"]:
+        entry["part"] = "../../victim"
+    record.write_text(json.dumps(document))
+    before = {path: path.read_bytes() for path in _files(victim)}
+    for args in (["export", str(store.url), "--dashboard", str(tmp_path / "dash")], ["compact", str(store.url)]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert "names a partition '../../victim', which is not a partition id" in result.output, result.output
+        assert {path: path.read_bytes() for path in _files(victim)} == before and (victim / "scores").is_dir()
+    assert not (tmp_path / "dash").exists() or not _files(tmp_path / "dash")
+
+
+def test_a_zip_archive_of_bins_with_a_bomb_is_refused_before_any_bin_is_read(ifcb_data: Path, tmp_path: Path) -> None:
+    """A `zip://` archive: the real newer bin, then the same bin with a `.roi` member that inflates 64 MiB from a few
+    kB. `ls` reads the real one from a plain zip, and refuses the bomb from the zip's directory (exit code 2)."""
+    name = "D20130526T095207_IFCB013"
+    for label, roi in (("real", None), ("bomb", bytes(64 << 20))):
+        with zipfile.ZipFile(tmp_path / f"{label}.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            for ext in ("hdr", "adc", "roi"):
+                data = (ifcb_data / "bins" / f"{name}.{ext}").read_bytes()
+                archive.writestr(f"{name}.{ext}", roi if ext == "roi" and roi is not None else data)
+    real = CliRunner().invoke(app, ["ls", f"zip://::{tmp_path / 'real.zip'}"])
+    assert real.exit_code == 0 and "1 bins ok, 0 failed, 19 ROIs" in real.output, real.output
+    bomb = CliRunner().invoke(app, ["ls", f"zip://::{tmp_path / 'bomb.zip'}"])
+    assert bomb.exit_code == 2, bomb.output
+    assert f"member '{name}.roi' declares 64.0 MiB inflated from" in bomb.output and "zip bomb" in bomb.output
