@@ -101,5 +101,5 @@ def test_training_refuses_a_backend_other_than_tensorflow(tmp_path: Path) -> Non
     library, cli = result.stdout.split("cli:")
     assert "training needs Keras' TensorFlow backend" in library and "selects 'jax'" in library, result.stdout
     # the CLI refuses before it looks at the data (the folder does not exist)
-    assert cli.startswith(" 1 ") and "set it to tensorflow" in cli and "no folder" not in cli, result.stdout
+    assert cli.startswith(" 2 ") and "set it to tensorflow" in cli and "no folder" not in cli, result.stdout
     assert not (tmp_path / "unused.zip").exists()

@@ -169,8 +169,8 @@ def test_onnx_custom_operators_are_refused(tmp_path: Path) -> None:
 
 def _plain_keras(path: Path) -> None:
     inputs = keras.Input((8, 8, 1), dtype="uint8")
-    x = keras.layers.Flatten()(keras.layers.Rescaling(1.0)(inputs))
-    keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x)).save(path)
+    x = keras.layers.Flatten()(keras.layers.Rescaling(1.0, name="rescaling")(inputs))
+    keras.Model(inputs, keras.layers.Dense(3, activation="softmax", name="dense")(x)).save(path)  # names: asserted
 
 
 def _with_config(source: Path, target: Path, change) -> None:
