@@ -103,14 +103,17 @@ def filtered_stderr(pattern: str | None) -> Iterator[None]:
 
 
 class _TensorFlowFinder(importlib.abc.MetaPathFinder):
-    """Finds nothing itself: wraps the loading of the top-level `tensorflow` package in `filtered_stderr`, once."""
+    """Finds nothing itself: wraps the loading of the top-level `tensorflow` package in `filtered_stderr`, once.
+
+    It stays on `sys.meta_path` until TensorFlow is loaded (`_FilteredLoader.exec_module` takes it off): a mere
+    `importlib.util.find_spec("tensorflow")`, which asks whether TensorFlow is installed without importing it,
+    must not use up the filter of the import that follows."""
 
     def find_spec(
         self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
         if fullname != "tensorflow":
             return None
-        sys.meta_path.remove(self)
         spec = importlib.machinery.PathFinder.find_spec(fullname, path)
         if spec is not None and isinstance(spec.loader, importlib.abc.Loader):
             spec.loader = _FilteredLoader(spec.loader)
@@ -130,5 +133,6 @@ class _FilteredLoader(importlib.abc.Loader):
         return self._loader.create_module(spec)
 
     def exec_module(self, module: ModuleType) -> None:
+        sys.meta_path[:] = [finder for finder in sys.meta_path if not isinstance(finder, _TensorFlowFinder)]
         with filtered_stderr(dropped_pattern(os.environ.get(LEVEL_ENV))):
             self._loader.exec_module(module)

@@ -1,13 +1,21 @@
 """Failure kinds, and retries for the transient ones.
 
-Three kinds, because each calls for a different answer:
-- **transient** (network errors, timeouts, HTTP 5xx, throttling such as S3's `503 SlowDown`, a worker short of
-  memory): retried with exponential backoff and jitter; if the fault outlasts the retries, the bin is left not
-  complete (the next run redoes it) and reported as incomplete, never recorded as bad data;
+Four kinds, because each calls for a different answer:
+- **transient** (network errors, timeouts, HTTP 5xx, throttling such as S3's `503 SlowDown`): retried with
+  exponential backoff and jitter; if the fault outlasts the retries, the bin is left not complete (the next run
+  redoes it) and reported as incomplete, never recorded as bad data;
 - **data** (the bin's own files are bad, missing, archived or not readable): recorded in the store with the stage
   and reason;
 - **configuration** (credentials, the store or bucket itself, a bundle that does not fit its preprocessing, a GPU
-  the backend cannot see): the run stops early with one clear message instead of failing every bin.
+  the backend cannot see, a server that ignores HTTP Range requests): the run stops early with one clear message
+  instead of failing every bin;
+- **node** (the node's own limits: `MemoryError`, `ENOMEM`, a feeder process killed by the kernel): neither the
+  bin's fault nor a passing one. Retrying at once with backoff, as for the network, only fails again on the same
+  node, and redoing the bin at every run would cost each run the same exhaustion forever. So `with_retries` leaves
+  them alone; the feeders give such a bin a bounded number of attempts within the task
+  (`pipeline.job.feeder.NODE_ATTEMPTS`, the last with no other bin in flight), then record it at stage "node" with
+  a reason that names the limit. Like a bad bin it is then not read again while its files are unchanged, unless
+  the run asks (`classify --retry-failed`, once the workers have more memory).
 
 The kind is decided by exception types, errno values and the status codes of the clients this project reads through,
 never by words in a message:
@@ -15,7 +23,9 @@ never by words in a message:
   code (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html) and HTTP status decide;
 - fsspec's HTTP filesystem raises aiohttp's `ClientResponseError` (with `status`) or connection errors;
 - gcsfs raises `gcsfs.retry.HttpError` (with `code`) where it is installed;
-- local files raise `OSError` with an errno.
+- local files raise `OSError` with an errno;
+- the interpreter raises `MemoryError` when an allocation fails (`ulimit -v`, `vm.overcommit_memory=2`), and
+  `ENOMEM` is the kernel's "cannot allocate memory" (errno(3)).
 
 Where a fault happened matters as much as what it is: the same `AccessDenied` on one bin's object is that bin's
 failure (`scope="object"`), on the archive's listing or the output store it stops the run (`scope="store"`).
@@ -39,7 +49,7 @@ from typing import Literal, TypeVar
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Kind = Literal["transient", "data", "configuration"]
+Kind = Literal["transient", "data", "configuration", "node"]
 Scope = Literal["object", "store"]
 
 #: Attempts per operation, and the backoff: base * 2**attempt seconds, capped, with full jitter.
@@ -64,12 +74,14 @@ _CONFIGURATION_BOTOCORE = (
     "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "NoRegionError", "ProfileNotFound",
     "UnauthorizedSSOTokenError", "SSOTokenLoadError", "TokenRetrievalError", "NoAuthTokenError",
 )  # fmt: skip
-#: errno values of a fault that may pass: the network, a busy or stale resource, memory or descriptors short.
+#: errno values of a fault that may pass: the network, a busy or stale resource, buffers or descriptors short.
 _TRANSIENT_ERRNOS = {
     errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
     errno.ECONNREFUSED, errno.EPIPE, errno.EHOSTUNREACH, errno.EHOSTDOWN, errno.ENETUNREACH, errno.ENETDOWN,
-    errno.ENETRESET, errno.ESTALE, errno.ENOMEM, errno.ENOBUFS, errno.EMFILE, errno.ENFILE, errno.EREMOTEIO,
+    errno.ENETRESET, errno.ESTALE, errno.ENOBUFS, errno.EMFILE, errno.ENFILE, errno.EREMOTEIO,
 }  # fmt: skip
+#: errno values of the node's own limit: "cannot allocate memory" (errno(3)), from mmap, fork or a driver.
+_NODE_ERRNOS = {errno.ENOMEM}
 #: HTTP statuses that say "try again" (RFC 9110: 408 Request Timeout, 429 Too Many Requests, 5xx server errors).
 _TRANSIENT_STATUS = {408, 429}
 #: HTTP 401: the request carries no valid credentials (RFC 9110): no object of this store is readable either.
@@ -136,8 +148,9 @@ def _client_kind(error: BaseException, scope: Scope) -> Kind | None:
 
 
 def fault_kind(error: BaseException, scope: Scope = "store") -> Kind:
-    """What `error` means for the run: "transient" (retry), "data" (record it as the bin's failure) or
-    "configuration" (stop the run with one message).
+    """What `error` means for the run: "transient" (retry), "data" (record it as the bin's failure),
+    "configuration" (stop the run with one message) or "node" (the node's memory: a bounded number of attempts, then
+    a failure at stage "node"; see the module's docstring).
 
     `scope` says what was being read or written: "object" for one bin's files (a denied, archived or missing object
     is that bin's failure), "store" for the archive's listing, the output store or the bundle (the same faults stop
@@ -165,8 +178,10 @@ def fault_kind(error: BaseException, scope: Scope = "store") -> Kind:
         )
         if cls is not None
     )
-    if isinstance(error, (MemoryError, TimeoutError, ConnectionError, ssl.SSLError, *network)):
-        return "transient"  # memory: this worker is short of it now, the bin is not at fault
+    if isinstance(error, MemoryError) or (isinstance(error, OSError) and error.errno in _NODE_ERRNOS):
+        return "node"  # the node's memory: not the bin's fault, and no retry with backoff gets past it
+    if isinstance(error, (TimeoutError, ConnectionError, ssl.SSLError, *network)):
+        return "transient"
     if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
         return "transient"
     if scope == "store" and isinstance(error, PermissionError | FileNotFoundError):
@@ -177,8 +192,13 @@ def fault_kind(error: BaseException, scope: Scope = "store") -> Kind:
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether retrying `error` later can succeed: network faults, timeouts, server errors, throttling, memory."""
+    """Whether retrying `error` later can succeed: network faults, timeouts, server errors, throttling."""
     return fault_kind(error) == "transient"
+
+
+def is_node_fault(error: BaseException) -> bool:
+    """Whether `error` is the node's own limit (`MemoryError`, `ENOMEM`): see the module's docstring."""
+    return fault_kind(error) == "node"
 
 
 def is_configuration(error: BaseException, scope: Scope = "store") -> bool:
@@ -189,7 +209,8 @@ def is_configuration(error: BaseException, scope: Scope = "store") -> bool:
 def with_retries(operation: Callable[[], T], what: str, *, attempts: int = ATTEMPTS) -> T:
     """Run `operation`, retrying transient faults with backoff; raise `TransientError` when they outlast it.
 
-    Any other exception passes through at once: retrying bad data or bad credentials only delays the answer.
+    Any other exception passes through at once: retrying bad data or bad credentials only delays the answer, and a
+    node fault (memory) gets its bounded attempts from the feeders, not a backoff meant for the network.
     """
     for attempt in range(attempts):
         try:

@@ -1,17 +1,21 @@
 """A fault-injecting HTTP proxy in front of the moto S3 server: a real network path that answers some requests with
 `503 SlowDown` (S3's throttling answer) or drops the connection without answering, at a seeded rate (0 for none).
-It records every request, so it also counts what a run sends to the store."""
+It records every request, so it also counts what a run sends to the store. Also a plain HTTP server of an archive
+folder (`archive_server`), which honours Range requests or, as Python's `http.server` does, ignores them."""
 
 from __future__ import annotations
 
 import http.client
 import random
+import re
 import socket
 import threading
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from functools import partial
+from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import urlsplit
 
 SLOW_DOWN = (
@@ -116,3 +120,60 @@ def faulty_proxy(target: str, kind: str, rate: float, seed: int = 0) -> Iterator
     finally:
         proxy.shutdown()
         proxy.server_close()
+
+
+class _ArchiveHandler(SimpleHTTPRequestHandler):
+    """Serves a folder; honours `Range: bytes=a-b` (206 Partial Content) only where its server says so, as Python's
+    own `SimpleHTTPRequestHandler` does not (it answers 200 with the whole file, which RFC 9110 allows)."""
+
+    server: ArchiveServer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        wanted = self.headers.get("Range")
+        with self.server.lock:
+            self.server.ranges.append(wanted)
+        match = re.fullmatch(r"bytes=(\d+)-(\d+)", wanted or "")
+        path = Path(self.translate_path(self.path))
+        if not self.server.honour_range or match is None or not path.is_file():
+            super().do_GET()
+            return
+        data = path.read_bytes()
+        start, last = int(match[1]), min(int(match[2]), len(data) - 1)
+        self.send_response(206, "Partial Content")
+        self.send_header("Content-Range", f"bytes {start}-{last}/{len(data)}")
+        self.send_header("Content-Length", str(last + 1 - start))
+        self.end_headers()
+        self.wfile.write(data[start : last + 1])
+
+
+class ArchiveServer(ThreadingHTTPServer):
+    """A plain HTTP server of a local archive folder on loopback; `ranges` records every GET's Range header."""
+
+    daemon_threads = True
+
+    def __init__(self, root: Path, honour_range: bool) -> None:
+        super().__init__(("127.0.0.1", 0), partial(_ArchiveHandler, directory=str(root)))
+        self.honour_range = honour_range
+        self.lock = threading.Lock()
+        self.ranges: list[str | None] = []
+
+    @property
+    def url(self) -> str:
+        host, port = self.server_address[:2]
+        return f"http://{host}:{port}/"
+
+
+@contextmanager
+def archive_server(root: Path, *, honour_range: bool) -> Iterator[ArchiveServer]:
+    """An `ArchiveServer` of `root` running for the duration of the block."""
+    server = ArchiveServer(root, honour_range)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

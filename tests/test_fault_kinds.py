@@ -194,6 +194,7 @@ def _can_read(path: str) -> bool:
         return False
 
 
-def test_a_worker_short_of_memory_is_transient() -> None:
+def test_a_worker_short_of_memory_is_a_fault_of_the_node() -> None:
+    """Neither the bin's data nor endlessly transient: tried twice, then recorded (`tests/test_node_faults.py`)."""
     error = _raised(lambda: np.empty(2**62, np.uint8))
-    assert isinstance(error, MemoryError) and _kinds(error) == ("transient", "transient")
+    assert isinstance(error, MemoryError) and _kinds(error) == ("node", "node")

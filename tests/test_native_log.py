@@ -64,6 +64,14 @@ def test_tensorflow_imports_without_a_native_line_and_an_abort_message_gets_thro
     assert result.stderr == "F native fatal: CPU instruction missing\n"
 
 
+def test_asking_whether_tensorflow_is_installed_keeps_its_import_quiet() -> None:
+    """`importlib.util.find_spec("tensorflow")` (how a runtime check asks, without importing it) does not use up
+    the filter: the import that follows is as quiet as a first one."""
+    result = _python("import importlib.util, model; assert importlib.util.find_spec('tensorflow'); import tensorflow")
+    assert result.returncode == 0, result.stderr
+    assert not ONEDNN_NOTICE.search(result.stderr), result.stderr
+
+
 def test_verbose_level_lets_every_native_line_through() -> None:
     result = _python("import model, tensorflow", TF_CPP_MIN_LOG_LEVEL="0")
     assert result.returncode == 0, result.stderr

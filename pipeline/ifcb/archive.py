@@ -336,7 +336,9 @@ def _group(listing: dict[str, Any], window: _Window, left_out: _LeftOut) -> list
             reason = f"extension not in lower case: {names} (rename to .hdr, .adc, .roi)"
             failures.append(BinFailure(bin_text, "files", reason))
     for bin_text, files in found.items():
-        sizes = tuple(int(listing[files[ext]].get("size") or 0) for ext in EXTENSIONS) if len(files) == 3 else None
+        listed = [listing[files[ext]].get("size") for ext in EXTENSIONS] if len(files) == 3 else [None]
+        # an HTTP directory listing gives no sizes: unknown (None), never 0, which would read as empty files
+        sizes = None if None in listed else tuple(int(size) for size in listed)
         stamp = file_stamp([listing[files[ext]] for ext in EXTENSIONS]) if len(files) == 3 else ""
         entry = BinFiles(bin_of[bin_text], files.get("hdr"), files.get("adc"), files.get("roi"), sizes, stamp)
         if bin_text in duplicates:

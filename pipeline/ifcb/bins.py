@@ -2,7 +2,8 @@
 
 Everything that reads bins - `ls`, planning, the workers, training from an archive - goes through these functions,
 so that one reader decides ROI numbers, pixels and volume analysed. Older bins (IFCB1-6) are stitched here
-(`pipeline.ifcb.stitching`): their ROI numbers and images are the stitched ones everywhere.
+(`pipeline.ifcb.stitching`): their ROI numbers and images are the stitched ones everywhere. A bin whose header counts
+more ROIs than its `.adc` lists is still being written (`check_roi_count`): transient, read again by the next run.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from fsspec import AbstractFileSystem
 
 from pipeline.faults import TransientError, is_transient, with_retries
 from pipeline.ifcb.adc import AdcTable, parse_adc
-from pipeline.ifcb.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.errors import BinFailure, BinNotFinished, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
 from pipeline.ifcb.roi import check_image_ranges, read_images
@@ -51,10 +52,13 @@ class BinFiles:
 
 def file_stamp(entries: Sequence[dict[str, Any]]) -> str:
     """One text naming the versions of a bin's files from their listing entries (fsspec `detail=True`): size and
-    ETag (object stores) or modification time (file systems) of each. Equal stamps: the same files, unchanged."""
+    ETag (object stores) or modification time (file systems) of each. Equal stamps: the same files, unchanged;
+    "" where a listing says neither of a file (then a failure is never taken as known)."""
     parts = []
     for entry in entries:
         version = entry.get("ETag") or entry.get("etag") or entry.get("mtime") or entry.get("LastModified") or ""
+        if entry.get("size") is None and not version:
+            return ""  # nothing known (an HTTP directory listing): no stamp can say the files are unchanged
         parts.append(f"{entry.get('size')}:{str(version).strip(chr(34))}")
     return "/".join(parts)
 
@@ -71,6 +75,7 @@ class BinMeta:
     ml_analyzed: float | None
     stitching: Stitching = NOT_STITCHED
     warnings: list[str] = field(default_factory=list)  # what the reader forgave or noticed; [] for a clean bin
+    roi_file_size: int | None = None  # bytes of the `.roi` from the listing, when it can be trusted (`listed_roi_size`)
 
     @property
     def n_rois(self) -> int:
@@ -84,8 +89,44 @@ class BinMeta:
         return int((self.adc.width[rows] * self.adc.height[rows]).sum())
 
 
+def listed_roi_size(files: BinFiles, hdr: bytes, adc: bytes) -> int | None:
+    """The `.roi`'s size as the listing gave it, when the listing's sizes of the `.hdr` and `.adc` are the sizes of
+    the bytes read; None (unknown: the reader asks the filesystem) otherwise.
+
+    The rule: a size is a fact about the file only where the listing knows it. An HTTP directory listing names
+    files without sizes (fsspec's `HTTPFileSystem.ls` gives `"size": None`), which the archive's listing records
+    as 0; a listing taken before a file changed gives its old size. Either way the `.hdr` and `.adc` just read show
+    it, and a `.roi` judged truncated by such a size would be recorded as bad data that is not."""
+    if files.sizes is None or files.sizes[:2] != (len(hdr), len(adc)):
+        return None
+    return files.sizes[2]
+
+
+def check_roi_count(header: Header, table: AdcTable) -> str | None:
+    """Refuse a bin whose `.adc` lists fewer images than its header's `roiCount` (`Header.roi_count`); the warning
+    for one that lists more; None where they agree or the header has no count.
+
+    The rule: newer acquisition software writes `roiCount` into the `.hdr` when a sample ends, and it equals the
+    `.adc` rows with an image (`Header.roi_count` cites the real headers and iRfcb's check that say so). An `.adc`
+    that lists fewer is a copy taken while the instrument was still writing (whole lines so far, the `.roi` ending
+    after their images), which reads cleanly and would be classified as complete with ROIs missing: `BinNotFinished`
+    (stage "adc", transient), so the bin is left incomplete and the next run reads it whole. More rows with an image
+    than the count is no known writer's way: the reader goes on with the `.adc`'s, and says so.
+    """
+    expected = header.roi_count
+    listed = int(table.roi_numbers.size)
+    if expected is None or listed == expected:
+        return None
+    if listed < expected:
+        raise BinNotFinished(
+            f"the header says {expected} ROIs, the .adc lists {listed}: the bin is still being written", stage="adc"
+        )
+    return f"the header says {expected} ROIs, the .adc lists {listed}: the .adc's are read"
+
+
 def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
-    """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`.
+    """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`, or
+    `BinNotFinished` (transient) for a bin still being written (`check_roi_count`).
 
     The `.adc`'s images are checked against the `.roi` here, before anything reads or allocates pixels
     (`check_image_ranges`: inside the file when the listing gave its size, no two ROIs sharing bytes): every reader
@@ -94,9 +135,12 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     header = parse_header(hdr)
     table = parse_adc(adc, files.bin.schema, header.adc_columns)
     warnings = list(table.warnings)
-    check_image_ranges(table, files.sizes[2] if files.sizes is not None else None)
-    if files.sizes is not None and table.roi_numbers.size == 0 and files.sizes[2] > EMPTY_ROI_BYTES:
-        warnings.append(f".adc lists no image but the .roi holds {files.sizes[2]} bytes: they are not read")
+    if (count_warning := check_roi_count(header, table)) is not None:
+        warnings.append(count_warning)
+    roi_size = listed_roi_size(files, hdr, adc)
+    check_image_ranges(table, roi_size)
+    if roi_size is not None and table.roi_numbers.size == 0 and roi_size > EMPTY_ROI_BYTES:
+        warnings.append(f".adc lists no image but the .roi holds {roi_size} bytes: they are not read")
     stitching = find_stitching(table) if files.bin.schema == "v1" else NOT_STITCHED  # newer bins never are
     return BinMeta(
         bin=files.bin,
@@ -107,21 +151,23 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
         ml_analyzed=ml_analyzed(files.bin, header, table),
         stitching=stitching,
         warnings=warnings,
+        roi_file_size=roi_size,
     )
 
 
 def read_bin_meta(fs: AbstractFileSystem, files: BinFiles) -> BinMeta:
     """Read and parse a bin's `.hdr` and `.adc` (two concurrent GETs on object storage); raise `IfcbFormatError`
-    for bad or missing files, `TransientError` when the store keeps failing."""
+    for bad or missing files, `TransientError` when the store keeps failing, `BinNotFinished` for a bin still being
+    written."""
     paths = [path for path in (files.hdr, files.adc) if path is not None]
     data = _fetch(fs, paths)
     for content in data.values():
         if isinstance(content, Exception) and not isinstance(content, FileNotFoundError):
             raise content
-    meta = _meta_or_failure(files, data)
-    if isinstance(meta, BinFailure):
-        raise IfcbFormatError(meta.reason, stage=meta.stage)
-    return meta
+    contents = _contents(files, data)
+    if isinstance(contents, BinFailure):
+        raise IfcbFormatError(contents.reason, stage=contents.stage)
+    return bin_meta_from_bytes(files, *contents)
 
 
 def read_many_bin_meta(fs: AbstractFileSystem, bins: Sequence[BinFiles]) -> list[BinMeta | BinFailure]:
@@ -157,24 +203,33 @@ def _fetch(fs: AbstractFileSystem, paths: list[str]) -> dict[str, bytes | Except
     return data
 
 
-def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> BinMeta | BinFailure:
-    contents = {}
+def _contents(files: BinFiles, data: dict[str, bytes | Exception]) -> tuple[bytes, bytes] | BinFailure:
+    """The `.hdr` and `.adc` bytes of a bin from fetched `data`, or the failure of the first that is missing or
+    could not be read."""
+    contents = []
     for ext, path in (("hdr", files.hdr), ("adc", files.adc)):
         content = data.get(path) if path is not None else None
         if content is None or isinstance(content, FileNotFoundError):
             return BinFailure(files.bin.id, "files", f"missing .{ext}")
         if isinstance(content, Exception):
             return BinFailure.from_error(files.bin.id, content, default_stage=ext)
-        contents[ext] = content
+        contents.append(content)
+    return contents[0], contents[1]
+
+
+def _meta_or_failure(files: BinFiles, data: dict[str, bytes | Exception]) -> BinMeta | BinFailure:
+    contents = _contents(files, data)
+    if isinstance(contents, BinFailure):
+        return contents
     try:
-        return bin_meta_from_bytes(files, contents["hdr"], contents["adc"])
-    except IfcbFormatError as err:
+        return bin_meta_from_bytes(files, *contents)
+    except IfcbFormatError as err:  # and BinNotFinished: a failure of kind "transient"
         return BinFailure.from_error(files.bin.id, err, default_stage="adc")
 
 
 def read_bin_images(fs: AbstractFileSystem, meta: BinMeta) -> list[tuple[int, np.ndarray]]:
     """Every image of the bin as (ROI number, uint8 (height, width)), from one ranged read of the `.roi`
     (transient faults retried); older bins' pairs stitched into one image under the first row's number."""
-    size = meta.files.sizes[2] if meta.files.sizes is not None else None
+    size = meta.roi_file_size
     images = with_retries(lambda: read_images(fs, meta.files.roi, meta.adc, size), f"reading {meta.files.roi}")
     return stitch_images(images, meta.adc, meta.stitching)

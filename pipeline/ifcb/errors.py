@@ -2,16 +2,20 @@
 
 Bad input raises `IfcbFormatError` (a `ValueError`, so callers that only know "bad value" still catch it); a bin that
 cannot be processed becomes a `BinFailure` record, because failures are data: one bad bin must never stop an archive.
+A bin whose files are not whole yet (a copy taken while the instrument was still writing it) raises
+`BinNotFinished`, which is both: a format error of these bytes, and transient (`pipeline.faults.TransientError`), so
+the bin is left incomplete and read again by the next run instead of being recorded as bad.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from pipeline.faults import is_transient
+from pipeline.faults import TransientError, is_node_fault, is_transient
 
-#: The stages a bin goes through; a failure names the one where it stopped.
-STAGES = ("files", "hdr", "adc", "roi", "preprocess", "predict", "write")
+#: The stages a bin goes through; a failure names the one where it stopped. "node" is no stage of the bin: the node
+#: could not hold it (out of memory, its feeder process killed; `pipeline.faults`, kind "node").
+STAGES = ("files", "hdr", "adc", "roi", "preprocess", "predict", "write", "node")
 
 
 class IfcbFormatError(ValueError):
@@ -26,8 +30,16 @@ class IfcbFormatError(ValueError):
         self.stage = stage
 
 
-#: "data": the bin's own files are bad (recorded, final until they change); "transient": a storage or network fault
-#: outlasted its retries (the bin is simply not done; the next run tries again).
+class BinNotFinished(IfcbFormatError, TransientError):
+    """The bin's files hold less than its header says (the `.adc` lists fewer images than the `.hdr`'s `roiCount`):
+    a copy taken while the instrument was still writing. Transient: the bin is left incomplete, and the next run
+    reads it again, whole by then (`pipeline.ifcb.bins.check_roi_count`)."""
+
+
+#: "data": recorded, and final until the bin's files change (or `classify --retry-failed`): its own files are bad, or,
+#: at stage "node", the node could not hold it after `pipeline.job.feeder.NODE_ATTEMPTS` attempts (the reason names
+#: the limit); "transient": a storage or network fault outlasted its retries, or the bin was still being written
+#: (the bin is simply not done; the next run tries again).
 KINDS = ("data", "transient")
 
 
@@ -52,9 +64,20 @@ class BinFailure:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    @property
+    def node(self) -> bool:
+        """Whether the node's limit, not the bin, stopped it (stage "node")."""
+        return self.stage == "node"
+
     @classmethod
     def from_error(cls, bin_id: str, error: Exception, default_stage: str) -> BinFailure:
-        """The record for `error` raised while processing `bin_id` (stage from the error when it carries one)."""
+        """The record for `error` raised while processing `bin_id` (stage from the error when it carries one).
+
+        A node fault (`pipeline.faults.is_node_fault`: `MemoryError`, `ENOMEM`) becomes stage "node", its reason
+        naming the stage it happened in and the limit."""
         stage = getattr(error, "stage", None) or default_stage
         reason = str(error) if isinstance(error, IfcbFormatError) else f"{type(error).__name__}: {error}"
+        if is_node_fault(error):
+            reason = f"the worker ran out of memory at stage {stage} ({reason}): a limit of the node, not of the bin"
+            return cls(bin=bin_id, stage="node", reason=reason)
         return cls(bin=bin_id, stage=stage, reason=reason, kind="transient" if is_transient(error) else "data")

@@ -64,6 +64,25 @@ class Header:
         return self.get_float("inhibitTime")
 
     @property
+    def roi_count(self) -> int | None:
+        """How many ROIs with an image the instrument wrote (`roiCount`), where the header says; None otherwise.
+
+        Newer acquisition software writes `triggerCount` and `roiCount` into the `.hdr` when a sample ends (real
+        headers of IFCB134, e.g. `D20220522T003051_IFCB134.hdr`: `triggerCount: 3`, `roiCount: 2` over an `.adc`
+        of 3 rows, 2 of them with an image; EuropeanIFCBGroup/iRfcb @ 9efb5011defa,
+        `tests/testthat/test_data/test_data.zip`). iRfcb's QC check reads the two keys so
+        (`R/ifcb_qc_sample.R`, `ifcb_qc_sample`): `roiCount` equals the `.adc` rows with an image, and
+        `triggerCount` is no count of rows (one trigger can yield several ROIs), so only `roiCount` is read here.
+        Older headers have neither. `IfcbFormatError` (stage "hdr") when it is present but not a whole number >= 0.
+        """
+        text = self.get("roiCount")
+        if text is None or text == "":
+            return None
+        if not (text.isascii() and text.isdigit()):
+            raise IfcbFormatError(f".hdr value of roiCount is not a whole number: {text!r}", stage="hdr")
+        return int(text)
+
+    @property
     def adc_columns(self) -> list[str] | None:
         """The `.adc` column names the instrument declares (`ADCFileFormat`), when it does."""
         text = self.get("ADCFileFormat")

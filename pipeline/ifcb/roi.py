@@ -1,16 +1,25 @@
 """The `.roi` file: raw 8-bit pixels of every image of a bin, back to back.
 
 The images of a bin are contiguous, so one ranged read (first start byte to the end of the last image) fetches
-them all: one request per bin on object storage, whatever the number of ROIs.
+them all: one request per bin on object storage, whatever the number of ROIs. The answer to that read must be
+exactly the bytes asked for (`check_range_answer`): a server that ignores HTTP Range requests answers with the whole
+file, and its bytes taken as the range would be other pixels, or a `.roi` "truncated" that is not.
 """
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import numpy as np
 from fsspec import AbstractFileSystem
 
+from pipeline.faults import ConfigurationError, TransientError
 from pipeline.ifcb.adc import AdcTable
 from pipeline.ifcb.errors import IfcbFormatError
+from pipeline.redact import redact_url
+
+#: Servers known to honour HTTP Range requests, for the message to a user whose server does not.
+RANGE_SERVERS = "nginx, Apache httpd, Caddy, or object storage (S3, GCS) over HTTPS"
 
 
 def image_ranges(adc: AdcTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -111,6 +120,51 @@ def slice_images(block: bytes, block_start: int, adc: AdcTable) -> list[tuple[in
     ]
 
 
+def check_range_answer(fs: AbstractFileSystem, path: str, block: bytes, start: int, end: int) -> None:
+    """Refuse an answer to the ranged read of bytes [start, end) of `path` that is not `end - start` bytes long.
+
+    The rule: a ranged read returns exactly the bytes asked for (RFC 9110, section 15.3.7: a server that honours
+    `Range` answers `206 Partial Content` with those bytes; fsspec's `cat_file(path, start, end)` returns them), and
+    the size of the `.roi` was checked against `end` before the read (`check_roi_size`), so the file holds them all.
+    - More bytes than asked: the server ignored the `Range` header and answered `200 OK` with the whole file (RFC
+      9110, section 14.2: a server MAY ignore Range). fsspec's HTTP filesystem passes such an answer on as it is
+      (`HTTPFileSystem._cat_file` reads the body whatever the status), so every bin of the archive would be read
+      wrong: a `ConfigurationError` that names the server's fault and stops the run with one message.
+    - Fewer bytes: the file is shorter now than the size checked (it shrank: a truncated `.roi`, data, stage
+      "roi"), or the transfer stopped short although the file is long enough: what cut it cannot be told, so
+      `TransientError` (retried; a bin it outlasts is left incomplete, never recorded as bad).
+    """
+    want = end - start
+    if len(block) == want:
+        return
+    shown = redact_url(path)
+    if len(block) > want:
+        protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+        if protocol in ("http", "https"):
+            parts = urlsplit(shown)
+            raise ConfigurationError(
+                f"the server at {parts.scheme}://{parts.netloc} ignores HTTP Range requests (asked for bytes "
+                f"{start}-{end - 1} of {parts.path}, {want} bytes, it answered {len(block)} bytes: the whole file); "
+                "ifcbflow reads images by ranges, one request per bin: serve the archive with a server that honours "
+                f"Range, e.g. {RANGE_SERVERS} (Python's `python -m http.server` does not)"
+            )
+        raise ConfigurationError(
+            f"the filesystem of {shown} ({protocol}) answered a ranged read of bytes {start}-{end - 1} with "
+            f"{len(block)} bytes instead of {want}: ifcbflow reads images by ranges and cannot read this archive"
+        )
+    size = fs.size(path)
+    if size is not None and size < end:
+        raise IfcbFormatError(
+            f".roi is truncated: images need bytes up to {end}, the file ends at {size} now (it was shorter when "
+            f"read than when its size was checked)",
+            stage="roi",
+        )
+    raise TransientError(
+        f"reading {shown}: bytes {start}-{end - 1} answered with {len(block)} of {want} bytes, although the file "
+        f"holds {size if size is not None else 'an unknown number of'} bytes: the transfer stopped short"
+    )
+
+
 def read_images(
     fs: AbstractFileSystem, path: str | None, adc: AdcTable, size: int | None = None
 ) -> list[tuple[int, np.ndarray]]:
@@ -118,7 +172,9 @@ def read_images(
 
     `size`: bytes of the `.roi` as the listing gave them; None asks `fs` (one request). Images said to end past it
     are refused (`check_roi_size`) before the read, so an `.adc` cannot make the read ask for more than the file.
-    Raises `IfcbFormatError` for a missing or truncated `.roi`.
+    The answer must be the bytes asked for (`check_range_answer`). Raises `IfcbFormatError` for a missing or
+    truncated `.roi`, `ConfigurationError` for a server that ignores HTTP Range requests, `TransientError` for a
+    transfer that stopped short.
     """
     start, end = image_span(adc)
     if end == start:
@@ -130,6 +186,7 @@ def read_images(
         if size is not None:  # some filesystems (HTTP without Content-Length) cannot say
             check_roi_size(adc, size)
         block = fs.cat_file(path, start=start, end=end)
+        check_range_answer(fs, path, block, start, end)
     except FileNotFoundError:
         raise IfcbFormatError(f"missing .roi: {path} not found", stage="roi") from None
     except OSError:  # object stores refuse a range that starts past the end of the object (a file that shrank)

@@ -10,6 +10,14 @@ CPU workers too. A daemonic worker process (a Dask worker started without `distr
 have child processes: it falls back to threads and says so once.
 
 At most `ahead` bins are in flight per task, so a worker holds a bounded number of bins whatever the partition.
+
+Faults of the node (`pipeline.faults`, kind "node"): a bin whose loading runs out of memory (`MemoryError`, `ENOMEM`)
+or whose feeder process dies (the kernel's out-of-memory killer, SIGBUS from a full `/dev/shm`, a crash in a native
+library) is loaded again once the bins in flight beside it are done, alone; `NODE_ATTEMPTS` attempts in all, then it
+is recorded at stage "node", the reason naming the limit (the signal that killed the feeder, or the allocation that
+failed). Like a bad bin, a later run does not read it again while its files are unchanged, unless asked
+(`classify --retry-failed`, once the workers have more memory): retried at every run instead, a bin too large for
+the node would cost every run the same exhaustion, or the same killed feeder, forever.
 """
 
 from __future__ import annotations
@@ -18,11 +26,12 @@ import itertools
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
-from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -32,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from model.preprocess import PreprocessConfig, preprocess_into
-from pipeline.faults import ConfigurationError, is_configuration
+from pipeline.faults import ConfigurationError, is_configuration, is_node_fault
 from pipeline.ifcb.archive import open_archive
 from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure
@@ -40,6 +49,12 @@ from pipeline.job import shm
 from pipeline.job.hold import hold_feeder_if_asked
 
 log = logging.getLogger(__name__)
+
+#: Attempts a bin gets when the node fails it (out of memory, its feeder process killed): the first among the bins in
+#: flight, the last alone. Then it is recorded at stage "node" (see the module's docstring).
+NODE_ATTEMPTS = 2
+#: What the user can do about a node fault, at the end of its reason.
+NODE_ADVICE = "give the workers more memory (or /dev/shm more space), then rerun with --retry-failed to read it again"
 
 
 @dataclass
@@ -81,9 +96,10 @@ def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype
         stage = "preprocess"
         inputs = np.empty((len(images), config.size, config.size, 1), dtype=dtype)
         preprocess_into([image for _, image in images], config, inputs)
-    except Exception as err:
+    except Exception as err:  # a MemoryError too: a failure at stage "node" (`BinFailure.from_error`)
         if is_configuration(err, scope="object"):
-            raise ConfigurationError(f"cannot read bin {files.bin.id}: {type(err).__name__}: {err}") from err
+            detail = str(err) if isinstance(err, ConfigurationError) else f"{type(err).__name__}: {err}"
+            raise ConfigurationError(f"cannot read bin {files.bin.id}: {detail}") from err
         return BinFailure.from_error(files.bin.id, err, default_stage=stage)
     numbers = np.array([number for number, _ in images], dtype=np.int32)
     seconds = time.perf_counter() - started
@@ -148,12 +164,36 @@ def _attach(loaded: LoadedBin) -> LoadedBin:
     return loaded
 
 
+def death_of(exitcodes: Sequence[int | None]) -> str:
+    """How a broken pool's feeder process died, from the exit codes of its processes (multiprocessing's: -N for
+    signal N): the one that died first, not those the pool terminated after it (SIGTERM, `terminate_broken` of
+    `concurrent.futures.process`)."""
+    codes = [code for code in exitcodes if code is not None and code != 0]
+    died = [code for code in codes if code != -signal.SIGTERM] or codes
+    if not died:
+        return "its exit status is unknown"
+    if died[0] > 0:
+        return f"exit status {died[0]}"
+    number = -died[0]
+    name = signal.Signals(number).name if number in signal.valid_signals() else "an unknown signal"
+    return f"signal {number}, {name}{_LIKELY.get(number, '')}"
+
+
+#: What a signal that kills a feeder process most likely means.
+_LIKELY = {
+    int(signal.SIGKILL): ": likely the kernel's out-of-memory killer",
+    int(signal.SIGBUS): ": likely a full /dev/shm",
+    int(signal.SIGSEGV): ": a crash in a native library",
+}
+
+
 class Feeder:
     """A pool that loads bins in order, `ahead` at a time: processes (shared memory) or threads.
 
     A feeder process that dies (the out-of-memory killer, SIGBUS from a full `/dev/shm`, a crash in a native
     library) breaks its pool: the pool is started anew, and the bins that were in flight are loaded again one at a
-    time, so a second death names its bin, which becomes a failure record. A death costs at most that bin.
+    time, so a second death names its bin, which becomes a failure record at stage "node" naming the signal. A bin
+    that runs out of memory is loaded again alone the same way (`NODE_ATTEMPTS`). A death costs at most that bin.
     """
 
     def __init__(
@@ -215,10 +255,11 @@ class Feeder:
                 self._discard(future)
 
     def _take(self, pending: deque[tuple[BinFiles, Future]]) -> Iterator[LoadedBin | BinFailure]:
-        """The first pending bin; after a feeder died, every bin that was in flight, each loaded alone."""
+        """The first pending bin; after a feeder died, every bin that was in flight, each loaded alone; a bin that ran
+        out of memory, loaded again alone once the others in flight are done."""
         files, future = pending.popleft()
         try:
-            loaded = self._result(future)
+            loaded = self._result(future, files)
         except BrokenProcessPool:
             in_flight = [files, *(each for each, _ in pending)]
             pending.clear()
@@ -226,28 +267,46 @@ class Feeder:
             self._restart()
             yield from map(self._alone, in_flight)
             return
+        if isinstance(loaded, BinFailure) and loaded.node:
+            log.warning("bin %s: %s; loading it again once the bins in flight are done", files.bin.id, loaded.reason)
+            wait([each for _, each in pending])  # their results wait in their futures, in order
+            loaded = self._alone(files)
         yield loaded
 
     def _alone(self, files: BinFiles) -> LoadedBin | BinFailure:
-        """Load one bin with nothing else in flight, so that a feeder dying now names its bin."""
+        """Load one bin with nothing else in flight, so that a feeder dying now names its bin: its last attempt
+        (`NODE_ATTEMPTS`), after which a node fault is recorded at stage "node"."""
         try:
-            return self._result(self._submit(files))
-        except BrokenProcessPool:
+            future = self._submit(files)
+        except BrokenProcessPool:  # the pool broke before this bin was given to it: not this bin's doing
             self._restart()
+            future = self._submit(files)
+        try:
+            loaded = self._result(future, files)
+        except BrokenProcessPool:
+            death = self._restart()
             reason = (
-                "its feeder process died while loading it, twice (killed by a signal: the out-of-memory killer, "
-                "SIGBUS from a full /dev/shm, or a crash in a native library)"
+                f"its feeder process died while loading it ({death}), {NODE_ATTEMPTS} times, the last with no other "
+                f"bin in flight: a limit of the node, not a fault of the bin's files; {NODE_ADVICE}"
             )
             log.warning("bin %s: %s", files.bin.id, reason)
-            return BinFailure(files.bin.id, "preprocess", reason)
+            return BinFailure(files.bin.id, "node", reason)
+        if isinstance(loaded, BinFailure) and loaded.node:
+            reason = f"{loaded.reason}; {NODE_ATTEMPTS} times, the last with no other bin in flight; {NODE_ADVICE}"
+            log.warning("bin %s: %s", files.bin.id, reason)
+            return replace(loaded, reason=reason)
+        return loaded
 
-    def _restart(self) -> None:
+    def _restart(self) -> str:
         """A new process pool in place of a broken one, once the old one's processes are gone and the blocks they
-        made but never handed over are unlinked."""
+        made but never handed over are unlinked; returns how the old pool's process died (`death_of`)."""
+        # The pool's processes, to read their exit codes once it is shut down (which forgets them).
+        processes = list((getattr(self._executor, "_processes", None) or {}).values())
         self._executor.shutdown(wait=True, cancel_futures=True)
         shm.sweep(owner=os.getpid(), keep=frozenset(_mapped))
         self._executor = self._process_pool()
         self.restarts += 1
+        return death_of([process.exitcode for process in processes])
 
     def _discard(self, future: Future) -> None:
         if future.cancel():
@@ -264,8 +323,17 @@ class Feeder:
             return self._executor.submit(_load_in_child, files)
         return self._executor.submit(load_bin, self._fs, files, self.config, self.dtype)
 
-    def _result(self, future: Future) -> LoadedBin | BinFailure:
-        loaded = future.result()
+    def _result(self, future: Future, files: BinFiles | None = None) -> LoadedBin | BinFailure:
+        """The loaded bin of `future`, mapped from shared memory; a node fault outside `load_bin` (handing over its
+        inputs: `ENOMEM`, `MemoryError`) as `files`' failure at stage "node", where `files` is given."""
+        try:
+            loaded = future.result()
+        except BrokenProcessPool:
+            raise
+        except Exception as err:
+            if files is None or not is_node_fault(err):
+                raise
+            return BinFailure.from_error(files.bin.id, err, default_stage="preprocess")
         return _attach(loaded) if isinstance(loaded, LoadedBin) else loaded
 
     def close(self) -> None:
