@@ -103,7 +103,7 @@ def test_failures_are_read_without_the_complete_bins_records(store: ResultStore,
     store.consolidate(store.ledger())
     _commit(store, [], (BinFailure(BIN_C, "adc", "bad"),), run="again")  # pending: not in the summary yet
 
-    def records_read(self: ResultStore) -> None:
+    def records_read(self: ResultStore, *_: object) -> None:
         raise AssertionError("a rerun that only compares failures read every bin record")
 
     monkeypatch.setattr(ResultStore, "_consolidated_records", records_read)

@@ -16,6 +16,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("bins in the archive (selected)", summary["bins_listed"]),
         ("already complete (skipped)", summary["bins_already_complete"]),
         ("failed before, files unchanged (not read again)", summary.get("bins_known_bad", 0)),
+        ("complete, files changed since (classified again)", summary.get("bins_changed", 0)),
         ("classified now", summary["bins_done"]),
         ("failed (bad data, recorded in the store)", summary["bins_failed"]),
         ("incomplete (transient faults: rerun to redo)", summary["bins_incomplete"]),

@@ -36,7 +36,7 @@ from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_wei
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
 from pipeline.redact import redact_text, redact_url
-from pipeline.results.records import Ledger
+from pipeline.results.records import Ledger, files_digest
 from pipeline.results.store import ResultStore, partition_id
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class RunSummary:
     bins_listed: int = 0
     bins_already_complete: int = 0
     bins_known_bad: int = 0  # failed before with the same files: not read again (still counted in bins_failed)
+    bins_changed: int = 0  # complete, but their files changed since (sizes): classified again (in bins_planned)
     bins_planned: int = 0
     partitions: int = 0
     partition_mb: float = 0.0
@@ -124,6 +125,7 @@ def run_classification(
     `StoreMismatchError` for a store of another model, `StoreBusyError` for a store another run holds.
     """
     from model.bundle import BundleError, read_bundle_info
+    from model.runtimes import check_runtime
 
     reporter = reporter or Quiet()
     started = time.perf_counter()
@@ -131,6 +133,8 @@ def run_classification(
     check_window(request)
     try:
         bundle_info = with_retries(lambda: read_bundle_info(request.bundle_url, options), "reading the bundle")
+        # the runtime that must run it can be imported (`model.runtimes`): else every partition would fail on it
+        check_runtime(runtimes(bundle_info), request.runtime)
     except BundleError as err:
         raise ConfigurationError(redact_text(str(err))) from None
     try:
@@ -148,19 +152,19 @@ def run_classification(
             raise UsageError(f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more}")
 
     store = ResultStore(request.store_url, options)
-    store_info = store.prepare(
-        bundle_info=bundle_info,
-        bundle_url=request.bundle_url,
-        archive_url=request.archive_url,
-        embeddings=request.embeddings,
-    )
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
-    if thresholds_digest(bundle_info.get("thresholds"), store_info["classes"]) != store_info["thresholds_sha256"]:
-        reporter.message(
-            f"counts follow the store's thresholds ({store_info['thresholds_sha256'][:12]}, from "
-            f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
+    with store.lease(uuid.uuid4().hex) as lease:  # first: two first runs on one new --out never both create it
+        store_info = store.prepare(
+            bundle_info=bundle_info,
+            bundle_url=request.bundle_url,
+            archive_url=request.archive_url,
+            embeddings=request.embeddings,
         )
-    with store.lease(uuid.uuid4().hex) as lease:
+        if thresholds_digest(bundle_info.get("thresholds"), store_info["classes"]) != store_info["thresholds_sha256"]:
+            reporter.message(
+                f"counts follow the store's thresholds ({store_info['thresholds_sha256'][:12]}, from "
+                f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
+            )
         ledger = store.ledger(clean=True)
         selection = Selection(ledger, retry_failed=request.retry_failed)
         target = int(request.partition_mb * MB)
@@ -194,6 +198,13 @@ def run_classification(
         summary.bins_already_complete = selection.complete - selection.planned - len(selection.known_bad)
         summary.bins_planned = selection.planned
         summary.bins_known_bad = len(selection.known_bad)
+        summary.bins_changed = len(selection.changed)
+        if selection.changed:
+            shown = ", ".join(selection.changed[:3]) + (", ..." if len(selection.changed) > 3 else "")
+            reporter.message(
+                f"{len(selection.changed)} complete bins whose files changed since they were classified (other "
+                f"sizes: a copy that was still being written): classified again ({shown})"
+            )
         if selection.known_bad:
             reporter.message(
                 f"{len(selection.known_bad)} bins failed before with the same files: not read again "
@@ -229,7 +240,10 @@ def _connected_workers(client: Client, summary: RunSummary, reporter: Reporter, 
 
 class Selection:
     """The bins of a listing that a run classifies, counted as they go by: those not complete in the store, less the
-    known-bad ones (a recorded data failure whose files are unchanged since) unless `retry_failed`."""
+    known-bad ones (a recorded data failure whose files are unchanged since) unless `retry_failed`, and the complete
+    ones whose files are not those they were classified from (`pipeline.results.records.files_digest`: the sizes
+    changed, as when a copy was taken while the instrument was still writing): a bin is complete only for the files
+    it was read from."""
 
     def __init__(self, ledger: Ledger, *, retry_failed: bool = False) -> None:
         self.ledger = ledger
@@ -240,6 +254,7 @@ class Selection:
         self.roi_bytes = 0
         self.failures: list[BinFailure] = []  # bins the archive holds incomplete
         self.known_bad: list[BinFailure] = []  # bins not read again: they failed with the files they still have
+        self.changed: list[str] = []  # complete bins whose files changed since: classified again
 
     def todo(self, listed: Iterable[BinFiles | BinFailure]) -> Iterator[BinFiles]:
         """The planned bins of `listed`, in its order."""
@@ -249,7 +264,9 @@ class Selection:
                 continue
             self.complete += 1
             if item.bin.id in self.ledger.complete:
-                continue
+                if not self._changed(item):
+                    continue
+                self.changed.append(item.bin.id)
             if (known := self._known_bad(item)) is not None:
                 self.known_bad.append(known)
                 continue
@@ -257,6 +274,12 @@ class Selection:
             self.weight += bin_weight(item)
             self.roi_bytes += item.roi_size
             yield item
+
+    def _changed(self, files: BinFiles) -> bool:
+        """Whether a complete bin's listed files differ from those it was classified from (both fingerprints known)."""
+        kept = self.ledger.digests.get(files.bin.id)
+        listed = files_digest(files.sizes)
+        return kept is not None and listed is not None and kept != listed
 
     def _known_bad(self, files: BinFiles) -> BinFailure | None:
         """The recorded data failure of `files`' bin when its files are the ones it failed with."""

@@ -38,6 +38,7 @@ from pipeline.job.run import ClassifyRequest, RunSummary, UsageError, check_wind
 from pipeline.redact import redact_url
 from pipeline.results.compact import compact_store
 from pipeline.results.lease import StoreBusyError
+from pipeline.results.records import files_digest
 from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,9 @@ class Watcher:
         #: not start a run only to skip them; taken from the store at the start unless `retry_failed`.
         self._bad: dict[str, str] = {}
         self._complete: set[str] = set()
+        #: The fingerprints of the complete bins' files (`files_digest`): a complete bin listed with other sizes is
+        #: waiting again (the run classifies it again: `pipeline.job.run.Selection`)
+        self._digests: dict[str, int] = {}
         self._newest: datetime | None = None  # the newest bin in the store
         self._rois = 0  # ROIs in the store
         self._newest_listed: datetime | None = None
@@ -190,11 +194,16 @@ class Watcher:
                 moment = parse_bin_id(item.bin).time
             else:
                 moment = item.bin.time
-                if item.bin.id not in self._complete:
+                if item.bin.id not in self._complete or self._changed(item):
                     listing.waiting[item.bin.id] = item
             if listing.newest is None or moment > listing.newest:
                 listing.newest = moment
         return listing
+
+    def _changed(self, files: BinFiles) -> bool:
+        """Whether a complete bin is listed with other files than it was classified from."""
+        kept, listed = self._digests.get(files.bin.id), files_digest(files.sizes)
+        return kept is not None and listed is not None and kept != listed
 
     def _recent_start(self) -> datetime | None:
         """Where a poll's listing starts: the day before the newest bin listed so far, or the day of the oldest bin
@@ -219,7 +228,9 @@ class Watcher:
         self._complete.update(done)
         for bin_id in done:
             self._bad.pop(bin_id, None)
-            self._sizes.pop(bin_id, None)
+            digest = files_digest(self._sizes.pop(bin_id, None))
+            if digest is not None:
+                self._digests[bin_id] = digest
         newest = max((parse_bin_id(bin_id).time for bin_id in done), default=None)
         if newest is not None and (self._newest is None or newest > self._newest):
             self._newest = newest
@@ -260,6 +271,7 @@ class Watcher:
         ledger = self.store.ledger(remember=True)  # the polls' runs then read no bin list
         totals = self.store.totals(ledger)
         self._complete = set(ledger.complete)
+        self._digests = ledger.digests
         for bin_id in self._complete:
             self._bad.pop(bin_id, None)
         if not self.request.retry_failed or self.polls:  # --retry-failed: the stored failures once, at the start

@@ -5,7 +5,9 @@ URL and content hash), so tasks carry only URLs and a small plan. Feeders read a
 the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
 (`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
 (`model.inference`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
-follow the store's thresholds too when it has them (carried by the task).
+follow the store's thresholds too when it has them (carried by the task), under an id of this attempt's own
+(`pipeline.results.store.attempt_id`): a retry of the task beside a zombie attempt never overwrites it, nor is
+overwritten; each bin's record keeps the fingerprint of the files it was read from.
 
 Faults: a bad bin becomes a data failure in the commit; a transient fault that outlasts its retries leaves the bin
 out of the commit (incomplete: the next run redoes it); a configuration fault (credentials, a bundle that cannot
@@ -36,8 +38,8 @@ from pipeline.job.batching import Batch, BatchAssembler, ScoreCollector
 from pipeline.job.feeder import Feeder, LoadedBin, feeder_counts
 from pipeline.job.hold import hold_if_asked
 from pipeline.redact import redact_text, redact_url
-from pipeline.results.records import BinResult, Commit
-from pipeline.results.store import ResultStore
+from pipeline.results.records import BinResult, Commit, files_digest
+from pipeline.results.store import ResultStore, attempt_id
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +86,6 @@ class PartitionResult:
 
     part: str
     commit: Commit | None = None
-    already_committed: bool = False  # a retried task found its first attempt's commit
     configuration_error: str | None = None
     rois: int = 0
     seconds: dict[str, float] = field(default_factory=lambda: {"feed_wait": 0.0, "model": 0.0, "commit": 0.0})
@@ -153,10 +154,6 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
     result = PartitionResult(part=task.part)
     try:
         store = ResultStore(task.store_url, task.store_options)
-        existing = with_retries(lambda: store.committed(task.part), f"reading the commit of {task.part}")
-        if existing is not None:
-            result.commit, result.already_committed = existing, True
-            return result
         gpu = gpu_given()  # asked once: each ask may run nvidia-smi
         runtime = choose_runtime(task.runtimes, gpu=gpu, requested=task.runtime)
         bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash, runtime)
@@ -165,9 +162,10 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
         results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime, given=gpu), result)
         commit_started = time.perf_counter()
         thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides
+        part = attempt_id(task.part)  # this attempt's own keys: another attempt of the task never writes them
         result.commit = with_retries(
-            lambda: store.commit_partition(task.part, results, task.classes, failures, incomplete, thresholds),
-            f"committing partition {task.part}",
+            lambda: store.commit_partition(part, results, task.classes, failures, incomplete, thresholds),
+            f"committing partition {part}",
         )
     except Exception as err:  # the same for every bin: the client stops the run
         if isinstance(err, ConfigurationError | BundleError):
@@ -232,8 +230,9 @@ def _score(
         for key, scores in collector.ready():
             item = loaded.pop(key)
             embedded = None if features is None else next(features.ready())[1]
+            digest = files_digest(item.files.sizes)
             results.append(
-                BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded)
+                BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded, digest)
             )
 
     model_started = time.perf_counter()

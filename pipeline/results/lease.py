@@ -9,6 +9,12 @@ clocks are never compared. Taking over is atomic too: the runs that found the sa
 claim object (`lease.json.takeover-<holder>-<renewal>`, exclusive create), and only its creator replaces the lease.
 A renewal that fails, or finds the lease taken over, is recorded in `Lease.lost` and logged; the run then raises
 StoreBusyError before it writes the summary (`Lease.check`) and when it ends.
+
+"This host" is the same host name, boot and PID namespace (`/proc/sys/kernel/random/boot_id`,
+`/proc/self/ns/pid`): two containers that share a host name see other processes under the same PIDs, so a PID
+that is not running here says nothing of a holder in another namespace, whose lease is then waited out like another
+host's. A lease is read back once taken: an object store that ignores `If-None-Match` (s3fs documents it as known to
+work on AWS S3) would let two runs "create" it, and only the one whose document is there goes on.
 """
 
 from __future__ import annotations
@@ -107,7 +113,7 @@ class Lease:
         with_retries(lambda: self._replace(self.path, document), "renewing the store's lease")
 
     def _document(self, owner: str, ttl_s: float, since: float) -> bytes:
-        holder = {"owner": owner, "host": socket.gethostname(), "pid": os.getpid(), "since": since, "ttl_s": ttl_s}
+        holder = {"owner": owner, **_this_process(), "since": since, "ttl_s": ttl_s}
         return json.dumps({**holder, "expires": time.time() + ttl_s, "renewed": time.monotonic_ns()}).encode()
 
     def _take(self, owner: str, ttl_s: float, since: float) -> str | None:
@@ -115,6 +121,7 @@ class Lease:
         document = self._document(owner, ttl_s, since)
         try:
             with_retries(lambda: self._create(self.path, document), "taking the store's lease")
+            self._confirm(owner)
             return None
         except FileExistsError:
             holder = self.holder()
@@ -137,7 +144,19 @@ class Lease:
             raise StoreBusyError(f"{self.label}: another run took the store's lease at the same moment") from None
         log.warning("taking over the expired lease of a run that stopped without releasing it: %s", holder)
         with_retries(lambda: self._replace(self.path, document), "taking the store's lease")
+        self._confirm(owner)
         return claim
+
+    def _confirm(self, owner: str) -> None:
+        """Read the lease back: StoreBusyError when another run's document is there (a store that does not honour
+        exclusive creates let both runs write it)."""
+        holder = self.holder()
+        if holder is None or holder.get("owner") != owner:
+            found = "nobody" if holder is None else f"process {holder.get('pid')} on {holder.get('host')}"
+            raise StoreBusyError(
+                f"{self.label}: another run took the store's lease at the same moment (read back: {found}); if no "
+                "other run was started, the object store does not honour exclusive creates (If-None-Match)"
+            )
 
     def _stopped_renewing(self, holder: dict[str, Any]) -> bool:
         """Whether a holder that looks expired really stopped renewing: its lease unchanged for its whole lifetime,
@@ -168,6 +187,7 @@ class Lease:
     def _create(self, path: str, data: bytes) -> None:
         """Write `path` only if it does not exist (FileExistsError otherwise), atomically where the store can."""
         if self.local:  # written beside it, then linked to its name: exclusive, and never seen half written
+            os.makedirs(os.path.dirname(path), exist_ok=True)  # a new store: the lease comes before its root
             partial = f"{path}.{os.getpid()}-{threading.get_ident()}.partial"
             with open(partial, "wb") as f:
                 f.write(data)
@@ -180,9 +200,23 @@ class Lease:
         self.fs.invalidate_cache(path)
 
 
+def _this_process() -> dict[str, Any]:
+    """Who takes a lease: host name, PID, and the boot and PID namespace that make a PID mean this process
+    (absent where the system does not say: then no holder counts as of this host)."""
+    here: dict[str, Any] = {"host": socket.gethostname(), "pid": os.getpid()}
+    with contextlib.suppress(OSError), open("/proc/sys/kernel/random/boot_id") as boot:
+        here["boot_id"] = boot.read().strip()
+    with contextlib.suppress(OSError):
+        here["pid_namespace"] = os.readlink("/proc/self/ns/pid")
+    return here
+
+
 def _alive(holder: dict[str, Any]) -> bool:
-    """Whether a lease's holder may still be running: a process of this host is checked, others are trusted."""
-    if holder.get("host") != socket.gethostname():
+    """Whether a lease's holder may still be running: a process of this host, boot and PID namespace is checked,
+    others (a holder in another container of the same host name, a lease of before these were recorded) are
+    trusted."""
+    here = _this_process()
+    if any(key not in holder or holder[key] != here.get(key) for key in ("host", "boot_id", "pid_namespace")):
         return True
     try:
         os.kill(int(holder.get("pid", 0)), 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -29,6 +30,7 @@ class BinResult:
     ml_analyzed: float | None
     warnings: tuple[str, ...] = ()  # what the reader forgave in the bin's files
     embeddings: np.ndarray | None = None  # float16 (roi, feature): penultimate features, with `classify --embeddings`
+    files_digest: int | None = None  # `files_digest` of the files it was read from; None: unknown (sizes not listed)
 
     @property
     def counts(self) -> np.ndarray:
@@ -49,6 +51,21 @@ class BinRecord:
     roi_offset: int
     counts_thresholded: list[int] | None = None  # by the bundle's thresholds, unclassified last; None: no thresholds
     warnings: list[str] | None = None  # what the reader forgave (a cut-off last .adc line); None: nothing
+    files_digest: int | None = None  # `files_digest` of the files it was read from; None: unknown
+
+
+def files_digest(sizes: tuple[int, int, int] | None) -> int | None:
+    """The fingerprint a complete bin keeps of its files: a 48-bit digest of the `.hdr`, `.adc` and `.roi` sizes in
+    bytes (None when the listing gave no sizes). A copy taken while the instrument was still writing, or a bin
+    exported again with more triggers, has other sizes: the ledger then reports the bin as changed and it is redone.
+
+    Sizes and not modification times or ETags: a copy of an archive (rsync without `-t`, an upload by another tool,
+    which changes a multipart ETag) keeps its sizes, and must not make a million bins look new. A rewrite that keeps
+    every size is not noticed. Never 0, which the summary's array takes for "unknown"."""
+    if sizes is None:
+        return None
+    digest = hashlib.blake2b(":".join(str(int(size)) for size in sizes).encode(), digest_size=6).digest()
+    return int.from_bytes(digest, "big") or 1
 
 
 @dataclass(frozen=True)
@@ -95,11 +112,12 @@ class Commit:
 
 
 def _record_attributes(record: BinRecord) -> dict[str, Any]:
-    """A bin record as commit attributes; `warnings` only where there are some (records of clean bins keep the
-    bytes they always had)."""
+    """A bin record as commit attributes; `warnings` and `files_digest` only where there are some (records of
+    clean bins of unknown sizes keep the bytes they always had)."""
     attributes = asdict(record)
-    if not attributes["warnings"]:
-        del attributes["warnings"]
+    for optional in ("warnings", "files_digest"):
+        if not attributes[optional]:
+            del attributes[optional]
     return attributes
 
 
@@ -108,7 +126,11 @@ class Ledger:
 
     Cheap to read: the set of complete bins and consolidated partitions comes from two small arrays; the full bin
     records and failures (what a summary or a report needs) are read only when first asked for, so a rerun with
-    nothing to do reads a few objects whatever the number of complete bins.
+    nothing to do reads a few objects whatever the number of complete bins. The fingerprints of the complete bins'
+    files (`digests`, what a rerun compares with its listing) come with the set, from one more array.
+
+    Failures are facts of the past: a failure of a bin that is complete now (from a later commit, or read before
+    the bin was redone) is never reported.
     """
 
     def __init__(
@@ -117,6 +139,7 @@ class Ledger:
         parts: set[str] | None = None,
         load: Callable[[], tuple[dict[str, BinRecord], dict[str, BinFailure]]] | None = None,
         load_failures: Callable[[], dict[str, BinFailure]] | None = None,
+        digests: dict[str, int] | None = None,
     ) -> None:
         self.complete: set[str] = set(complete or ())
         self.parts: set[str] = set(parts or ())
@@ -127,9 +150,15 @@ class Ledger:
         self.summary_attributes: dict[str, Any] = {}
         self.pending: list[Commit] = []  # commits taken in since the summary was written: what a consolidation adds
         self.new_parts: list[str] = []  # their partitions, in the order taken in
-        self.recompleted = False  # whether one of them lists a bin already complete (then a consolidation rewrites)
+        #: Whether one of them lists a bin the summary already shows (then a consolidation rewrites); two pending
+        #: commits of one bin (two attempts of a partition) need no rewrite: the later one's record is appended.
+        self.recompleted = False
         self._load = load
         self._load_failures = load_failures
+        #: `files_digest` of the complete bins' files, where known (bins committed before fingerprints were kept,
+        #: and bins of listings without sizes, have none)
+        self.digests: dict[str, int] = digests if digests is not None else {}
+        self._pending_bins: set[str] = set()
         self._commits: list[Commit] = []
         self._bins: dict[str, BinRecord] | None = None
         self._failures: dict[str, BinFailure] | None = None
@@ -138,9 +167,11 @@ class Ledger:
         """Take in a commit: its bins become complete, its failures replace older ones of bins still not complete."""
         self._commits.append(commit)
         self.pending.append(commit)
-        if any(record.bin in self.complete for record in commit.bins):
+        if any(record.bin in self.complete and record.bin not in self._pending_bins for record in commit.bins):
             self.recompleted = True
         self.complete.update(record.bin for record in commit.bins)
+        self._pending_bins.update(record.bin for record in commit.bins)
+        self.digests.update({r.bin: r.files_digest for r in commit.bins if r.files_digest})
         if commit.part not in self.parts:
             self.new_parts.append(commit.part)
         self.parts.add(commit.part)
@@ -152,13 +183,15 @@ class Ledger:
         """The summary now shows every commit taken in (`ResultStore.consolidate` wrote it)."""
         self.rows, self.summary_attributes = dict(rows), dict(attributes)
         self.pending, self.new_parts, self.recompleted = [], [], False
+        self._pending_bins = set()
         self.changed = False
 
     @property
     def bins(self) -> dict[str, BinRecord]:
         """Every complete bin's record, by bin id (read in full when first asked for)."""
         if self._bins is None:
-            self._bins, self._failures = self._load() if self._load is not None else ({}, {})
+            self._bins, failures = self._load() if self._load is not None else ({}, {})
+            self._failures = self._not_complete(failures)
             for commit in self._commits:
                 self._apply(commit)
         return self._bins
@@ -170,11 +203,14 @@ class Ledger:
         if self._failures is None and self._load_failures is None:
             _ = self.bins  # the records and the failures are read together
         elif self._failures is None:
-            self._failures = dict(self._load_failures())
+            self._failures = self._not_complete(self._load_failures())
             for commit in self._commits:
                 self._apply(commit)
         assert self._failures is not None
         return self._failures
+
+    def _not_complete(self, failures: dict[str, BinFailure]) -> dict[str, BinFailure]:
+        return {bin_id: failure for bin_id, failure in failures.items() if bin_id not in self.complete}
 
     def _apply(self, commit: Commit) -> None:
         """A commit's effect on what is loaded: records (when read) and failures of bins not complete."""

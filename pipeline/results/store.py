@@ -8,27 +8,30 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  decisions (each change `rethreshold` made), thresholds_pending (during a change);
                                  embeddings (true when every partition holds them; absent in stores made before
                                  they existed: false)
-    STORE/parts/<part>/          one group per committed partition: its bins' ROIs, contiguous, in bin order
+    STORE/parts/<part>/          one group per committed partition (one attempt of a planned partition: `attempt_id`):
+                                 its bins' ROIs, contiguous, in bin order
         scores     (roi, class)  float32 class scores
         embeddings (roi, feature) float16 penultimate-layer features (stores made with `classify --embeddings`)
         roi_number (roi)         ROI numbers (1-based .adc rows)
         bin        (roi)         the bin of each ROI
         time       (roi)         the bin's sample time (UTC)
     STORE/commits/<part>/        the partition's commit: a group whose attributes list its bins (time, n_rois,
-                                 ml_analyzed, counts, counts_thresholded, roi_offset), failed bins and incomplete
-                                 bins. Written LAST.
+                                 ml_analyzed, counts, counts_thresholded, roi_offset, files_digest), failed bins and
+                                 incomplete bins, and the thresholds its counts follow. Written LAST, once.
     STORE/summary/               bin x class, grown by the client after each run by the bins it added (rows in append
-                                 order: sorted by time within each run, not across runs; `open_summary` sorts):
-                                 counts, concentration (per mL), ml_analyzed, n_rois, time, and where each bin's ROIs
-                                 are (part, roi_offset); with a bundle's thresholds also counts_thresholded,
-                                 concentration_thresholded (bin x class_thresholded: the classes, then
-                                 `unclassified`). Arrays in chunks of 65536 rows (bin x class: 4096). Its
-                                 attribute `consolidated_rows` ({bin, part, warned}: rows of this group and of the
-                                 ledger's) is written last and counts the rows readers take (arrays may hold more
-                                 rows, of a cut-off consolidation)
+                                 order: sorted by time within each run, not across runs; `open_summary` sorts): counts,
+                                 concentration (per mL), ml_analyzed, n_rois, time, where each bin's ROIs are (part,
+                                 roi_offset) and the fingerprint of the files they were read from (files_digest:
+                                 `records.files_digest`, 0 where unknown); with a bundle's thresholds also
+                                 counts_thresholded, concentration_thresholded (bin x class_thresholded: the classes,
+                                 then `unclassified`). Arrays in chunks of 65536 rows (bin x class: 4096). Its attribute
+                                 `consolidated_rows` ({bin, part, warned, failed}: rows of this group and of the
+                                 ledger's) is written last and counts the rows readers take (arrays may hold more rows,
+                                 of a cut-off consolidation)
     STORE/ledger/                the client's bookkeeping: partitions already in the summary (consolidated_part, in
-                                 append order); failed bins (stage, reason, versions of their files: read whole,
-                                 rewritten whole when they change); warnings of complete bins (warned_bin, warning)
+                                 append order); failed bins (stage, reason, versions of their files), appended like
+                                 the summary (a bin's later row over its earlier ones; rows of bins complete since
+                                 are no failures); warnings of complete bins (warned_bin, warning)
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
 Scores are stored raw; counts are stored both by argmax and, when the store decides by per-class thresholds
@@ -37,17 +40,24 @@ thresholds; each commit names them by `thresholds_sha256`. Both sets of counts t
 partition writes anyway, so thresholds cost no request. A store of a bundle without thresholds has no thresholded
 counts (nor had any store written before they existed): readers take their absence as "argmax only".
 
-Why this shape. The unit of commit is a partition (many bins): its arrays are written first and its commit group
-last, so a partition is either committed or redone, and a bin is complete exactly when a commit lists it. Writing a
-partition costs a handful of PUTs whatever its number of bins, and none of them is a probe (`exists`, `info`): a
-first run sends well under one store request per bin. A rerun reads the summary (a few GETs) and lists `commits/`
-(one request per thousand partitions), so its cost does not grow with the number of complete bins; its
-consolidation appends its bins' rows to the summary (the last chunk of each array and new ones, their shapes, then
-the counts: `ResultStore.consolidate`), so it costs what the run added, not what the store holds. Partition ids
-are derived from their bins and all bytes are deterministic (fixed codecs, no timestamps), so a task that Dask
-retries writes identical bytes. Partitions without a commit (a killed writer) are deleted by the next run once they
-are an hour older than its lease, by the store's own clock (a task of a killed client on an external cluster may
-still be writing a younger one, and commit it).
+Why this shape. The unit of commit is a partition (many bins): its arrays are written first and its commit group last,
+so a partition is either committed or redone, and a bin is complete exactly when a commit lists it. Every attempt of a
+planned partition writes keys of its own (`attempt_id`), so two attempts (a retry beside a zombie task, each having seen
+other faults) never overwrite each other: each commit lists only the bins its own arrays hold, and of two commits of one
+bin the ledger takes one (both are this model's reading of the same files). Nothing is rewritten in place but the
+derived tables, and those only behind one commit point (the summary's `consolidated_rows`): the summary, the failure
+table and the ledger's partitions grow by appending chunks past the rows that point counts, then the point moves. What a
+commit says is checked when it is read: counts made by other thresholds than the store's (a task that started before a
+`rethreshold`) are counted again from its scores (`ResultStore._decided`), and a complete bin whose files have other
+sizes now than it was read from is classified again (`pipeline.job.run.Selection`). Writing a partition costs a handful
+of PUTs whatever its number of bins, and none of them is a probe (`exists`, `info`): a first run sends well under one
+store request per bin. A rerun reads the summary (a few GETs) and lists `commits/` (one request per thousand
+partitions), so its cost does not grow with the number of complete bins; its consolidation appends its bins' rows to the
+summary (the last chunk of each array and new ones, their shapes, then the counts: `ResultStore.consolidate`), so it
+costs what the run added, not what the store holds. Partition ids are derived from their bins and the run, and all bytes
+are deterministic (fixed codecs, no timestamps). Partitions without a commit (a killed writer) are deleted by the next
+run once they are an hour older than its lease, by the store's own clock (a task of a killed client on an external
+cluster may still be writing a younger one, and commit it).
 
 One run at a time: a run holds the store's lease (`pipeline.results.lease`) while it writes.
 
@@ -59,11 +69,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import json
+import logging
 import posixpath
 import re
+import secrets
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -82,13 +95,15 @@ from model.decision import class_counts
 from model.thresholds import threshold_array, thresholds_digest
 from model.versions import installed_versions
 from pipeline.faults import with_retries
-from pipeline.ifcb.errors import BinFailure
+from pipeline.ifcb.errors import STAGES, BinFailure
 from pipeline.redact import redact_url
 from pipeline.results.lease import LEASE_TTL_S, Lease
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc
 from pipeline.results.summary import PROVENANCE as _PROVENANCE
 from pipeline.results.summary import ledger_dataset, summary_dataset
 from pipeline.storage import fs_options
+
+log = logging.getLogger(__name__)
 
 LAYOUT = "ifcbflow-store/2"
 OLD_LAYOUTS = ("ifcbflow-store/1",)
@@ -107,9 +122,9 @@ CHUNK_ROWS = 65536
 CHUNK_ROWS_2D = 4096
 #: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
 #: What the last consolidation this process wrote to each store left there, or a ledger read with `remember`: (its
-#: summary attributes as canonical JSON, the complete bins, the consolidated partitions); see
+#: summary attributes as canonical JSON, the complete bins, the consolidated partitions, the bins' fingerprints); see
 #: `ResultStore._consolidated_ledger`.
-_CONSOLIDATED: dict[str, tuple[str, frozenset[str], frozenset[str]]] = {}
+_CONSOLIDATED: dict[str, tuple[str, frozenset[str], frozenset[str], dict[str, int]]] = {}
 _SERIALIZER = BytesCodec(endian="little")
 _COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
 
@@ -170,6 +185,18 @@ def partition_id(bins: Sequence[str], run: str) -> str:
     if not _PARTITION.fullmatch(part):  # a bin id always fits; anything else never becomes a path in the store
         raise ValueError(f"{bins[0]!r} is not a bin id, and a partition is named by its first bin")
     return part
+
+
+def attempt_id(part: str) -> str:
+    """The id one attempt of the planned partition `part` commits under: `part`, a dash and 8 random hex digits.
+
+    Two attempts of one partition (a retry beside a zombie the scheduler gave up on, each having seen other transient
+    faults) so write disjoint keys and two commits, each listing only the bins whose ROIs its own arrays hold: neither
+    can overwrite the other's arrays or commit, and the ledger takes one record per bin. Nothing a commit says is
+    trusted beyond what it is: its thresholds are checked against the store's when it is read (`ResultStore.ledger`),
+    its files' fingerprints against the listing (`pipeline.job.run`).
+    """
+    return f"{part}-{secrets.token_hex(4)}"
 
 
 def _retried(method: Any) -> Any:
@@ -298,7 +325,7 @@ class ResultStore:
         identity = model_identity(bundle_info)
         info = self.info()
         if info is None:
-            if with_retries(lambda: self.fs.exists(self.root) and bool(self.fs.ls(self.root)), "listing the store"):
+            if with_retries(self._holds_more_than_the_lease, "listing the store"):
                 raise StoreMismatchError(
                     f"{redact_url(self.url)} exists and is not an ifcbflow store; choose another --out"
                 )
@@ -355,6 +382,13 @@ class ResultStore:
         self._info = updated
         return updated
 
+    def _holds_more_than_the_lease(self) -> bool:
+        """Whether the folder of a store that has no root yet holds anything but its lease (taken before `prepare`)."""
+        if not self.fs.exists(self.root):
+            return False
+        names = [posixpath.basename(str(entry).rstrip("/")) for entry in self.fs.ls(self.root, detail=False)]
+        return any(not name.startswith(LEASE) for name in names)
+
     def check_decision(self, info: dict[str, Any]) -> None:
         """Refuse to read or extend counts while a change of thresholds is half applied (a killed `rethreshold`)."""
         pending = info.get(PENDING_DECISION)
@@ -377,11 +411,6 @@ class ResultStore:
         return lease.held(owner, ttl_s)
 
     # --- worker side: commit one partition ------------------------------------------------------------------------
-    def committed(self, part: str) -> Commit | None:
-        """The commit of `part` when it exists (a retried task finds its first attempt's work done)."""
-        meta = self.read_document(f"{COMMITS}/{part}/zarr.json")
-        return None if meta is None else Commit.from_attributes(meta["attributes"])
-
     def commit_partition(
         self,
         part: str,
@@ -393,6 +422,9 @@ class ResultStore:
         replaces: Sequence[str] = (),
     ) -> Commit:
         """Write the partition's arrays, then its commit (last). The same input writes the same bytes.
+
+        `part` is written once: an attempt of a planned partition commits under its own `attempt_id`, compaction and
+        migration under ids of their own.
 
         With the store's `thresholds` (in class order) each bin's record also carries its thresholded counts;
         `replaces` names the partitions whose bins this one takes over (`pipeline.results.compact`).
@@ -424,6 +456,7 @@ class ResultStore:
                     roi_offset=offset,
                     counts_thresholded=thresholded,
                     warnings=list(result.warnings) or None,
+                    files_digest=result.files_digest,
                 )
             )
             offset += n
@@ -453,12 +486,36 @@ class ResultStore:
         committed = self.children(COMMITS)
         pending = [part for part in committed if part not in ledger.parts]
         documents = self.read_documents([f"{COMMITS}/{part}/zarr.json" for part in pending])
-        commits = [Commit.from_attributes(meta["attributes"]) for meta in documents.values()]
+        commits = [self._decided(Commit.from_attributes(meta["attributes"]), info) for meta in documents.values()]
         for commit in sorted(commits, key=lambda commit: bool(commit.replaces)):  # merged ones over what they replace
             ledger.add(commit)
         if clean:
             self._remove_abandoned(set(committed))
         return ledger
+
+    def _decided(self, commit: Commit, info: dict[str, Any]) -> Commit:
+        """`commit` with thresholded counts by the store's current thresholds.
+
+        A commit's counts follow the thresholds its task carried (`thresholds_sha256`): those of a task that started
+        before a `rethreshold` (a zombie, a run that lost its lease) or of a commit the summary was rebuilt from after
+        a change are another decision. Those counts are never taken: they are counted again from the partition's
+        stored scores (one read of its `scores`, only for such commits)."""
+        classes = list(info["classes"])
+        current = info.get("thresholds")
+        digest = info.get("thresholds_sha256") or thresholds_digest(current, classes)
+        if commit.thresholds_sha256 == digest or (commit.thresholds_sha256 is None and current is None):
+            return commit
+        values = threshold_array(current, classes)
+        scores = self.read_scores(commit.part) if values is not None and any(r.n_rois for r in commit.bins) else None
+        bins = []
+        for record in commit.bins:
+            counted = None
+            if values is not None:
+                rows = np.zeros((0, len(classes)), np.float32) if scores is None else scores
+                counted = class_counts(rows[record.roi_offset : record.roi_offset + record.n_rois], values).tolist()
+            bins.append(dataclasses.replace(record, counts_thresholded=counted))
+        log.info("%s: commit %s was counted by other thresholds: counted again by the store's", self.url, commit.part)
+        return dataclasses.replace(commit, bins=bins, thresholds_sha256=digest)
 
     def _remove_abandoned(self, committed: set[str]) -> None:
         """Delete partitions without a commit whose last write is `ABANDONED_AFTER_S` older than this run's lease
@@ -487,14 +544,26 @@ class ResultStore:
         attributes = self._summary_attributes()
         known = _CONSOLIDATED.get(self.url)
         if known is not None and attributes is not None and known[0] == _canonical(attributes):
-            complete, parts = set(known[1]), set(known[2])
+            complete, parts, digests = set(known[1]), set(known[2]), dict(known[3])
         else:
-            tables = self._read_tables({SUMMARY: ("bin",), LEDGER: ("consolidated_part",)}, attributes)
-            complete = {str(b) for b in tables.get(SUMMARY, {}).get("bin", np.array([])).tolist()}
+            tables = self._read_tables({SUMMARY: ("bin", "files_digest"), LEDGER: ("consolidated_part",)}, attributes)
+            summary = tables.get(SUMMARY, {})
+            bins = [str(b) for b in summary.get("bin", np.array([])).tolist()]
+            complete = set(bins)
+            fingerprints = summary.get("files_digest")  # absent in stores written before fingerprints were kept
+            digests = (
+                {} if fingerprints is None else {b: d for b, d in zip(bins, fingerprints.tolist(), strict=True) if d}
+            )
             parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
             if remember and attributes is not None and ROWS in attributes:
-                _CONSOLIDATED[self.url] = (_canonical(attributes), frozenset(complete), frozenset(parts))
-        ledger = Ledger(complete, parts, load=self._consolidated_records, load_failures=self._consolidated_failures)
+                _CONSOLIDATED[self.url] = (_canonical(attributes), frozenset(complete), frozenset(parts), dict(digests))
+        ledger = Ledger(
+            complete,
+            parts,
+            load=functools.partial(self._consolidated_records, attributes),
+            load_failures=functools.partial(self._consolidated_failures, attributes),
+            digests=digests,
+        )
         if attributes is not None and ROWS in attributes:
             ledger.rows, ledger.summary_attributes = dict(attributes[ROWS]), attributes
         return ledger
@@ -504,29 +573,40 @@ class ResultStore:
         meta = self.read_document(f"{SUMMARY}/zarr.json")
         return None if meta is None else meta.get("attributes", {})
 
-    def _consolidated_failures(self) -> dict[str, BinFailure]:
-        """The failed bins the last consolidation recorded (three small arrays; no bin record is read)."""
+    def _consolidated_failures(self, attributes: dict[str, Any] | None) -> dict[str, BinFailure]:
+        """The failed bins the last consolidation recorded, as of the summary's `attributes` (four small arrays; no
+        bin record is read): the rows they count, a bin's later row over its earlier ones.
+
+        A table no consolidation counts (`ROWS` without `failed`: stores written before the table grew by
+        appending, which rewrote it in place) may have been torn by a kill between its arrays' writes: arrays of two
+        lengths, or a row of one write and a stage of another. Such a table is dropped with a warning, never
+        trusted: its bins are read again by the next run, and fail again if their files are still bad."""
         names = ("failed_bin", "failed_stage", "failed_reason", "failed_files")
-        kept = self._read_tables({LEDGER: names}).get(LEDGER)
-        if kept is None:
+        counted = "failed" in ((attributes or {}).get(ROWS) or {})
+        kept = self._read_tables({LEDGER: names}, attributes if counted else None).get(LEDGER)
+        if kept is None or "failed_bin" not in kept:
             return {}
-        stamps = kept.get("failed_files", np.full(len(kept["failed_bin"]), ""))  # absent in older stores
-        rows = zip(kept["failed_bin"].tolist(), kept["failed_stage"].tolist(), kept["failed_reason"].tolist(),
-                   stamps.tolist(), strict=True)  # fmt: skip
+        columns = [kept.get(name, np.full(len(kept["failed_bin"]), "")).tolist() for name in names]
+        torn = len({len(column) for column in columns}) > 1 or any(str(stage) not in STAGES for stage in columns[1])
+        if torn:
+            log.warning("%s: the failure table was torn by an interrupted write: its bins will be read again", self.url)
+            return {}
         return {
             str(bin_id): BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
-            for bin_id, stage, reason, stamp in rows
+            for bin_id, stage, reason, stamp in zip(*columns, strict=True)
         }
 
-    def _consolidated_records(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
-        attributes = self._summary_attributes()
+    def _consolidated_records(
+        self, attributes: dict[str, Any] | None
+    ) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
         tables = self._read_tables(
             {
-                SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset"),
+                SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset",
+                          "files_digest"),
                 LEDGER: ("warned_bin", "warning"),
             },
             attributes,
-        )
+        )  # fmt: skip
         records: dict[str, BinRecord] = {}
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
         warned: dict[str, list[str]] = {}
@@ -536,6 +616,7 @@ class ResultStore:
         if summary is not None:
             times = summary["time"].astype("datetime64[s]")
             thresholded = summary.get("counts_thresholded")  # absent in stores of bundles without thresholds
+            fingerprints = summary.get("files_digest")  # absent in stores written before fingerprints were kept
             for i, bin_id in enumerate(summary["bin"].tolist()):
                 volume = float(summary["ml_analyzed"][i])
                 records[str(bin_id)] = BinRecord(
@@ -548,8 +629,9 @@ class ResultStore:
                     roi_offset=int(summary["roi_offset"][i]),
                     counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
                     warnings=warned.get(str(bin_id)),
+                    files_digest=None if fingerprints is None else int(fingerprints[i]) or None,
                 )
-        return records, self._consolidated_failures()
+        return records, self._consolidated_failures(attributes)
 
     def totals(self, ledger: Ledger) -> StoreTotals:
         """Complete bins, their ROIs and the newest bin's time, from two summary arrays (`time` and `n_rois`, 16
@@ -559,7 +641,7 @@ class ResultStore:
         Where those commits re-commit a bin or replace partitions (a compaction not yet consolidated) the sums could
         count a bin twice: then the records are read.
         """
-        pending = [record for commit in ledger.pending for record in commit.bins]
+        pending = list({record.bin: record for commit in ledger.pending for record in commit.bins}.values())
         if ledger.rows is None or ledger.recompleted or any(commit.replaces for commit in ledger.pending):
             return _totals_of(ledger.bins.values())
         summary = self._read_tables({SUMMARY: ("time", "n_rois")}, ledger.summary_attributes).get(SUMMARY, {})
@@ -600,15 +682,15 @@ class ResultStore:
 
         `info`: the root attributes the summary follows (classes, thresholds), when not yet the store's own.
 
-        A run that adds k bins appends: the new bins' rows (sorted by time among themselves) to the summary's arrays
-        and its new partitions and warnings to the ledger's, touching only the chunks from the last row on, without
-        reading the summary's records: O(k) store work and a few dozen requests whatever the store's size. The
-        failure table (failed bins not complete: small) is rewritten whole when it changed, a failure that became
-        complete included. Crash safety: the new chunks go first, then the arrays' metadata (their shapes), and
-        last the summary group's attributes with `ROWS`, the rows of each dimension that readers trust (the
-        summary's bins, the ledger's partitions and warnings): a consolidation killed before that last write
-        leaves the previous counts, so its partitions are still pending and the next run appends them again over
-        the rows past the counts.
+        A run that adds k bins appends: the new bins' rows (sorted by time among themselves) to the summary's arrays and
+        its new partitions and warnings to the ledger's, touching only the chunks from the last row on, without reading
+        the summary's records: O(k) store work and a few dozen requests whatever the store's size. The failure table
+        grows the same way by the failures that are new or changed (a failure that became complete needs no row: readers
+        drop failures of complete bins). Crash safety: the new chunks go first, then the arrays' metadata (their
+        shapes), and last the summary group's attributes with `ROWS`, the rows of each dimension that readers trust (the
+        summary's bins, the ledger's partitions, warnings and failures): a consolidation killed before that last write
+        leaves the previous counts, so its partitions are still pending and the next run appends them again over the
+        rows past the counts.
 
         The summary and ledger are rewritten whole (from every bin record) only where an append cannot say it: with
         `full` (`rethreshold` and `migrate`), after a compaction (commits that replace partitions), when a bin
@@ -627,7 +709,12 @@ class ResultStore:
         else:
             rows, attributes = self._append(ledger, failures, info)
         ledger.consolidated(rows, attributes)
-        _CONSOLIDATED[self.url] = (_canonical(attributes), frozenset(ledger.complete), frozenset(ledger.parts))
+        _CONSOLIDATED[self.url] = (
+            _canonical(attributes),
+            frozenset(ledger.complete),
+            frozenset(ledger.parts),
+            dict(ledger.digests),
+        )
         return len(ledger.complete)
 
     @staticmethod
@@ -644,7 +731,7 @@ class ResultStore:
         records = ledger.bins.values()
         summary = summary_dataset(records, info)
         tables = ledger_dataset(ledger.parts, failures.values(), records)
-        rows = {"bin": summary.sizes["bin"], "part": tables.sizes["part"], "warned": tables.sizes["warned"]}
+        rows = {dim: tables.sizes[dim] for dim in ("part", "warned", "failed")} | {"bin": summary.sizes["bin"]}
         summary.attrs[ROWS] = rows
         documents: dict[str, bytes] = {}
         for group_path, dataset in ((SUMMARY, summary), (LEDGER, tables)):
@@ -672,16 +759,20 @@ class ResultStore:
             SUMMARY: summary_dataset(records, info),
             LEDGER: ledger_dataset(ledger.new_parts, (), records).drop_dims("failed"),
         }
-        if failures != self._consolidated_failures():  # small: rewritten whole, from its first row
-            failed = ledger_dataset((), failures.values())
-            added[f"{LEDGER} failed"] = failed[["failed_bin", "failed_stage", "failed_reason", "failed_files"]]
         rows = dict(ledger.rows)
-        start = {**rows, "failed": 0}
+        if "failed" in rows:  # the failures that are new or changed, appended
+            recorded = self._consolidated_failures(ledger.summary_attributes)
+            changed = [failure for bin_id, failure in failures.items() if recorded.get(bin_id) != failure]
+        else:  # a table of before, rewritten in place (and counted from now on: never again)
+            rows["failed"], changed = 0, list(failures.values())
+        failed = ledger_dataset((), changed)
+        added[f"{LEDGER} failed"] = failed[["failed_bin", "failed_stage", "failed_reason", "failed_files"]]
+        start = dict(rows)
         metadata: dict[str, bytes] = {}
         for name, dataset in added.items():
             group_path = name.split()[0]
             grow = {dim: size for dim, size in dataset.sizes.items() if dim in start}
-            if not any(grow.values()) and name != f"{LEDGER} failed":
+            if not any(grow.values()):
                 continue
             encoded = zarr.open_group(MemoryStore(_zarr_contents(dataset)), mode="r", zarr_format=3)
             stored = dict(zarr.open_group(self.zarr_store, path=group_path, mode="r+", zarr_format=3).arrays())
@@ -692,7 +783,8 @@ class ResultStore:
                 meta = _grow(stored[array_name], start[dims[0]], values)
                 metadata[f"{group_path}/{array_name}/zarr.json"] = meta
         self.write_documents(metadata)
-        rows = {dim: rows[dim] + added[SUMMARY if dim == "bin" else LEDGER].sizes[dim] for dim in rows}
+        sizes = {**added[LEDGER].sizes, **added[f"{LEDGER} failed"].sizes, **added[SUMMARY].sizes}
+        rows = {dim: rows[dim] + sizes[dim] for dim in rows}
         attributes = {**ledger.summary_attributes, ROWS: rows}
         self.write_documents({f"{SUMMARY}/zarr.json": group_document(attributes)})
         return rows, attributes

@@ -47,6 +47,11 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
                 np.array([row.roi_offset for row in rows], dtype=np.int64),
                 {"long_name": "first row of the bin's ROIs in parts/<part>"},
             ),
+            "files_digest": (
+                "bin",
+                np.array([row.files_digest or 0 for row in rows], dtype=np.int64),
+                {"long_name": "fingerprint of the sizes of the bin's files when read (0: unknown)"},
+            ),
         },
         coords={
             "bin": ("bin", np.array([row.bin for row in rows], dtype=object)),
@@ -87,7 +92,10 @@ def ledger_dataset(
     parts: Iterable[str], failures: Iterable[BinFailure], records: Iterable[BinRecord] = ()
 ) -> xr.Dataset:
     """Partitions the summary includes, failed bins (not complete) with the stage, reason and file versions of the
-    failure, and the warnings of complete bins (one row per warning: `warned_bin`, `warning`)."""
+    failure, and the warnings of complete bins (one row per warning: `warned_bin`, `warning`).
+
+    The failure table grows by appending, like the summary (`ResultStore.consolidate`): a bin's later row
+    supersedes its earlier ones, and rows of bins complete since are not failures any more."""
     failed = sorted(failures, key=lambda failure: failure.bin)
     warned = [(r.bin, text) for r in sorted(records, key=lambda r: r.bin) for text in (r.warnings or ())]
     return xr.Dataset(
