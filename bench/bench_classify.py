@@ -91,8 +91,9 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
     from model.bundle import read_bundle_info
     from pipeline.ifcb.archive import list_bins
     from pipeline.ifcb.bins import read_bin_images, read_bin_meta
+    from pipeline.results.partitions import partition_id
     from pipeline.results.records import BinResult
-    from pipeline.results.store import ResultStore, partition_id
+    from pipeline.results.store import ResultStore
 
     bundle = worker_bundle(bundle_url, bundle_hash, None)
     store = ResultStore(store_url)

@@ -118,8 +118,9 @@ def complete_store(url: str, options: dict[str, Any], ids: list[str], bundle_url
     import numpy as np
 
     from model.bundle import read_bundle_info
+    from pipeline.results.partitions import partition_id
     from pipeline.results.records import BinResult
-    from pipeline.results.store import ResultStore, partition_id
+    from pipeline.results.store import ResultStore
 
     info = read_bundle_info(bundle_url, options)
     classes = list(info["classes"])
@@ -310,7 +311,7 @@ def s3_case(args: argparse.Namespace, store_bins: int, endpoint: str, client: An
     from faulty_proxy import faulty_proxy
 
     from pipeline.job.run import ClassifyRequest
-    from pipeline.results import store as store_module
+    from pipeline.results import consolidation as consolidation_module
 
     direct = {"key": "k", "secret": "s", "client_kwargs": {"endpoint_url": endpoint}}
     fs = s3fs.S3FileSystem(**direct)
@@ -324,7 +325,7 @@ def s3_case(args: argparse.Namespace, store_bins: int, endpoint: str, client: An
     zero_cost_bundle(bundle, direct)
     add_bins(fs, archive, existing[-144:])
     complete_store(store, direct, existing, bundle)
-    store_module._CONSOLIDATED.clear()  # the watch starts as a new process would: knowing nothing of the store
+    consolidation_module.CONSOLIDATED.clear()  # the watch starts as a new process would: knowing nothing of the store
     print(f"S3: store of {store_bins:,} complete bins, archive of its newest 144 (set up in "
           f"{time.perf_counter() - started:.0f} s); load average {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
     with faulty_proxy(endpoint, "none", 0.0) as proxy:

@@ -169,8 +169,9 @@ def complete_store(url: str, options: dict, ids: list[str]) -> None:
     """A store in which every bin of `ids` is complete (with no ROIs: the ledger is what planning reads)."""
     import numpy as np
 
+    from pipeline.results.partitions import partition_id
     from pipeline.results.records import BinResult
-    from pipeline.results.store import ResultStore, partition_id
+    from pipeline.results.store import ResultStore
 
     store = ResultStore(url, options)
     store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "scale"}, bundle_url="b", archive_url="a")

@@ -16,9 +16,10 @@ import pytest
 
 from pipeline.job.hold import HOLD_ENV
 from pipeline.results.compact import compact_store
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult
 from pipeline.results.rois import open_rois
-from pipeline.results.store import COMMITS, PARTS, ResultStore, open_summary, partition_id
+from pipeline.results.store import COMMITS, PARTS, ResultStore, open_summary
 
 REPO = Path(__file__).resolve().parent.parent
 CLASSES = ["a", "b", "c"]

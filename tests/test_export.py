@@ -11,8 +11,9 @@ import h5py
 import numpy as np
 
 from pipeline.results.export import class_file_bytes, dashboard_path, export_csv, export_dashboard
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult
-from pipeline.results.store import ResultStore, partition_id
+from pipeline.results.store import ResultStore
 
 REAL = "class_scores/D20220522T003051_IFCB134_class.h5"
 

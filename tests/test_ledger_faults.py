@@ -30,18 +30,19 @@ from fsspec.implementations.local import LocalFileSystem
 from model.decision import class_counts
 from model.thresholds import threshold_array
 from pipeline.ifcb.errors import BinFailure
+from pipeline.results import consolidation as consolidation_module
+from pipeline.results import encoding as encoding_module
 from pipeline.results import store as store_module
 from pipeline.results.compact import compact_store
 from pipeline.results.lease import LEASE_TTL_S, StoreBusyError
+from pipeline.results.partitions import attempt_id, partition_id
 from pipeline.results.records import BinResult
 from pipeline.results.store import (
     COMMITS,
     LEASE,
     ResultStore,
     StoreLayoutError,
-    attempt_id,
     open_summary,
-    partition_id,
 )
 
 CLASSES = ["a", "b", "c"]
@@ -141,7 +142,7 @@ class Workload:
     options: dict[str, Any]
 
     def store(self) -> ResultStore:
-        store_module._CONSOLIDATED.clear()  # a new process: it remembers nothing of the store
+        consolidation_module.CONSOLIDATED.clear()  # a new process: it remembers nothing of the store
         return ResultStore(self.url, self.options)
 
 
@@ -287,7 +288,7 @@ def _template(root: Path, operation: Operation) -> Path:
     if not template.exists():
         store = ResultStore(str(template))
         operation.prepare(store)
-        store_module._CONSOLIDATED.clear()
+        consolidation_module.CONSOLIDATED.clear()
     return template
 
 
@@ -395,7 +396,7 @@ def test_a_writer_killed_on_s3_leaves_a_store_that_opens_and_never_lies(
     options = s3_server.storage_options
     template = f"s3://{bucket}/template.zarr"
     operation.prepare(ResultStore(template, options))
-    store_module._CONSOLIDATED.clear()
+    consolidation_module.CONSOLIDATED.clear()
 
     def fresh(tag: str) -> Workload:
         url = f"s3://{bucket}/{tag}.zarr"
@@ -437,15 +438,16 @@ def test_a_torn_failure_table_of_before_is_dropped_not_trusted(tmp_path: Path) -
     attributes = store._summary_attributes()
     rows = dict(attributes["consolidated_rows"])
     del rows["failed"]  # as a store consolidated before the table was counted
-    store.write_documents({"summary/zarr.json": store_module.group_document({**attributes, "consolidated_rows": rows})})
+    counted_before = encoding_module.group_document({**attributes, "consolidated_rows": rows})
+    store.write_documents({"summary/zarr.json": counted_before})
     ledger_group = zarr.open_group(store.zarr_store, path="ledger", mode="r+", zarr_format=3)
     ledger_group["failed_stage"][0] = ""  # a row of one write, the stage of another
-    store_module._CONSOLIDATED.clear()
+    consolidation_module.CONSOLIDATED.clear()
     fresh = ResultStore(store.url)
     assert fresh.ledger().failures == {}  # not "unknown failure stage ''": dropped
     _second_run_commits(fresh)
     fresh.consolidate(fresh.ledger())
-    store_module._CONSOLIDATED.clear()
+    consolidation_module.CONSOLIDATED.clear()
     assert set(ResultStore(store.url).ledger().failures) == FAILED
     check_store(ResultStore(store.url), EXPECTED)
 
@@ -499,7 +501,7 @@ def test_abandoned_attempts_are_removed_and_committed_ones_kept(tmp_path: Path) 
     bins = [_result(i) for i in (9, 10)]
     plan = partition_id([r.bin for r in bins], "run-2")
     killed = attempt_id(plan)
-    store.write_documents(store_module._partition_documents(killed, bins, len(CLASSES)))  # arrays, no commit
+    store.write_documents(encoding_module.partition_documents(killed, bins, len(CLASSES)))  # arrays, no commit
     old = datetime.now(UTC).timestamp() - 2 * store_module.ABANDONED_AFTER_S
     for path in (tmp_path / "out.zarr" / "parts" / killed).rglob("*"):
         os.utime(path, (old, old))
@@ -533,3 +535,16 @@ def test_a_first_run_writes_nothing_while_another_holds_the_new_stores_lease(tmp
     done = CliRunner().invoke(app, args)  # once the other run is gone, the store is made
     assert done.exit_code == exit_codes.OK, done.output
     assert ResultStore(str(out)).info()["model_hash"]
+
+
+def test_a_lease_taken_over_is_seen_at_the_next_check_not_the_next_renewal(tmp_path: Path) -> None:
+    """The renewer looks every quarter of the lifetime; a run about to write the summary asks afresh: a lease that
+    another run holds now stops it at once."""
+    store = ResultStore(str(tmp_path / "out.zarr"))
+    store.prepare(bundle_info=INFO, bundle_url="bundle.zip", archive_url="archive")
+    with pytest.raises(StoreBusyError, match="lost the store's lease"), store.lease("this-run") as lease:
+        lease.check()  # held
+        holder = json.loads(store.fs.cat_file(f"{store.root}/{LEASE}"))
+        store.fs.pipe_file(f"{store.root}/{LEASE}", json.dumps({**holder, "owner": "another-run"}).encode())
+        with pytest.raises(StoreBusyError, match="held by process"):
+            lease.check()

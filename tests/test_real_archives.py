@@ -130,9 +130,10 @@ def test_non_positive_look_time_is_no_volume(ifcb_data: Path, tmp_path: Path, ru
     assert _ls(tmp_path / "a")[NEW]["ml_analyzed"] is None
     # in the store, the report and the CSV: no volume, counted as such
     from pipeline.results.export import export_csv
+    from pipeline.results.partitions import partition_id
     from pipeline.results.records import BinResult
     from pipeline.results.report import store_report
-    from pipeline.results.store import ResultStore, partition_id
+    from pipeline.results.store import ResultStore
 
     store = ResultStore(str(tmp_path / "out.zarr"))
     store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "h"}, bundle_url="b.zip", archive_url="a")

@@ -15,9 +15,10 @@ from typer.testing import CliRunner
 from pipeline.cli.app import app
 from pipeline.cli.tables import report_tables
 from pipeline.ifcb.errors import BinFailure
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult
 from pipeline.results.report import plot_concentrations, store_report
-from pipeline.results.store import ResultStore, partition_id
+from pipeline.results.store import ResultStore
 
 CLASSES = ["diatom", "dinoflagellate"]
 

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from pipeline.job.rethreshold import rethreshold_store
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult
 from pipeline.results.report import store_report
 from pipeline.results.store import (
@@ -27,7 +28,6 @@ from pipeline.results.store import (
     StoreLayoutError,
     StoreMismatchError,
     open_summary,
-    partition_id,
 )
 
 CLASSES = ["a", "b", "c"]

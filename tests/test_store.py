@@ -17,6 +17,7 @@ from classify_support import tree_digests
 
 from pipeline.ifcb.errors import BinFailure
 from pipeline.results.lease import StoreBusyError
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult
 from pipeline.results.rois import open_rois
 from pipeline.results.store import (
@@ -27,7 +28,6 @@ from pipeline.results.store import (
     StoreLayoutError,
     StoreMismatchError,
     open_summary,
-    partition_id,
 )
 
 CLASSES = ["a", "b", "c"]

@@ -14,9 +14,11 @@ import xarray as xr
 import zarr
 
 from pipeline.ifcb.errors import BinFailure
-from pipeline.results import store as store_module
+from pipeline.results import consolidation as consolidation_module
+from pipeline.results import encoding as encoding_module
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult, Commit, StoreTotals
-from pipeline.results.store import LEDGER, ROWS, SUMMARY, ResultStore, open_summary, partition_id
+from pipeline.results.store import LEDGER, ROWS, SUMMARY, ResultStore, open_summary
 
 CLASSES = ["a", "b", "c"]
 INFO = {"classes": CLASSES, "content_hash": "hash-1", "arch": "small-cnn"}
@@ -28,8 +30,8 @@ N_BINS = 2 * CHUNK_ROWS + 500  # three chunks per array: a full rewrite writes t
 @pytest.fixture(autouse=True)
 def small_chunks():
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(store_module, "CHUNK_ROWS", CHUNK_ROWS)
-        patch.setattr(store_module, "CHUNK_ROWS_2D", CHUNK_ROWS)
+        patch.setattr(encoding_module, "CHUNK_ROWS", CHUNK_ROWS)
+        patch.setattr(encoding_module, "CHUNK_ROWS_2D", CHUNK_ROWS)
         yield
 
 
@@ -184,7 +186,7 @@ def test_a_remembered_ledger_spares_the_next_runs_the_bin_list(
 ) -> None:
     """A `watch` reads the ledger at its start with `remember`: its first poll's run then reads no bin list. A plain
     read (a one-shot run) keeps nothing."""
-    store_module._CONSOLIDATED.clear()  # as in a process that has not consolidated this store
+    consolidation_module.CONSOLIDATED.clear()  # as in a process that has not consolidated this store
     recorder = Recorder(monkeypatch)
     ResultStore(big.url).ledger()
     ResultStore(big.url).ledger(remember=True)

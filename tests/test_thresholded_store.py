@@ -17,9 +17,10 @@ from typer.testing import CliRunner
 from model.decision import class_counts, winners
 from pipeline.cli.app import app
 from pipeline.results.export import class_file_bytes, export_csv, export_dashboard
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult
 from pipeline.results.report import store_report
-from pipeline.results.store import COMMITS, ResultStore, open_summary, partition_id
+from pipeline.results.store import COMMITS, ResultStore, open_summary
 
 CLASSES = ["a", "b", "c"]
 THRESHOLDS = {"a": 0.5, "b": 0.0, "c": 0.6}

@@ -289,7 +289,8 @@ def test_names_from_data_never_steer_a_path_out_of_the_store_or_export(tmp_path:
     makes paths only of real bin ids."""
     from pipeline.ifcb.errors import IfcbFormatError
     from pipeline.results.export import dashboard_path
-    from pipeline.results.store import StoreMismatchError, part_key, partition_id
+    from pipeline.results.partitions import partition_id
+    from pipeline.results.store import StoreMismatchError, part_key
 
     with pytest.raises(ValueError, match=r"'\.\./\.\./evil/D20240101T000000_IFCB999' is not a bin id"):
         partition_id(["../../evil/D20240101T000000_IFCB999"], "run")
@@ -308,8 +309,9 @@ def test_a_store_whose_commit_names_a_path_is_refused_by_export_and_compact(tmp_
     replaces). `export` and `compact` stop with exit code 2 and the message; the folder outside is untouched."""
     from datetime import UTC, datetime
 
+    from pipeline.results.partitions import partition_id
     from pipeline.results.records import BinResult
-    from pipeline.results.store import ResultStore, partition_id
+    from pipeline.results.store import ResultStore
 
     store = ResultStore(str(tmp_path / "shared" / "out.zarr"))
     store.prepare(bundle_info={"classes": ["a", "b"], "content_hash": "h"}, bundle_url="b", archive_url="a")

@@ -36,8 +36,10 @@ from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_wei
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
 from pipeline.redact import redact_text, redact_url
+from pipeline.results.lease import Lease, StoreBusyError
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import Ledger, files_digest
-from pipeline.results.store import ResultStore, partition_id
+from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +194,7 @@ def run_classification(
         finally:
             list_failures = selection.failures
             changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures)
-            if changed and lease.lost is None:  # a run that lost the lease leaves the summary to the next one
+            if changed and _still_held(lease):  # a run that lost the lease leaves the summary to the next one
                 store.consolidate(ledger, list_failures)
         summary.bins_listed = selection.complete + len(list_failures)
         summary.bins_already_complete = selection.complete - selection.planned - len(selection.known_bad)
@@ -222,6 +224,16 @@ def run_classification(
     summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _still_held(lease: Lease) -> bool:
+    """Whether the lease is still this run's, asked afresh (`Lease.check`): else the summary is not written, the
+    run ends with StoreBusyError when its lease closes, and its commits wait for the next run."""
+    try:
+        lease.check()
+    except StoreBusyError:
+        return False
+    return True
 
 
 def _connected_workers(client: Client, summary: RunSummary, reporter: Reporter, in_process: bool = False) -> int:

@@ -38,8 +38,9 @@ from pipeline.job.batching import Batch, BatchAssembler, ScoreCollector
 from pipeline.job.feeder import Feeder, LoadedBin, feeder_counts
 from pipeline.job.hold import hold_if_asked
 from pipeline.redact import redact_text, redact_url
+from pipeline.results.partitions import attempt_id
 from pipeline.results.records import BinResult, Commit, files_digest
-from pipeline.results.store import ResultStore, attempt_id
+from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
 

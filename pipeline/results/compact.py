@@ -22,8 +22,9 @@ import numpy as np
 
 from model.thresholds import threshold_array
 from pipeline.results.lease import Lease
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinRecord, BinResult, Ledger
-from pipeline.results.store import COMMITS, ResultStore, part_key, partition_id
+from pipeline.results.store import COMMITS, ResultStore, part_key
 
 #: ROIs a merged partition holds at most; partitions under half of it are small.
 TARGET_ROIS = 500_000

@@ -8,7 +8,8 @@ by the run that takes it over, on its own clock (at once when the killed process
 clocks are never compared. Taking over is atomic too: the runs that found the same expired lease race to create one
 claim object (`lease.json.takeover-<holder>-<renewal>`, exclusive create), and only its creator replaces the lease.
 A renewal that fails, or finds the lease taken over, is recorded in `Lease.lost` and logged; the run then raises
-StoreBusyError before it writes the summary (`Lease.check`) and when it ends.
+StoreBusyError before it writes the summary and when it ends (`Lease.check`, which also reads the lease afresh and
+times the last renewal on this process's clock).
 
 "This host" is the same host name, boot and PID namespace (`/proc/sys/kernel/random/boot_id`,
 `/proc/self/ns/pid`): two containers that share a host name see other processes under the same PIDs, so a PID
@@ -52,6 +53,9 @@ class Lease:
     def __init__(self, fs: Any, path: str, *, local: bool, label: str) -> None:
         self.fs, self.path, self.local, self.label = fs, path, local, label
         self.lost: str | None = None
+        self._owner: str | None = None
+        self._ttl_s = LEASE_TTL_S
+        self._renewed = 0.0  # time.monotonic() of the last write of the lease that went through
 
     @contextlib.contextmanager
     def held(self, owner: str, ttl_s: float = LEASE_TTL_S) -> Iterator[Lease]:
@@ -60,7 +64,9 @@ class Lease:
         A lease lost while the body runs raises StoreBusyError when the body ends (and at any `check` before).
         """
         since = time.time()
+        self._owner, self._ttl_s = owner, ttl_s
         claim = self._take(owner, ttl_s, since)
+        self._renewed = time.monotonic()
         stop = threading.Event()
 
         def renew() -> None:
@@ -71,6 +77,7 @@ class Lease:
                         self.lost = f"taken over by process {holder.get('pid')} on {holder.get('host')}"
                     else:
                         self._renew(owner, ttl_s, since)
+                        self._renewed = time.monotonic()
                 except Exception as err:  # retried already where transient: the lease cannot be kept
                     self.lost = f"renewing it failed: {type(err).__name__}: {err}"
                 if self.lost is not None:
@@ -93,7 +100,19 @@ class Lease:
                     self.fs.rm_file(claim)
 
     def check(self) -> None:
-        """Raise StoreBusyError when the lease was lost (then this run must not write the summary)."""
+        """Raise StoreBusyError unless the lease is still this run's (then it must not write the summary).
+
+        Asked afresh, not from what the renewer last saw (it looks every quarter of the lifetime): the lease is read
+        (another run that took it over is seen at once), and this run's last renewal must be younger than the
+        lifetime by this process's own clock (a run that was paused, stopped or starved past it may have been taken
+        over by now: it leaves the writing to the next run)."""
+        if self.lost is None and self._owner is not None:
+            holder = self.holder()
+            if holder is None or holder.get("owner") != self._owner:
+                found = "nobody" if holder is None else f"process {holder.get('pid')} on {holder.get('host')}"
+                self.lost = f"it is held by {found} now"
+            elif time.monotonic() - self._renewed > self._ttl_s:
+                self.lost = f"not renewed for {time.monotonic() - self._renewed:.0f} s, more than its lifetime"
         if self.lost is not None:
             raise StoreBusyError(f"{self.label}: this run lost the store's lease ({self.lost}); rerun")
 

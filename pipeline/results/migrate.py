@@ -16,8 +16,9 @@ import numpy as np
 import zarr
 
 from pipeline.ifcb.errors import BinFailure
+from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinResult, Ledger
-from pipeline.results.store import COMMITS, LAYOUT, OLD_LAYOUTS, PARTS, ResultStore, group_document, partition_id
+from pipeline.results.store import COMMITS, LAYOUT, OLD_LAYOUTS, PARTS, ResultStore, group_document
 
 log = logging.getLogger(__name__)
 

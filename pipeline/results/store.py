@@ -63,6 +63,11 @@ One run at a time: a run holds the store's lease (`pipeline.results.lease`) whil
 
 A store of the first layout (`ifcbflow-store/1`, one group per bin) is refused with a message that points to
 `ifcbflow migrate`, which rewrites it in this layout.
+
+This module is the store's access and its commit protocol (`ResultStore`: identity, commits, the ledger as read,
+readers); one job each beside it: `layout` (folders, the commit point, errors), `partitions` (partition and attempt
+ids, their keys), `encoding` (tables and partitions as zarr keys), `consolidation` (the derived tables behind their
+commit point), `failure_table`, `records` (what a commit says, the files' fingerprints, the ledger) and `lease`.
 """
 
 from __future__ import annotations
@@ -71,12 +76,9 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
 import posixpath
-import re
-import secrets
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
@@ -85,56 +87,42 @@ from typing import Any
 import numpy as np
 import zarr
 from fsspec.core import url_to_fs
-from zarr.codecs import BytesCodec, ZstdCodec
-from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
-from zarr.storage import MemoryStore
 
 from model.decision import class_counts
 from model.thresholds import threshold_array, thresholds_digest
 from model.versions import installed_versions
 from pipeline.faults import with_retries
-from pipeline.ifcb.errors import STAGES, BinFailure
+from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
+from pipeline.results.consolidation import CONSOLIDATED, canonical, consolidate
+from pipeline.results.encoding import group_document, partition_documents, read_rows
+from pipeline.results.failure_table import COLUMNS as FAILURE_COLUMNS
+from pipeline.results.failure_table import failures_from_columns
+from pipeline.results.layout import (
+    COMMITS,
+    LAYOUT,
+    LEASE,
+    LEDGER,
+    OLD_LAYOUTS,
+    PARTS,
+    PENDING_DECISION,
+    ROWS,
+    SUMMARY,
+    StoreLayoutError,
+    StoreMismatchError,
+)
 from pipeline.results.lease import LEASE_TTL_S, Lease
+from pipeline.results.partitions import part_key
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc
-from pipeline.results.summary import PROVENANCE as _PROVENANCE
-from pipeline.results.summary import ledger_dataset, summary_dataset
+from pipeline.results.summary import summary_dataset
 from pipeline.storage import fs_options
 
 log = logging.getLogger(__name__)
 
-LAYOUT = "ifcbflow-store/2"
-OLD_LAYOUTS = ("ifcbflow-store/1",)
-PARTS, COMMITS, SUMMARY, LEDGER, LEASE = "parts", "commits", "summary", "ledger", "lease.json"
 #: Partitions without a commit are deleted once their last write is this much older than the run's lease.
 ABANDONED_AFTER_S = 3600.0
-#: Root attribute present while a change of thresholds is being applied (removed by the root write that ends it).
-PENDING_DECISION = "thresholds_pending"
-#: Attribute of the summary group: the rows of the summary (`bin`) and of the ledger (`part`, `warned`) that the
-#: last consolidation finished; readers take these rows and no more (written last: a consolidation's commit point).
-ROWS = "consolidated_rows"
-#: Rows per chunk of the summary's and the ledger's arrays: an append rewrites the last chunk and adds new ones.
-#: One-dimensional arrays (what a rerun reads: `bin`, `consolidated_part`) in large chunks, a few GETs a million
-#: bins; bin x class arrays in smaller ones, so that an append rewrites little.
-CHUNK_ROWS = 65536
-CHUNK_ROWS_2D = 4096
-#: Fixed codec settings: a retried task must write the same bytes whatever zarr's defaults become.
-#: What the last consolidation this process wrote to each store left there, or a ledger read with `remember`: (its
-#: summary attributes as canonical JSON, the complete bins, the consolidated partitions, the bins' fingerprints); see
-#: `ResultStore._consolidated_ledger`.
-_CONSOLIDATED: dict[str, tuple[str, frozenset[str], frozenset[str], dict[str, int]]] = {}
-_SERIALIZER = BytesCodec(endian="little")
-_COMPRESSORS = (ZstdCodec(level=3, checksum=False),)
-
-
-class StoreMismatchError(RuntimeError):
-    """The store holds results of another model (or is not an ifcbflow store): never mix two models' results."""
-
-
-class StoreLayoutError(StoreMismatchError):
-    """The store was written by an earlier ifcbflow in another layout; `ifcbflow migrate` converts it."""
 
 
 def model_identity(bundle_info: dict[str, Any]) -> str:
@@ -155,48 +143,6 @@ def decision_attributes(
     if thresholds is not None:
         attributes["thresholds"] = dict(zip(classes, threshold_array(thresholds, classes).tolist(), strict=True))
     return attributes
-
-
-#: What a partition id is made of (`partition_id`: a bin id, a dash, hex digits): no path separator, no leading dot.
-_PARTITION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*", re.ASCII)
-
-
-def part_key(part: str) -> str:
-    """`parts/<part>`, the key prefix of a partition in the store.
-
-    Partition ids come back from the store's commit records, which anyone who can write the store (or hand it to a
-    colleague) can change: an id that `partition_id` could not have made (a `/`, `..`, a leading dot) is refused
-    with `StoreMismatchError` rather than joined into a path, so no record can steer a read, write or delete outside
-    the store."""
-    if not _PARTITION.fullmatch(part):
-        raise StoreMismatchError(f"the store names a partition {part!r}, which is not a partition id: it was altered")
-    return f"{PARTS}/{part}"
-
-
-def partition_id(bins: Sequence[str], run: str) -> str:
-    """A partition's id: its first bin (so listings sort by time) and a digest of the run and all its bins;
-    ValueError when the first bin is no bin id (a path, say), which would otherwise steer the write out of the store.
-
-    The same within a run (a retried task rewrites the same keys with the same bytes), new in the next run (a bin
-    that failed and is retried there gets a new commit, never one the summary already counts).
-    """
-    digest = hashlib.sha256("\n".join([run, *bins]).encode()).hexdigest()[:12]
-    part = f"{bins[0] if bins else 'empty'}-{digest}"
-    if not _PARTITION.fullmatch(part):  # a bin id always fits; anything else never becomes a path in the store
-        raise ValueError(f"{bins[0]!r} is not a bin id, and a partition is named by its first bin")
-    return part
-
-
-def attempt_id(part: str) -> str:
-    """The id one attempt of the planned partition `part` commits under: `part`, a dash and 8 random hex digits.
-
-    Two attempts of one partition (a retry beside a zombie the scheduler gave up on, each having seen other transient
-    faults) so write disjoint keys and two commits, each listing only the bins whose ROIs its own arrays hold: neither
-    can overwrite the other's arrays or commit, and the ledger takes one record per bin. Nothing a commit says is
-    trusted beyond what it is: its thresholds are checked against the store's when it is read (`ResultStore.ledger`),
-    its files' fingerprints against the listing (`pipeline.job.run`).
-    """
-    return f"{part}-{secrets.token_hex(4)}"
 
 
 def _retried(method: Any) -> Any:
@@ -461,7 +407,7 @@ class ResultStore:
             )
             offset += n
         if results:
-            self.write_documents(_partition_documents(part, results, n_classes))
+            self.write_documents(partition_documents(part, results, n_classes))
         self.write_documents({f"{COMMITS}/{part}/zarr.json": group_document(commit.to_attributes())})
         return commit
 
@@ -537,13 +483,13 @@ class ResultStore:
         summary's attributes count); the full records and failures are read only if asked for.
 
         The two arrays are read only when this process did not write that consolidation itself: a consolidation
-        remembers what it wrote (`_CONSOLIDATED`), and the summary's attributes, which every consolidation rewrites
+        remembers what it wrote (`CONSOLIDATED`), and the summary's attributes, which every consolidation rewrites
         last with its row counts, tell whether the store still holds exactly that. So a `watch` poll, which
         consolidated the previous one, reads one small document here whatever the store's size. With `remember` a
         read from the store is kept the same way (the bin ids share their strings with the ledger's set)."""
         attributes = self._summary_attributes()
-        known = _CONSOLIDATED.get(self.url)
-        if known is not None and attributes is not None and known[0] == _canonical(attributes):
+        known = CONSOLIDATED.get(self.url)
+        if known is not None and attributes is not None and known[0] == canonical(attributes):
             complete, parts, digests = set(known[1]), set(known[2]), dict(known[3])
         else:
             tables = self._read_tables({SUMMARY: ("bin", "files_digest"), LEDGER: ("consolidated_part",)}, attributes)
@@ -556,7 +502,7 @@ class ResultStore:
             )
             parts = {str(p) for p in tables.get(LEDGER, {}).get("consolidated_part", np.array([])).tolist()}
             if remember and attributes is not None and ROWS in attributes:
-                _CONSOLIDATED[self.url] = (_canonical(attributes), frozenset(complete), frozenset(parts), dict(digests))
+                CONSOLIDATED[self.url] = (canonical(attributes), frozenset(complete), frozenset(parts), dict(digests))
         ledger = Ledger(
             complete,
             parts,
@@ -575,26 +521,15 @@ class ResultStore:
 
     def _consolidated_failures(self, attributes: dict[str, Any] | None) -> dict[str, BinFailure]:
         """The failed bins the last consolidation recorded, as of the summary's `attributes` (four small arrays; no
-        bin record is read): the rows they count, a bin's later row over its earlier ones.
-
-        A table no consolidation counts (`ROWS` without `failed`: stores written before the table grew by
-        appending, which rewrote it in place) may have been torn by a kill between its arrays' writes: arrays of two
-        lengths, or a row of one write and a stage of another. Such a table is dropped with a warning, never
-        trusted: its bins are read again by the next run, and fail again if their files are still bad."""
-        names = ("failed_bin", "failed_stage", "failed_reason", "failed_files")
+        bin record is read): the rows they count; a torn table of before is dropped with a warning
+        (`pipeline.results.failure_table`)."""
         counted = "failed" in ((attributes or {}).get(ROWS) or {})
-        kept = self._read_tables({LEDGER: names}, attributes if counted else None).get(LEDGER)
-        if kept is None or "failed_bin" not in kept:
-            return {}
-        columns = [kept.get(name, np.full(len(kept["failed_bin"]), "")).tolist() for name in names]
-        torn = len({len(column) for column in columns}) > 1 or any(str(stage) not in STAGES for stage in columns[1])
-        if torn:
+        kept = self._read_tables({LEDGER: FAILURE_COLUMNS}, attributes if counted else None).get(LEDGER, {})
+        failures = failures_from_columns(kept)
+        if failures is None:
             log.warning("%s: the failure table was torn by an interrupted write: its bins will be read again", self.url)
             return {}
-        return {
-            str(bin_id): BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
-            for bin_id, stage, reason, stamp in zip(*columns, strict=True)
-        }
+        return failures
 
     def _consolidated_records(
         self, attributes: dict[str, Any] | None
@@ -667,7 +602,7 @@ class ResultStore:
                 continue
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
-                tables[group_path] = {name: _read_rows(group[name], limits) for name in names if name in group}
+                tables[group_path] = {name: read_rows(group[name], limits) for name in names if name in group}
         return tables
 
     def consolidate(
@@ -678,126 +613,11 @@ class ResultStore:
         *,
         full: bool = False,
     ) -> int:
-        """Bring `summary` and `ledger` up to `ledger` (and failures found by listing); returns the bin count.
-
-        `info`: the root attributes the summary follows (classes, thresholds), when not yet the store's own.
-
-        A run that adds k bins appends: the new bins' rows (sorted by time among themselves) to the summary's arrays and
-        its new partitions and warnings to the ledger's, touching only the chunks from the last row on, without reading
-        the summary's records: O(k) store work and a few dozen requests whatever the store's size. The failure table
-        grows the same way by the failures that are new or changed (a failure that became complete needs no row: readers
-        drop failures of complete bins). Crash safety: the new chunks go first, then the arrays' metadata (their
-        shapes), and last the summary group's attributes with `ROWS`, the rows of each dimension that readers trust (the
-        summary's bins, the ledger's partitions, warnings and failures): a consolidation killed before that last write
-        leaves the previous counts, so its partitions are still pending and the next run appends them again over the
-        rows past the counts.
-
-        The summary and ledger are rewritten whole (from every bin record) only where an append cannot say it: with
-        `full` (`rethreshold` and `migrate`), after a compaction (commits that replace partitions), when a bin
-        already in the summary was committed again, when the summary's provenance (model, thresholds) is no longer
-        the store's, and when the summary is of an older layout (without `ROWS`) or absent. A rewrite first sets
-        the counts to zero (readers then take the bins from the commits, all still there), then writes every key,
-        then the counts, then deletes keys the new version does not have.
-        """
-        info = info or self.info() or {}
-        failures = dict(ledger.failures)
-        for failure in extra_failures:
-            if failure.bin not in ledger.complete:
-                failures[failure.bin] = failure
-        if full or self._must_rewrite(ledger, info):
-            rows, attributes = self._rewrite(ledger, failures, info)
-        else:
-            rows, attributes = self._append(ledger, failures, info)
-        ledger.consolidated(rows, attributes)
-        _CONSOLIDATED[self.url] = (
-            _canonical(attributes),
-            frozenset(ledger.complete),
-            frozenset(ledger.parts),
-            dict(ledger.digests),
-        )
-        return len(ledger.complete)
-
-    @staticmethod
-    def _must_rewrite(ledger: Ledger, info: dict[str, Any]) -> bool:
-        """Whether the summary cannot grow by appending (see `consolidate`)."""
-        if ledger.rows is None or ledger.recompleted or any(commit.replaces for commit in ledger.pending):
-            return True
-        provenance = {key: info[key] for key in _PROVENANCE if key in info}
-        return any(ledger.summary_attributes.get(key) != value for key, value in provenance.items())
-
-    def _rewrite(
-        self, ledger: Ledger, failures: dict[str, BinFailure], info: dict[str, Any]
-    ) -> tuple[dict[str, int], dict[str, Any]]:
-        records = ledger.bins.values()
-        summary = summary_dataset(records, info)
-        tables = ledger_dataset(ledger.parts, failures.values(), records)
-        rows = {dim: tables.sizes[dim] for dim in ("part", "warned", "failed")} | {"bin": summary.sizes["bin"]}
-        summary.attrs[ROWS] = rows
-        documents: dict[str, bytes] = {}
-        for group_path, dataset in ((SUMMARY, summary), (LEDGER, tables)):
-            documents.update({f"{group_path}/{key}": value for key, value in _zarr_documents(dataset).items()})
-        head = documents.pop(f"{SUMMARY}/zarr.json")
-        previous = self._summary_attributes()
-        if previous is not None:  # readers take the bins from the commits while the arrays change
-            emptied = {**previous, ROWS: dict.fromkeys(rows, 0)}
-            self.write_documents({f"{SUMMARY}/zarr.json": group_document(emptied)})
-        stale = [key for key in self._keys_under(SUMMARY) + self._keys_under(LEDGER) if key not in documents]
-        self.write_documents(documents)
-        self.write_documents({f"{SUMMARY}/zarr.json": head})
-        for key in stale:
-            if key != f"{SUMMARY}/zarr.json":
-                with_retries(lambda key=key: self.fs.rm_file(posixpath.join(self.root, key)), f"removing {key}")
-        return rows, json.loads(head)["attributes"]
-
-    @_retried
-    def _append(
-        self, ledger: Ledger, failures: dict[str, BinFailure], info: dict[str, Any]
-    ) -> tuple[dict[str, int], dict[str, Any]]:
-        assert ledger.rows is not None
-        records = list({record.bin: record for commit in ledger.pending for record in commit.bins}.values())
-        added = {
-            SUMMARY: summary_dataset(records, info),
-            LEDGER: ledger_dataset(ledger.new_parts, (), records).drop_dims("failed"),
-        }
-        rows = dict(ledger.rows)
-        if "failed" in rows:  # the failures that are new or changed, appended
-            recorded = self._consolidated_failures(ledger.summary_attributes)
-            changed = [failure for bin_id, failure in failures.items() if recorded.get(bin_id) != failure]
-        else:  # a table of before, rewritten in place (and counted from now on: never again)
-            rows["failed"], changed = 0, list(failures.values())
-        failed = ledger_dataset((), changed)
-        added[f"{LEDGER} failed"] = failed[["failed_bin", "failed_stage", "failed_reason", "failed_files"]]
-        start = dict(rows)
-        metadata: dict[str, bytes] = {}
-        for name, dataset in added.items():
-            group_path = name.split()[0]
-            grow = {dim: size for dim, size in dataset.sizes.items() if dim in start}
-            if not any(grow.values()):
-                continue
-            encoded = zarr.open_group(MemoryStore(_zarr_contents(dataset)), mode="r", zarr_format=3)
-            stored = dict(zarr.open_group(self.zarr_store, path=group_path, mode="r+", zarr_format=3).arrays())
-            for array_name, values in encoded.arrays():
-                dims = values.metadata.dimension_names or ()
-                if not dims or dims[0] not in grow or array_name not in stored:
-                    continue
-                meta = _grow(stored[array_name], start[dims[0]], values)
-                metadata[f"{group_path}/{array_name}/zarr.json"] = meta
-        self.write_documents(metadata)
-        sizes = {**added[LEDGER].sizes, **added[f"{LEDGER} failed"].sizes, **added[SUMMARY].sizes}
-        rows = {dim: rows[dim] + sizes[dim] for dim in rows}
-        attributes = {**ledger.summary_attributes, ROWS: rows}
-        self.write_documents({f"{SUMMARY}/zarr.json": group_document(attributes)})
-        return rows, attributes
-
-    @_retried
-    def _keys_under(self, folder: str) -> list[str]:
-        path = posixpath.join(self.root, folder)
-        try:
-            found = self.fs.find(path, withdirs=False)
-        except FileNotFoundError:
-            return []
-        prefix = self.root.rstrip("/") + "/"
-        return [str(name)[len(prefix) :] for name in found]
+        """Bring `summary` and `ledger` up to `ledger` (and failures found by listing); returns the bin count:
+        appended behind one commit point, or rewritten whole where an append cannot say it
+        (`pipeline.results.consolidation`). `info`: the root attributes the summary follows, when not yet the store's
+        own."""
+        return consolidate(self, ledger, extra_failures, info, full=full)
 
     # --- reading results --------------------------------------------------------------------------------------------
     def summary(self, ledger: Ledger | None = None):  # -> xr.Dataset
@@ -861,11 +681,6 @@ def _totals_of(records: Iterable[BinRecord]) -> StoreTotals:
     return StoreTotals(len(listed), sum(record.n_rois for record in listed), moment)
 
 
-def _canonical(attributes: dict[str, Any]) -> str:
-    """Attributes as JSON independent of key order (as written and as read back)."""
-    return json.dumps(attributes, sort_keys=True, default=str)
-
-
 def _modified(entry: dict[str, Any]) -> float:
     """An fsspec entry's modification time in seconds (local `mtime`, S3 `LastModified`, GCS `updated`); 0 when it
     has none (then it counts as old)."""
@@ -875,106 +690,6 @@ def _modified(entry: dict[str, Any]) -> float:
     if isinstance(value, datetime):
         return value.timestamp()
     return float(value or 0.0)
-
-
-def _zarr_contents(dataset: Any) -> dict[str, Any]:
-    """A Dataset written as zarr v3 in memory (key -> buffer), its arrays in chunks of `CHUNK_ROWS` rows (bin x
-    class arrays: `CHUNK_ROWS_2D`)."""
-    encoding = {
-        name: {
-            **variable.encoding,
-            "chunks": (CHUNK_ROWS if variable.ndim == 1 else CHUNK_ROWS_2D, *variable.shape[1:]),
-        }
-        for name, variable in dataset.variables.items()
-        if variable.ndim and variable.dims[0] in ("bin", "part", "failed", "warned")
-    }
-    contents: dict[str, Any] = {}
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # zarr's notes on string dtypes
-        dataset.to_zarr(MemoryStore(contents), mode="w", consolidated=False, zarr_format=3, encoding=encoding)
-    return contents
-
-
-def _zarr_documents(dataset: Any) -> dict[str, bytes]:
-    return {key: _bytes(value) for key, value in _zarr_contents(dataset).items()}
-
-
-def _grow(array: Any, start: int, new: Any) -> bytes:
-    """Write the rows of `new` (an array of the same name encoded in memory) as the rows from `start` on of `array`
-    (only the chunks they touch) and return the array's metadata with its new length, for the caller to write after
-    every chunk (the array keeps its shape till then). From row 0 the array takes `new`'s metadata whole: an empty
-    array was written with no type to tell (xarray writes an empty array of strings as float)."""
-    values = np.asarray(new[...])
-    grown = (start + len(values), *array.shape[1:])
-    metadata = new.metadata if start == 0 else array.metadata.update_shape(grown)
-    if len(values):
-        current = array._async_array
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=UserWarning)
-            zarr.Array(AsyncArray(metadata, current.store_path, current.config))[start : start + len(values)] = values
-    return _bytes(metadata.to_buffer_dict(default_buffer_prototype())["zarr.json"])
-
-
-def _read_rows(array: Any, limits: dict[str, int]) -> np.ndarray:
-    """An array whole, or its first rows where `limits` counts its first dimension."""
-    dims = array.metadata.dimension_names or ()
-    if dims and dims[0] in limits:
-        return np.asarray(array[: min(int(limits[dims[0]]), array.shape[0])])
-    return np.asarray(array[...])
-
-
-def _bytes(value: Any) -> bytes:
-    return value.to_bytes() if hasattr(value, "to_bytes") else bytes(value)
-
-
-def group_document(attributes: dict[str, Any]) -> bytes:
-    """A zarr v3 group's `zarr.json`, with stable bytes (sorted keys; our own attributes only)."""
-    document = {"zarr_format": 3, "node_type": "group", "attributes": attributes}
-    return json.dumps(document, indent=2, sort_keys=True, allow_nan=False).encode()
-
-
-def _partition_documents(part: str, results: Sequence[BinResult], n_classes: int) -> dict[str, bytes]:
-    """Every key of `parts/<part>` (the group, its arrays' metadata and one chunk each), built in memory.
-
-    ROI-level arrays, so that xarray reads a partition (and `open_rois` the whole store) as one table of ROIs:
-    `scores` (roi, class), `embeddings` (roi, feature) when the results have them, and per ROI its `roi_number`,
-    `bin` and `time` (CF-encoded, decoded by xarray).
-    """
-    scores = np.concatenate([r.scores.astype(np.float32, copy=False) for r in results]).reshape(-1, n_classes)
-    arrays: list[tuple[str, np.ndarray, tuple[str, ...], dict[str, str]]] = [
-        ("scores", scores, ("roi", "class"), {"long_name": "class scores"})
-    ]
-    if any(r.embeddings is not None for r in results):
-        embedded = np.concatenate([np.asarray(r.embeddings, dtype=np.float16) for r in results])
-        arrays.append(("embeddings", embedded, ("roi", "feature"), {"long_name": "penultimate-layer features"}))
-    numbers = np.concatenate([np.asarray(r.roi_numbers, dtype=np.int32) for r in results])
-    bins = np.concatenate([np.full(len(r.roi_numbers), r.bin, dtype=object) for r in results])
-    seconds = np.concatenate([np.full(len(r.roi_numbers), int(r.time.timestamp()), dtype=np.int64) for r in results])
-    rows = max(len(numbers), 1)  # zarr chunks cannot be empty
-    contents: dict[str, Any] = {}
-    group = zarr.open_group(MemoryStore(contents), mode="w", zarr_format=3)
-    for name, data, dimensions, attributes in (
-        *arrays,
-        ("roi_number", numbers, ("roi",), {"long_name": "ROI number (1-based .adc row)"}),
-        ("time", seconds, ("roi",), {"units": "seconds since 1970-01-01", "calendar": "proleptic_gregorian"}),
-    ):
-        array = group.create_array(
-            name,
-            shape=data.shape,
-            chunks=(rows, *data.shape[1:]),
-            dtype=data.dtype,
-            dimension_names=dimensions,
-            serializer=_SERIALIZER,
-            compressors=_COMPRESSORS,
-            fill_value=0,
-            attributes=attributes,
-        )
-        if data.size:
-            array[...] = data
-    names = group.create_array("bin", shape=bins.shape, chunks=(rows,), dtype=str, dimension_names=("roi",))
-    if bins.size:
-        names[...] = bins
-    return {f"{part_key(part)}/{key}": _bytes(value) for key, value in sorted(contents.items())}
 
 
 def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # -> xr.Dataset
