@@ -16,8 +16,10 @@ from contextlib import contextmanager
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
+S = TypeVar("S", bound=ThreadingHTTPServer)
 SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
@@ -112,14 +114,8 @@ class _Handler(BaseHTTPRequestHandler):
 @contextmanager
 def faulty_proxy(target: str, kind: str, rate: float, seed: int = 0) -> Iterator[FaultyProxy]:
     """A running proxy for the duration of the block."""
-    proxy = FaultyProxy(target, kind, rate, seed)
-    thread = threading.Thread(target=proxy.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with _serving(FaultyProxy(target, kind, rate, seed)) as proxy:
         yield proxy
-    finally:
-        proxy.shutdown()
-        proxy.server_close()
 
 
 class _ArchiveHandler(SimpleHTTPRequestHandler):
@@ -169,7 +165,13 @@ class ArchiveServer(ThreadingHTTPServer):
 @contextmanager
 def archive_server(root: Path, *, honour_range: bool) -> Iterator[ArchiveServer]:
     """An `ArchiveServer` of `root` running for the duration of the block."""
-    server = ArchiveServer(root, honour_range)
+    with _serving(ArchiveServer(root, honour_range)) as server:
+        yield server
+
+
+@contextmanager
+def _serving(server: S) -> Iterator[S]:
+    """`server` answering requests in a thread for the duration of the block, then shut down and closed."""
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     try:
