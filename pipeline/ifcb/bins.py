@@ -94,9 +94,9 @@ def listed_roi_size(files: BinFiles, hdr: bytes, adc: bytes) -> int | None:
     the bytes read; None (unknown: the reader asks the filesystem) otherwise.
 
     The rule: a size is a fact about the file only where the listing knows it. An HTTP directory listing names
-    files without sizes (fsspec's `HTTPFileSystem.ls` gives `"size": None`), which the archive's listing records
-    as 0; a listing taken before a file changed gives its old size. Either way the `.hdr` and `.adc` just read show
-    it, and a `.roi` judged truncated by such a size would be recorded as bad data that is not."""
+    files without sizes (fsspec's `HTTPFileSystem.ls` gives `"size": None`: the archive's listing then gives no
+    sizes at all); a listing taken before a file changed gives its old size, which the `.hdr` and `.adc` just read
+    show. A `.roi` judged truncated by such a size would be recorded as bad data that is not."""
     if files.sizes is None or files.sizes[:2] != (len(hdr), len(adc)):
         return None
     return files.sizes[2]

@@ -38,7 +38,7 @@ from pipeline.job.worker import PartitionResult, PartitionTask, classify_partiti
 from pipeline.redact import redact_text, redact_url
 from pipeline.results.lease import Lease, StoreBusyError
 from pipeline.results.partitions import partition_id
-from pipeline.results.records import Ledger, files_digest
+from pipeline.results.records import Ledger, files_changed
 from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -289,9 +289,7 @@ class Selection:
 
     def _changed(self, files: BinFiles) -> bool:
         """Whether a complete bin's listed files differ from those it was classified from (both fingerprints known)."""
-        kept = self.ledger.digests.get(files.bin.id)
-        listed = files_digest(files.sizes)
-        return kept is not None and listed is not None and kept != listed
+        return files_changed(self.ledger.digests.get(files.bin.id), files.sizes)
 
     def _known_bad(self, files: BinFiles) -> BinFailure | None:
         """The recorded data failure of `files`' bin when its files are the ones it failed with."""

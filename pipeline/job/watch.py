@@ -38,7 +38,7 @@ from pipeline.job.run import ClassifyRequest, RunSummary, UsageError, check_wind
 from pipeline.redact import redact_url
 from pipeline.results.compact import compact_store
 from pipeline.results.lease import StoreBusyError
-from pipeline.results.records import files_digest
+from pipeline.results.records import files_changed, files_digest
 from pipeline.results.store import ResultStore
 
 log = logging.getLogger(__name__)
@@ -202,8 +202,7 @@ class Watcher:
 
     def _changed(self, files: BinFiles) -> bool:
         """Whether a complete bin is listed with other files than it was classified from."""
-        kept, listed = self._digests.get(files.bin.id), files_digest(files.sizes)
-        return kept is not None and listed is not None and kept != listed
+        return files_changed(self._digests.get(files.bin.id), files.sizes)
 
     def _recent_start(self) -> datetime | None:
         """Where a poll's listing starts: the day before the newest bin listed so far, or the day of the oldest bin

@@ -107,10 +107,8 @@ class Lease:
         lifetime by this process's own clock (a run that was paused, stopped or starved past it may have been taken
         over by now: it leaves the writing to the next run)."""
         if self.lost is None and self._owner is not None:
-            holder = self.holder()
-            if holder is None or holder.get("owner") != self._owner:
-                found = "nobody" if holder is None else f"process {holder.get('pid')} on {holder.get('host')}"
-                self.lost = f"it is held by {found} now"
+            if (other := self._held_by_another(self._owner)) is not None:
+                self.lost = f"it is held by {other} now"
             elif time.monotonic() - self._renewed > self._ttl_s:
                 self.lost = f"not renewed for {time.monotonic() - self._renewed:.0f} s, more than its lifetime"
         if self.lost is not None:
@@ -166,14 +164,19 @@ class Lease:
         self._confirm(owner)
         return claim
 
+    def _held_by_another(self, owner: str) -> str | None:
+        """Who holds the lease now when it is not `owner` ("nobody" when no one does), read afresh; None: `owner`."""
+        holder = self.holder()
+        if holder is not None and holder.get("owner") == owner:
+            return None
+        return "nobody" if holder is None else f"process {holder.get('pid')} on {holder.get('host')}"
+
     def _confirm(self, owner: str) -> None:
         """Read the lease back: StoreBusyError when another run's document is there (a store that does not honour
         exclusive creates let both runs write it)."""
-        holder = self.holder()
-        if holder is None or holder.get("owner") != owner:
-            found = "nobody" if holder is None else f"process {holder.get('pid')} on {holder.get('host')}"
+        if (other := self._held_by_another(owner)) is not None:
             raise StoreBusyError(
-                f"{self.label}: another run took the store's lease at the same moment (read back: {found}); if no "
+                f"{self.label}: another run took the store's lease at the same moment (read back: {other}); if no "
                 "other run was started, the object store does not honour exclusive creates (If-None-Match)"
             )
 

@@ -68,6 +68,13 @@ def files_digest(sizes: tuple[int, int, int] | None) -> int | None:
     return int.from_bytes(digest, "big") or 1
 
 
+def files_changed(kept: int | None, sizes: tuple[int, int, int] | None) -> bool:
+    """Whether a complete bin whose files had the fingerprint `kept` is listed now with files of other `sizes`
+    (both known: a bin of unknown fingerprint or sizes is taken as unchanged)."""
+    listed = files_digest(sizes)
+    return kept is not None and listed is not None and kept != listed
+
+
 @dataclass(frozen=True)
 class StoreTotals:
     """What a store holds in three numbers: complete bins, their ROIs, and the newest complete bin's sample time
