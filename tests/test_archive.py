@@ -11,6 +11,7 @@ import pytest
 from pipeline.ifcb.archive import bin_files_at, iter_bins, list_bins, scan_archive, split_bin_filename
 from pipeline.ifcb.bins import BinMeta, read_bin_images
 from pipeline.ifcb.errors import BinFailure, IfcbFormatError
+from pipeline.ifcb.left_out import SAME_COPY
 
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
 EMPTY_NEW, EMPTY_OLD = "D20150411T205456_IFCB012", "IFCB5_2017_001_033645"
@@ -85,17 +86,26 @@ def test_missing_archive_is_an_error(tmp_path: Path) -> None:
     assert list_bins(str(tmp_path))[1:] == ([], [])  # an existing empty folder is an empty archive
 
 
-def test_same_bin_in_two_places_is_a_failure(ifcb_data: Path, tmp_path: Path) -> None:
+def test_a_bin_in_two_places_is_one_bin_when_identical_and_a_failure_when_not(ifcb_data: Path, tmp_path: Path) -> None:
     _copy(ifcb_data / "bins", NEW, tmp_path / "a")
     _copy(ifcb_data / "bins", NEW, tmp_path / "b")
+    _, stream = iter_bins(str(tmp_path))
+    items = list(stream)
+    assert [(item.bin.id, Path(item.roi).parent.name) for item in items] == [(NEW, "a")]  # the first by path
+    assert stream.left_out.files == {SAME_COPY: 3}
+    assert stream.left_out.examples[SAME_COPY][0] == f"b/{NEW}.adc (same as a/{NEW}.adc)"
+    roi = tmp_path / "b" / f"{NEW}.roi"
+    roi.write_bytes(roi.read_bytes()[:-1] + b"\x00")  # one byte differs: the same size, other bytes
     _, bins, failures = list_bins(str(tmp_path))
     assert bins == [] and len(failures) == 1
-    assert failures[0].stage == "files" and "several places" in failures[0].reason
+    assert failures[0].stage == "files" and failures[0].reason == (
+        f"copies that differ: {tmp_path}/a/{NEW}.roi and {roi} (remove or rename one)"
+    )
 
 
 def test_mixed_good_and_bad_bins_lose_no_good_bin(ifcb_data: Path, tmp_path: Path) -> None:
     root = _nested_archive(ifcb_data, tmp_path / "archive")
-    bad = root / "bad"
+    bad = root / "damaged"
     src = ifcb_data / "bins"
     _copy(src, NEW, bad, "D20130527T000000_IFCB013")  # truncated .roi
     roi = bad / "D20130527T000000_IFCB013.roi"
@@ -194,11 +204,11 @@ def listing_calls(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     ("start", "end", "expected", "listed"),
     [
         (datetime(2020, 1, 2), datetime(2020, 1, 4), ["D20200102T000000_IFCB013", "D20200103T000000_IFCB013"],
-         ["D2020", "D2020/D20200102", "D2020/D20200103"]),
+         ["D2020", "D2020/D20200101", "D2020/D20200102", "D2020/D20200103", "D2020/D20200104"]),
         (datetime(2012, 1, 29, 8), datetime(2012, 1, 29, 9), ["IFCB5_2012_029_081515"],
-         ["2012", "2012/IFCB5_2012_029"]),
+         ["2012", "2012/IFCB5_2012_028", "2012/IFCB5_2012_029", "2012/IFCB5_2012_030"]),
         (datetime(2012, 1, 30), datetime(2019, 1, 2), ["IFCB5_2012_030_081515", "D20190101T000000_IFCB013"],
-         ["2012", "D2019", "2012/IFCB5_2012_030", "D2019/D20190101"]),
+         ["2012", "D2019", "2012/IFCB5_2012_029", "2012/IFCB5_2012_030", "D2019/D20190101", "D2019/D20190102"]),
     ],
 )  # fmt: skip
 def test_a_window_lists_only_the_day_folders_that_can_hold_it(
@@ -223,13 +233,14 @@ def test_bins_asked_for_list_only_their_days_and_a_full_pass_streams_in_time_ord
     assert [b.bin.id for b in bins] == wanted[1::-1]
     assert failures == [BinFailure("D20190103T120000_IFCB013", "files", "not found in the archive")]
     assert sorted(path for method, path in listing_calls if method == "find") == [
-        str(root / "2011" / "IFCB5_2011_028"), str(root / "D2019" / "D20190103")
-    ]  # fmt: skip
+        str(root / folder) for folder in ("2011/IFCB5_2011_027", "2011/IFCB5_2011_028", "2011/IFCB5_2011_029",
+                                          "D2019/D20190102", "D2019/D20190103", "D2019/D20190104")
+    ]  # fmt: skip  (each bin's day folder and the days either side: folders are often named by local date)
     listing_calls.clear()
     _, stream = iter_bins(str(root))
     assert len(listing_calls) == 5  # the root and its four years; no day is listed before it is asked for
-    first = next(stream)
-    assert first.bin.id == "IFCB5_2011_027_081515" and len(listing_calls) == 6
+    first = next(stream)  # its day is whole once the folder of the day after is listed: 027, 028, 029
+    assert first.bin.id == "IFCB5_2011_027_081515" and len(listing_calls) == 8
     rest = [item.bin.id for item in stream]
     assert len(rest) == 17 and rest == [b.bin.id for b in list_bins(str(root))[1]][1:]
 

@@ -194,7 +194,7 @@ def test_skip_and_beads_folders_are_left_out(with_set_aside: Path) -> None:
     assert sorted(listed) == [NEW, OLD] and {r["status"] for r in listed.values()} == {"ok"}
     everything = _ls(with_set_aside, "--exclude-folders", "")
     assert everything["D20130526T120000_IFCB013"]["status"] == "ok"  # the bead run, read as data
-    assert everything[OLD]["reason"].startswith("files: files found in several places")
+    assert everything[OLD]["status"] == "ok"  # its set-aside copy is byte-identical: one bin
     only_skip = _ls(with_set_aside, "--exclude-folders", "skip")
     assert sorted(only_skip) == [NEW, "D20130526T120000_IFCB013", OLD] and only_skip[OLD]["status"] == "ok"
 
@@ -204,16 +204,19 @@ def test_excluded_folders_in_the_python_api(with_set_aside: Path) -> None:
 
     _, bins, failures = list_bins(str(with_set_aside))
     assert [files.bin.id for files in bins] == [OLD, NEW] and failures == []
-    _, bins, failures = list_bins(str(with_set_aside), exclude=("beads",))  # skip/ read: OLD is there twice
-    assert [files.bin.id for files in bins] == [NEW] and [failure.bin for failure in failures] == [OLD]
+    _, bins, failures = list_bins(str(with_set_aside), exclude=("beads",))  # skip/ read: OLD is there twice, alike
+    assert [(files.bin.id, Path(files.roi).parent.name) for files in bins] == [(OLD, "IFCB5_2012_028"),
+                                                                               (NEW, "D20130526")]  # fmt: skip
+    assert failures == []
+    (with_set_aside / "skip" / f"{OLD}.hdr").write_text("softwareVersion: another copy\n")  # now they differ
     _, bins, failures = list_bins(str(with_set_aside), exclude=())
     assert [files.bin.id for files in bins] == [NEW, "D20130526T120000_IFCB013"]
-    assert [failure.bin for failure in failures] == [OLD]
+    assert [failure.bin for failure in failures] == [OLD] and failures[0].reason.startswith("copies that differ")
 
 
 # --- 8. nothing in an archive disappears without a word -----------------------------------------------------------
 def test_files_the_listing_cannot_take_are_failures_or_counted(ifcb_data: Path, tmp_path: Path, caplog) -> None:
-    from pipeline.ifcb.archive import list_bins
+    from pipeline.ifcb.archive import iter_bins, list_bins
 
     root = tmp_path / "archive"
     _copy_bin(ifcb_data / "bins", NEW, root)
@@ -239,12 +242,13 @@ def test_files_the_listing_cannot_take_are_failures_or_counted(ifcb_data: Path, 
     _, bins, failures = list_bins(str(root), bin_ids=[OLD])  # asked for by id: the same one failure
     assert bins == [] and [(f.bin, f.reason[:29]) for f in failures] == [(OLD, "extension not in lower case: ")]
     caplog.set_level("INFO", logger="pipeline")
-    list_bins(str(root), end=parse_bin_id("D20140101T000000_IFCB013").time)
+    _, stream = iter_bins(str(root), end=parse_bin_id("D20140101T000000_IFCB013").time)
+    list(stream)
+    assert stream.left_out.lines() == [
+        "left out (hidden files, such as macOS's ._ resource forks): 1 file: ._D20130526T095207_IFCB013.hdr",
+        "left out (.hdr/.adc/.roi files whose name is not a bin id): 1 file: D20130526T095207_IFCB13.adc",
+    ]
     messages = [record.getMessage() for record in caplog.records]
-    assert any(
-        "2 .hdr/.adc/.roi file(s) whose name is not a bin id were left out, e.g. ._D20130526T095207_IFCB013.hdr, "
-        "D20130526T095207_IFCB13.adc" in message for message in messages
-    )
     assert any("3 bin file(s) outside the requested window or bins left out" in message for message in messages)
 
 

@@ -75,10 +75,14 @@ def ls(
 ) -> None:
     """List the bins of an archive: one line per bin with its ROI count and volume analysed (mL).
 
-    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/); folders named skip
-    or beads are left out (--exclude-folders).
+    Bins are found in flat folders or in day folders (D2024/D20240101/, 2012/IFCB5_2012_028/), or in a .zip of
+    an archive; folders named bad, skip, beads, temp or data_temp are left out (--exclude-folders), and so are
+    recycle bins, trash and hidden folders. A time window also reads the day folders either side of it (folders
+    named by local date hold bins of the next or previous UTC day).
 
-    A bin with a missing or unreadable file is listed as failed, with the reason; other files are ignored.
+    A bin with a missing or unreadable file is listed as failed, with the reason; byte-identical copies of a bin
+    are one bin, copies that differ a failure. The summary (on stderr) counts every file that looks like part of
+    the archive but was left out, with the reason and examples.
     """
     options = parse_storage_options(storage_options)
     start_time, end_time = parse_window(start, end)
@@ -96,7 +100,14 @@ def ls(
     except (FileNotFoundError, IfcbFormatError, ValueError) as err:
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(2) from None
-    typer.echo(f"{counts['ok']} bins ok, {counts['failed']} failed, {counts['rois']} ROIs", err=True)
+    for line in results.left_out.lines():
+        typer.echo(line, err=True)
+    excluded = ", ".join(results.left_out.exclude) or "none"
+    typer.echo(
+        f"{counts['ok']} bins ok, {counts['failed']} failed, {counts['rois']} ROIs "
+        f"(folders left out: {excluded}; recycle bins, trash and hidden folders)",
+        err=True,
+    )
 
 
 def extract(

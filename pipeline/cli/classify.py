@@ -65,11 +65,24 @@ def merge_config(ctx: typer.Context, values: dict[str, Any], config: dict[str, A
     return merged
 
 
-def _bin_list(url: str | None, storage_options: dict[str, Any]) -> list[str] | None:
-    if url is None:
+def _bin_list(value: str | None, storage_options: dict[str, Any]) -> list[str] | None:
+    """`--bins`: bin ids given as such (comma-separated), or the file (or URL) that lists them, one per line (lines
+    starting with `#` are comments); a usage error when it is neither."""
+    from pipeline.ifcb.errors import IfcbFormatError
+    from pipeline.ifcb.identifiers import parse_bin_id
+
+    if value is None:
         return None
-    with fsspec.open(url, "rt", **storage_options) as f:
-        return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    ids = [text.strip() for text in value.split(",") if text.strip()]
+    try:
+        return [parse_bin_id(text).id for text in ids]
+    except IfcbFormatError:
+        pass
+    try:
+        with fsspec.open(value, "rt", **storage_options) as f:
+            return [line.strip() for line in f if line.strip() and not line.lstrip().startswith("#")]
+    except FileNotFoundError:
+        raise typer.BadParameter(f"{value} is neither bin ids nor a file listing them", param_hint="--bins") from None
 
 
 def check_runtime(runtime: str | None) -> str | None:
@@ -147,7 +160,9 @@ def classify(
     partition_mb: float = PARTITION_MB,
     start: str | None = START,
     end: str | None = END,
-    bins: str | None = typer.Option(None, help="File (or URL) listing the bin ids to classify, one per line."),
+    bins: str | None = typer.Option(
+        None, help="The bins to classify: bin ids (comma-separated), or a file (or URL) listing them, one per line."
+    ),
     storage_options: str | None = STORAGE_OPTIONS,
     config: str | None = typer.Option(None, help="YAML file (or URL) with any of these options; flags win."),
     batch_size: int | None = BATCH_SIZE,

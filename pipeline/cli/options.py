@@ -29,8 +29,9 @@ def parse_storage_options(text: str | None) -> dict[str, Any]:
 
 
 EXCLUDE_FOLDERS_HELP = (
-    "Comma-separated folder names left out of the archive at any depth (default: skip,beads, as WHOI's readers "
-    "do); an empty value '' reads every folder."
+    "Comma-separated folder names left out of the archive at any depth (default: bad,skip,beads,temp,data_temp, "
+    "as WHOI's ifcb-inference does); an empty value '' reads every folder. Recycle bins, trash and hidden folders "
+    "are always left out; the summary counts what was left out."
 )
 
 

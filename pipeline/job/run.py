@@ -100,6 +100,7 @@ class RunSummary:
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     incomplete: list[dict[str, str]] = field(default_factory=list)
+    left_out: dict[str, dict[str, Any]] = field(default_factory=dict)  # the listing's `LeftOut.to_dict()`
     dashboard: str | None = None
 
     @property
@@ -140,18 +141,22 @@ def run_classification(
     except BundleError as err:
         raise ConfigurationError(redact_text(str(err))) from None
     try:
-        _, listed = iter_bins(
+        _, listing = iter_bins(
             request.archive_url, options, start=request.start, end=request.end, bin_ids=request.bin_ids,
             exclude=request.exclude_folders,
         )  # fmt: skip
-    except FileNotFoundError:
-        raise ConfigurationError(f"archive not found: {redact_url(request.archive_url)}") from None
+    except FileNotFoundError as err:  # its message names the archive (redacted)
+        raise ConfigurationError(str(err)) from None
+    listed: Iterable[BinFiles | BinFailure] = listing
     if request.bin_ids is not None:  # a list of bins is listed whole (its days only), so that bins it names that
-        listed = list(listed)  # the archive lacks are refused before anything is written
+        listed = list(listing)  # the archive lacks are refused before anything is written
         unknown = [f.bin for f in listed if isinstance(f, BinFailure) and f.reason == NOT_IN_ARCHIVE]
         if unknown:
             more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
-            raise UsageError(f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more}")
+            raise UsageError(
+                f"--bins names bins the archive does not have: {', '.join(unknown[:5])}{more} (looked in the day "
+                "folders of their days and of the days either side, outside excluded folders)"
+            )
 
     store = ResultStore(request.store_url, options)
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
@@ -212,6 +217,9 @@ def run_classification(
                 f"{len(selection.known_bad)} bins failed before with the same files: not read again "
                 "(--retry-failed reads them)"
             )
+        summary.left_out = listing.left_out.to_dict()
+        for line in listing.left_out.lines():
+            reporter.message(line)
         summary.partition_mb = balanced_target(selection.weight, max(n_workers, 1), target) / MB
         reporter.message(
             f"{summary.bins_listed} bins selected, {summary.bins_already_complete} already complete, "
