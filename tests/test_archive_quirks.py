@@ -237,3 +237,30 @@ def test_files_named_like_a_bin_in_any_case_are_counted(ifcb_data: Path, tmp_pat
     assert f"left out (.hdr/.adc/.roi files whose name is not a bin id): 1 file: {NEW.lower()}.hdr" in text
     assert "left out (files named after a bin that are none of its .hdr, .adc, .roi): 2 files: " in text
     assert "notes.txt" not in text
+
+
+# --- the same on object storage (a real S3 server on loopback, through s3fs) ----------------------------------------
+def test_on_s3_recycle_bins_copies_and_a_zip_path(s3_server, ifcb_data: Path, tmp_path: Path) -> None:
+    local = tmp_path / "archive"
+    _bin(ifcb_data, local / "D2013" / "D20130526")
+    _bin(ifcb_data, local / "#recycle" / "D2013" / "D20130526")
+    _bin(ifcb_data, local / "D2013" / "D20130526" / "copy")  # uploaded whole: equal plain ETags, nothing read
+    bucket = s3_server.new_bucket()
+    s3 = s3_server.filesystem()
+    s3.put(str(local) + "/", f"{bucket}/archive/", recursive=True)
+    options = ["--storage-options", json.dumps(s3_server.storage_options)]
+    rows, summary = _ls(f"s3://{bucket}/archive", *options)
+    _the_real_bin(rows)
+    text = "\n".join(summary)
+    assert "left out (in recycle bins, trash or hidden folders): 1 folder: #recycle/" in text
+    assert "left out (byte-identical copies of bins listed from another folder): 3 files: " in text
+    from pipeline.ifcb.copies import same_file
+
+    listing = s3.find(f"{bucket}/archive/D2013", detail=True)
+    sent: list[str] = []
+    s3.s3.meta.events.register("before-send.s3", lambda request, **_: sent.append(request.method))
+    day = f"{bucket}/archive/D2013/D20130526"
+    assert same_file(s3, f"{day}/{NEW}.roi", f"{day}/copy/{NEW}.roi", listing) and sent == []  # by their ETags
+    s3.put(str(_zipped(ifcb_data, tmp_path)), f"{bucket}/archive.zip")
+    rows, _ = _ls(f"s3://{bucket}/archive.zip", *options)
+    _the_real_bin(rows)
