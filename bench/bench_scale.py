@@ -105,7 +105,7 @@ def noop_rerun(archive: str, store_url: str) -> tuple[int, int]:
 
     store = ResultStore(store_url)
     with store.lease("bench"):
-        selection = Selection(store.ledger(clean=True).complete)
+        selection = Selection(store.ledger(clean=True))
         todo = sum(1 for _ in selection.todo(iter_bins(archive)[1]))
     return selection.complete, todo
 

@@ -439,14 +439,17 @@ def _group(walk: _Walk, listing: dict[str, Any]) -> list[BinFiles | BinFailure]:
     bin_of: dict[str, BinId] = {}
     miscased: dict[str, list[str]] = {}
     broken: dict[str, list[str]] = {}
+    reasons: dict[str, str | None] = {}  # by folder: why it is not part of the archive (None: it is)
     for path, entry in listing.items():
-        relative = walk.relative(path)
-        if (reason := path_reason(relative, window.exclude)) is not None:
-            left_out.file(reason, relative)
+        folder = posixpath.dirname(path)
+        if folder not in reasons:
+            reasons[folder] = path_reason(walk.relative(path), window.exclude)
+        if (reason := reasons[folder]) is not None:
+            left_out.file(reason, walk.relative(path))
             continue
         parsed = split_bin_filename(path)
         if parsed is None:
-            _note_other_file(path, relative, miscased, left_out)
+            _note_other_file(path, walk.relative(path), miscased, left_out)
             continue
         bin_id, ext = parsed
         if not window.takes(bin_id):
@@ -454,9 +457,9 @@ def _group(walk: _Walk, listing: dict[str, Any]) -> list[BinFiles | BinFailure]:
             continue
         bin_of[bin_id.id] = bin_id
         if entry.get("broken_link"):
-            broken.setdefault(bin_id.id, []).append(relative)
+            broken.setdefault(bin_id.id, []).append(walk.relative(path))
             continue
-        copies.setdefault(bin_id.id, {}).setdefault(posixpath.dirname(path), {})[ext] = path
+        copies.setdefault(bin_id.id, {}).setdefault(folder, {})[ext] = path
     complete: list[BinFiles] = []
     failures: list[BinFailure] = []
     for bin_text, paths in sorted(miscased.items()):
