@@ -146,6 +146,22 @@ class OnnxModel:
         providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
         return ort.InferenceSession(self.data, sess_options=options, providers=providers)
 
+    def check_runs(self, config: PreprocessConfig, n_classes: int) -> None:
+        """Prove that ONNX Runtime loads and runs the graph: one all-zero input of the contract's shape (the graph's
+        batch where it fixes one, else 1) through `session`. BundleError with the runtime's message where it cannot,
+        or where the scores are not one row per input and one column per class."""
+        batch = self.input_shape[0] or 1
+        zeros = np.zeros((batch, *config.input_shape), dtype=self.input_dtype)
+        try:
+            scores = self.session(threads=1).run(None, {self.input_name: zeros})[0]
+        except Exception as err:  # the runtime raises its own types (Fail, InvalidGraph, ...); all mean "cannot run"
+            raise BundleError(f"ONNX Runtime cannot run the model: {err}") from err
+        if scores.shape != (batch, n_classes):
+            raise BundleError(
+                f"the model gave scores of shape {scores.shape} for {batch} input(s) of shape {zeros.shape[1:]}; "
+                f"expected {(batch, n_classes)}"
+            )
+
 
 def _producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {output: node for node in graph.node for output in node.output}

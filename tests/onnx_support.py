@@ -26,9 +26,12 @@ def onnx_classifier(
     batch: int | str = "n",
     seed: int = 0,
     external: bool = False,
+    opset: int = OPSET,
+    ir_version: int | None = IR_VERSION,
 ) -> dict[str, np.ndarray]:
     """Write the classifier to `path` (`external`: its weights in `<path>.data` beside it, as `torch.onnx.export`
-    writes them); returns its weights (w1, b1, w2, b2)."""
+    writes them), importing `opset` and stamped with `ir_version` (None: what the installed onnx's `make_model`
+    stamps); returns its weights (w1, b1, w2, b2)."""
     rng = np.random.default_rng(seed)
     inputs = channels * size * size
     weights = {
@@ -54,8 +57,9 @@ def onnx_classifier(
         [helper.make_tensor_value_info(output, TensorProto.FLOAT, [batch, n_classes])],
         initializer=[numpy_helper.from_array(array, name) for name, array in weights.items()],
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
-    model.ir_version = IR_VERSION
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+    if ir_version is not None:
+        model.ir_version = ir_version
     onnx.checker.check_model(model)
     onnx.save(model, str(path), save_as_external_data=external, location=f"{path.name}.data", size_threshold=0)
     return weights
