@@ -303,12 +303,10 @@ def test_cut_off_last_adc_line_keeps_the_intact_rows(ifcb_data: Path, tmp_path: 
     adc.write_text("\n".join(adc.read_text().splitlines()[:-1]) + "\n")
     _, meta = _meta(stem)
     _, reference = _meta(intact)
-    assert meta.adc.n_rows == 117 and meta.n_rois == 19
+    assert meta.adc.n_rows == 118 and meta.adc.left_out.tolist() == [118] and meta.n_rois == 19
     # row 117 of the file: run time 1165.139559 s, inhibit time 11.521176 s (every row good: no offsets, no steps)
     assert meta.ml_analyzed == reference.ml_analyzed == pytest.approx(0.25 * (1165.139559 - 11.521176) / 60)
-    warning = (
-        ".adc line 118: 5 columns, line 1 has 24: the last line is cut off; the 117 intact rows before it are kept"
-    )
+    warning = ".adc: 1 row left out (no ROI): line 118: 6 columns, the file's rows have 24"
     assert meta.warnings == [warning]
     record = _ls(tmp_path / "cut")[NEW]
     assert record["status"] == "ok" and record["rois"] == 19 and record["warnings"] == [warning]
@@ -319,13 +317,15 @@ def test_cut_off_last_adc_line_keeps_the_intact_rows(ifcb_data: Path, tmp_path: 
     assert len(list((tmp_path / "png").iterdir())) == 19
 
 
-def test_a_bad_line_before_the_last_still_fails_the_bin(ifcb_data: Path, tmp_path: Path) -> None:
+def test_a_bad_line_before_the_last_is_left_out_in_its_place(ifcb_data: Path, tmp_path: Path) -> None:
     stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path)
     adc = stem.with_suffix(".adc")
     lines = adc.read_text().splitlines()
     lines[50] = lines[50][:40]
     adc.write_text("\n".join(lines) + "\n")
-    assert _ls(tmp_path)[NEW]["reason"] == "adc: .adc line 51: 6 columns, line 1 has 24"
+    record = _ls(tmp_path)[NEW]
+    assert record["status"] == "ok" and record["rois"] == 19  # line 51 had no image (width and height 0)
+    assert record["warnings"] == [".adc: 1 row left out (no ROI): line 51: 6 columns, the file's rows have 24"]
 
 
 # --- 10. the header's column names place the .adc columns ------------------------------------------------------------
@@ -440,3 +440,136 @@ def test_images_the_adc_does_not_describe_are_a_warning(ifcb_data: Path, tmp_pat
     assert listed[NEW]["rois"] == 0
     assert listed[NEW]["warnings"] == [".adc lists no image but the .roi holds 98472 bytes: they are not read"]
     assert listed["IFCB5_2017_001_033645"]["warnings"] == listed["D20150411T205456_IFCB012"]["warnings"] == []
+
+
+# --- issue 27, item 6: one unreadable .adc field costs only its own ROI ----------------------------------------------
+DAMAGED = "D20130603T000000_IFCB013"  # the real newer bin, line 49 (ROI 49, 72 x 49 pixels) damaged
+UNREADABLE = "D20130604T000000_IFCB013"  # the real newer bin, every start byte unreadable
+
+
+def _damage(stem: Path, line: int, edit) -> None:
+    """Replace `.adc` line `line` (1-based) by `edit(its fields)`, a list of fields or a whole line of text."""
+    adc = stem.with_suffix(".adc")
+    lines = adc.read_text().splitlines()
+    edited = edit(lines[line - 1].split(","))
+    lines[line - 1] = edited if isinstance(edited, str) else ",".join(edited)
+    adc.write_text("\n".join(lines) + "\n")
+
+
+def _field(column: int, value: str):
+    return lambda fields: [*fields[:column], value, *fields[column + 1 :]]
+
+
+#: Damage to line 49 of the real newer bin, and the reason its warning gives. WHOI's ifcbkit (`src/ifcbkit/adc.py`
+#: @ b66492cc, `_parse_fields`; `roi.py`, `extract_roi_images`) run on each keeps the other 18 ROIs with their numbers,
+#: except the negative width, which it passes to PIL, which refuses the whole bin ("Width and height must be >= 0").
+LINE_49 = {
+    "blank width": (_field(15, ""), "line 49, column 15 (ROI width): blank"),
+    "NaN width": (_field(15, "NaN"), "line 49, column 15 (ROI width): not a number: 'NaN'"),
+    "word in height": (_field(16, "n/a"), "line 49, column 16 (ROI height): not a number: 'n/a'"),
+    "negative width": (_field(15, "-72"), "line 49, column 15 (ROI width): -72, below 0"),
+    "fractional start byte": (_field(17, "30000.5"), "line 49, column 17 (start byte): 30000.5, not a whole number"),
+    "word in x": (_field(13, "?"), "line 49, column 13 (ROI x): not a number: '?'"),
+    "cut short": (lambda fields: ",".join(fields)[:40], "line 49: 6 columns, the file's rows have 24"),
+    "blank line": (lambda fields: "", "line 49: blank line"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINE_49))
+def test_ls_and_extract_keep_the_readable_rois_of_a_bin_with_one_bad_row(
+    ifcb_data: Path, tmp_path: Path, case: str
+) -> None:
+    edit, why = LINE_49[case]
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path / "a", DAMAGED)
+    _damage(stem, 49, edit)
+    warning = f".adc: 1 row left out (no ROI): {why}"
+    record = _ls(tmp_path / "a")[DAMAGED]
+    assert (record["status"], record["rois"], record["warnings"]) == ("ok", 18, [warning])
+    # pyifcb's volume of the undamaged bin: line 49's times, where lost with the line, are cumulative (lines 50 on)
+    assert record["ml_analyzed"] == pytest.approx(4.8850699, rel=1e-7)
+    assert runner.invoke(app, ["ls", str(tmp_path / "a")]).stdout.splitlines()[1].endswith(f"ok; warning: {warning}")
+    out = tmp_path / "png"
+    extracted = runner.invoke(app, ["extract", str(stem), str(out)])
+    assert extracted.exit_code == 0, extracted.output
+    assert f"warning: {DAMAGED}: {warning}" in extracted.stderr
+    _, clean = _meta(ifcb_data / "bins" / NEW)
+    kept = [int(n) for n in clean.roi_numbers if n != 49]
+    assert len(kept) == 18 and sorted(path.name for path in out.iterdir()) == [
+        f"{roi_id(DAMAGED, n)}.png" for n in kept
+    ]
+
+
+def test_ls_and_extract_of_an_older_bin_with_one_bad_row_stitch_the_rest(ifcb_data: Path, tmp_path: Path) -> None:
+    """Line 4 (the second half of the stitched pair 3 + 4) with its width blank: ROI 3 is row 3's own image, as
+    ifcbkit's `bin_images` (`src/ifcbkit/stitching.py`) gives it: 180 x 86, no pair."""
+    stem = _copy_bin(ifcb_data / "bins", OLD, tmp_path / "a")
+    _damage(stem, 4, _field(11, ""))
+    record = _ls(tmp_path / "a")[OLD]
+    assert (record["status"], record["rois"]) == ("ok", 5)
+    assert record["warnings"] == [".adc: 1 row left out (no ROI): line 4, column 11 (ROI width): blank"]
+    assert record["ml_analyzed"] == pytest.approx(0.0033915, abs=5e-8)
+    out = tmp_path / "png"
+    assert runner.invoke(app, ["extract", str(stem), str(out)]).exit_code == 0
+    assert sorted(path.name for path in out.iterdir()) == [f"{roi_id(OLD, n)}.png" for n in STITCHED_NUMBERS]
+    roi = (ifcb_data / "bins" / f"{OLD}.roi").read_bytes()
+    with Image.open(out / f"{roi_id(OLD, 3)}.png") as png:
+        np.testing.assert_array_equal(
+            np.asarray(png), np.frombuffer(roi[36927 : 36927 + 180 * 86], np.uint8).reshape(86, 180)
+        )
+
+
+def test_ls_fails_a_bin_whose_adc_has_no_readable_image(ifcb_data: Path, tmp_path: Path) -> None:
+    stem = _copy_bin(ifcb_data / "bins", NEW, tmp_path / "a", UNREADABLE)
+    for line in range(1, 119):
+        _damage(stem, line, _field(17, "?"))
+    record = _ls(tmp_path / "a")[UNREADABLE]
+    assert record["status"] == "failed"
+    assert record["reason"].startswith(
+        "adc: .adc: no image can be read: 19 rows left out (no ROI), no other row has one: line 7, column 17 (start "
+        "byte): not a number: '?'"
+    )
+
+
+@pytest.mark.slow
+def test_classify_and_report_count_the_rows_left_out(ifcb_data: Path, tmp_path: Path, dask_client) -> None:
+    """The real newer bin with line 49's width blank, the real older bin with line 4's, and a bin with no readable
+    image: classify keeps 18 + 5 ROIs and fails the third; the store, report and exports agree."""
+    import csv
+
+    import h5py
+    from classify_support import make_bundle
+
+    from pipeline.results.store import ResultStore
+
+    archive = tmp_path / "archive"
+    _damage(_copy_bin(ifcb_data / "bins", NEW, archive / "D2013" / "D20130603", DAMAGED), 49, _field(15, ""))
+    _damage(_copy_bin(ifcb_data / "bins", OLD, archive / "2012" / "IFCB5_2012_028"), 4, _field(11, ""))
+    unreadable = _copy_bin(ifcb_data / "bins", NEW, archive / "D2013" / "D20130604", UNREADABLE)
+    for line in range(1, 119):
+        _damage(unreadable, line, _field(17, "?"))
+    bundle, store = str(tmp_path / "m.zip"), tmp_path / "out.zarr"
+    make_bundle(bundle)
+    result = runner.invoke(app, ["classify", str(archive), "--model", bundle, "--out", str(store), "--json",
+                                 "--cluster", dask_client.scheduler.address])  # fmt: skip
+    summary = json.loads(result.stdout)
+    assert result.exit_code == 1 and (summary["bins_done"], summary["bins_failed"]) == (2, 1)
+    assert summary["failures"][0]["bin"] == UNREADABLE and summary["failures"][0]["stage"] == "adc"
+
+    report = json.loads(runner.invoke(app, ["report", str(store), "--json"]).stdout)
+    assert (report["rois"], report["adc_rows_left_out"], report["bins_failed"]) == (18 + 5, 2, 1)
+    assert report["warnings"] == [
+        {"bin": DAMAGED, "warning": ".adc: 1 row left out (no ROI): line 49, column 15 (ROI width): blank"},
+        {"bin": OLD, "warning": ".adc: 1 row left out (no ROI): line 4, column 11 (ROI width): blank"},
+    ]
+    _, clean = _meta(ifcb_data / "bins" / NEW)
+    kept = [int(n) for n in clean.roi_numbers if n != 49]
+    numbers, _ = ResultStore(str(store)).read_bin(DAMAGED)
+    assert numbers.tolist() == kept
+    assert ResultStore(str(store)).read_bin(OLD)[0].tolist() == STITCHED_NUMBERS
+    dashboard, table = tmp_path / "dash", tmp_path / "bins.csv"
+    exported = runner.invoke(app, ["export", str(store), "--dashboard", str(dashboard), "--csv", str(table)])
+    assert exported.exit_code == 0, exported.output
+    with h5py.File(dashboard / "D2013" / "D20130603" / f"{DAMAGED}_class.h5") as f:
+        assert f["roi_numbers"][...].tolist() == kept
+    rows = {row["bin"]: row for row in csv.DictReader(table.open())}
+    assert int(rows[DAMAGED]["n_rois"]) == 18 and float(rows[DAMAGED]["ml_analyzed"]) == pytest.approx(4.8850699)

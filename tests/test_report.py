@@ -72,3 +72,32 @@ def test_report_command(store: ResultStore, tmp_path: Path) -> None:
     assert (tmp_path / "p.png").stat().st_size > 0
     missing = CliRunner().invoke(app, ["report", str(tmp_path / "nothing.zarr")])
     assert missing.exit_code != 0 and "no ifcbflow store" in missing.output
+
+
+def test_report_counts_the_adc_rows_left_out(store: ResultStore, tmp_path: Path) -> None:
+    """Rows left out are counted from each complete bin's warnings, across bins; other warnings count none."""
+    assert store_report(store)["adc_rows_left_out"] == 0
+    results = ResultStore(str(tmp_path / "warned.zarr"))
+    results.prepare(bundle_info={"classes": CLASSES, "content_hash": "h"}, bundle_url="b.zip", archive_url="a")
+    warnings = {
+        0: (".adc: 1 row left out (no ROI): line 49, column 15 (ROI width): blank",),
+        1: (
+            ".adc: 5000 rows left out (no ROI): line 2, column 15 (ROI width): blank; and 4999 more",
+            ".adc: 1 row not counted in the volume analysed: line 60, column 23 (inhibit time): blank",
+        ),
+        2: ("the header says 3 ROIs, the .adc lists 4: the .adc's are read",),
+        3: (),
+    }
+    scores = np.array([[0.9, 0.1]], dtype=np.float32)
+    bins = [
+        BinResult(f"D20240101T0{hour}0000_IFCB999", datetime(2024, 1, 1, hour, tzinfo=UTC), np.array([1]), scores,
+                  1.0, warned)
+        for hour, warned in warnings.items()
+    ]  # fmt: skip
+    results.commit_partition(partition_id([b.bin for b in bins], "r"), bins, CLASSES)
+    report = store_report(results)
+    assert report["adc_rows_left_out"] == 5001
+    assert len(report["warnings"]) == 4
+    result = CliRunner().invoke(app, ["report", results.url, "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["adc_rows_left_out"] == 5001

@@ -110,16 +110,21 @@ def check_roi_count(header: Header, table: AdcTable) -> str | None:
     `.adc` rows with an image (`Header.roi_count` cites the real headers and iRfcb's check that say so). An `.adc`
     that lists fewer is a copy taken while the instrument was still writing (whole lines so far, the `.roi` ending
     after their images), which reads cleanly and would be classified as complete with ROIs missing: `BinNotFinished`
-    (stage "adc", transient), so the bin is left incomplete and the next run reads it whole. More rows with an image
+    (stage "adc", transient), so the bin is left incomplete and the next run reads it whole. Rows left out for an
+    unreadable field (`AdcTable.left_out`) may each have had an image: the count agrees when it lies between the
+    images listed and those plus the rows left out (their own warning says what was lost). More rows with an image
     than the count is no known writer's way: the reader goes on with the `.adc`'s, and says so.
     """
     expected = header.roi_count
     listed = int(table.roi_numbers.size)
-    if expected is None or listed == expected:
+    unknown = int(table.left_out.size)
+    if expected is None or listed <= expected <= listed + unknown:
         return None
     if listed < expected:
+        left_out = f" (and {unknown} row(s) left out)" if unknown else ""
         raise BinNotFinished(
-            f"the header says {expected} ROIs, the .adc lists {listed}: the bin is still being written", stage="adc"
+            f"the header says {expected} ROIs, the .adc lists {listed}{left_out}: the bin is still being written",
+            stage="adc",
         )
     return f"the header says {expected} ROIs, the .adc lists {listed}: the .adc's are read"
 
@@ -131,7 +136,7 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
     The `.adc`'s images are checked against the `.roi` here, before anything reads or allocates pixels
     (`check_image_ranges`: inside the file when the listing gave its size, no two ROIs sharing bytes): every reader
     of bins gets its metadata from this function, so no `.adc` can make any of them allocate more images than the
-    `.roi` holds bytes."""
+    `.roi` holds bytes. The volume comes from the rows whose times can be read (`AdcTable.volume_table`)."""
     header = parse_header(hdr)
     table = parse_adc(adc, files.bin.schema, header.adc_columns)
     warnings = list(table.warnings)
@@ -148,7 +153,7 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
         header=header,
         adc=table,
         roi_numbers=stitching.roi_numbers(table.roi_numbers),
-        ml_analyzed=ml_analyzed(files.bin, header, table),
+        ml_analyzed=ml_analyzed(files.bin, header, table.volume_table()),
         stitching=stitching,
         warnings=warnings,
         roi_file_size=roi_size,

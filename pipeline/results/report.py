@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from pipeline.ifcb.adc import rows_left_out
 from pipeline.redact import redact_url
 from pipeline.results.remap import ClassMap, remap_counts
 from pipeline.results.store import ResultStore
@@ -44,7 +45,8 @@ def store_report(
     store: ResultStore, class_map: ClassMap | None = None, remap: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Totals of a store: bins complete/failed, ROIs, per-class counts (argmax, and thresholded where the store has
-    them), failures, model and archive; `remap` is the record of the remap behind `class_map`."""
+    them), failures, warnings, `.adc` rows left out across complete bins (`pipeline.ifcb.adc.rows_left_out`), model
+    and archive; `remap` is the record of the remap behind `class_map`."""
     ledger = store.ledger()
     info = store.info() or {}
     summary = store.summary(ledger)
@@ -78,6 +80,7 @@ def store_report(
     report.update(
         {
             "bins_without_volume": int(np.isnan(summary.ml_analyzed.values).sum()),
+            "adc_rows_left_out": sum(rows_left_out(record.warnings or ()) for record in ledger.bins.values()),
             "first_bin_time": _iso(times.min()) if times.size else None,
             "last_bin_time": _iso(times.max()) if times.size else None,
             "failures": failures,
