@@ -22,7 +22,8 @@ from pipeline.ifcb.bins import read_bin_images, read_bin_meta
 runner = CliRunner()
 REPO = Path(__file__).resolve().parent.parent
 NEW, OLD = "D20130526T095207_IFCB013", "IFCB5_2012_028_081515"
-KEYS = ["bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason", "warnings"]
+KEYS = ["bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason", "warnings", "run_type", "sample_type",
+        "latitude", "longitude"]  # fmt: skip
 
 
 @pytest.fixture
@@ -45,6 +46,7 @@ def test_ls_json(archive: Path) -> None:
     assert by_bin[NEW] == {
         "bin": NEW, "instrument": "IFCB013", "time": "2013-05-26T09:52:07+00:00", "rois": 19,
         "ml_analyzed": pytest.approx(4.8850699, rel=1e-7), "status": "ok", "reason": None, "warnings": [],
+        "run_type": "NORMAL", "sample_type": None, "latitude": None, "longitude": None,
     }  # fmt: skip
     assert by_bin[OLD]["rois"] == 5 and by_bin[OLD]["status"] == "ok"  # rows 3 and 4 stitched into one ROI
     assert by_bin["D20150411T205456_IFCB012"]["rois"] == 0

@@ -29,23 +29,32 @@ from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
 if TYPE_CHECKING:
     from model.preprocess import PreprocessConfig
 
-LISTING_COLUMNS = ("bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason", "warnings")
+LISTING_COLUMNS = (
+    "bin", "instrument", "time", "rois", "ml_analyzed", "status", "reason", "warnings",
+    "run_type", "sample_type", "latitude", "longitude",
+)  # fmt: skip
 
 
 def listing_records(results: Iterable[BinMeta | BinFailure]) -> Iterator[dict[str, Any]]:
-    """One flat record per bin (the `ls --json` objects): ok bins with counts and what the reader forgave in their
-    files (`warnings`), failed bins with their reason."""
+    """One flat record per bin (the `ls --json` objects): ok bins with counts, what the reader forgave in their
+    files (`warnings`) and what their header says of the sample (`pipeline.ifcb.sample`: run and sample type,
+    position; None where it does not say); bead runs by their header as status "beads", the reason saying why
+    (`classify` leaves them out unless `--include-beads`); failed bins with their reason."""
     for result in results:
         if isinstance(result, BinFailure):
             yield {
                 "bin": result.bin, "instrument": None, "time": None, "rois": None, "ml_analyzed": None,
                 "status": "failed", "reason": f"{result.stage}: {result.reason}", "warnings": [],
+                "run_type": None, "sample_type": None, "latitude": None, "longitude": None,
             }  # fmt: skip
         else:
+            sample = result.sample
             yield {
                 "bin": result.bin.id, "instrument": result.bin.instrument, "time": result.bin.time.isoformat(),
-                "rois": result.n_rois, "ml_analyzed": result.ml_analyzed, "status": "ok", "reason": None,
-                "warnings": result.warnings,
+                "rois": result.n_rois, "ml_analyzed": result.ml_analyzed,
+                "status": "beads" if sample.bead_run else "ok", "reason": sample.bead_reason or None,
+                "warnings": result.warnings, "run_type": sample.run_type, "sample_type": sample.sample_type,
+                "latitude": sample.latitude, "longitude": sample.longitude,
             }  # fmt: skip
 
 
@@ -55,12 +64,13 @@ def format_listing_header() -> str:
 
 def format_listing_line(record: dict[str, Any]) -> str:
     """A fixed-width line of the `ls` table."""
-    if record["status"] != "ok":
+    if record["status"] == "failed":
         return f"{record['bin']:<26} {'':<10} {'':<20} {'':>6} {'':>12}  failed: {record['reason']}"
     ml = "-" if record["ml_analyzed"] is None else f"{record['ml_analyzed']:.6f}"
     time = record["time"][:19].replace("T", " ")
+    status = "ok" if record["status"] == "ok" else f"beads: {record['reason']} (left out of classify)"
     warned = "".join(f"; warning: {warning}" for warning in record["warnings"])
-    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  ok{warned}"
+    return f"{record['bin']:<26} {record['instrument']:<10} {time:<20} {record['rois']:>6} {ml:>12}  {status}{warned}"
 
 
 def ls(
@@ -86,7 +96,7 @@ def ls(
     """
     options = parse_storage_options(storage_options)
     start_time, end_time = parse_window(start, end)
-    counts = {"ok": 0, "failed": 0, "rois": 0}
+    counts = {"ok": 0, "beads": 0, "failed": 0, "rois": 0}
     try:
         results = scan_archive(
             archive_url, options, start=start_time, end=end_time, exclude=parse_folder_list(exclude_folders)
@@ -103,8 +113,9 @@ def ls(
     for line in results.left_out.lines():
         typer.echo(line, err=True)
     excluded = ", ".join(results.left_out.exclude) or "none"
+    beads = f"{counts['beads']} bead runs (left out of classify: --include-beads), " if counts["beads"] else ""
     typer.echo(
-        f"{counts['ok']} bins ok, {counts['failed']} failed, {counts['rois']} ROIs "
+        f"{counts['ok']} bins ok, {counts['failed']} failed, {beads}{counts['rois']} ROIs "
         f"(folders left out: {excluded}; recycle bins, trash and hidden folders)",
         err=True,
     )

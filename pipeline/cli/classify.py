@@ -37,6 +37,7 @@ CONFIG_KEYS = (
     "feeders",
     "exclude_folders",
     "retry_failed",
+    "include_beads",
     "embeddings",
     "feeder_kind",
 )
@@ -134,6 +135,12 @@ EMBEDDINGS = typer.Option(
 RETRY_FAILED = typer.Option(
     False, "--retry-failed", help="Read bins that failed as bad data again, even if their files have not changed."
 )
+INCLUDE_BEADS = typer.Option(
+    False,
+    "--include-beads",
+    help="Classify bead runs too: bins whose header says runBeads: True or a sampleType with 'bead' (iRfcb's rule), "
+    "which are left out by default (counted, not failed), including those an earlier run left out.",
+)
 FEEDERS = typer.Option(
     None, min=0, help="Feeders per worker that read and preprocess bins (0: threads; default: processes on a GPU "
     "worker, one per core of its share of the node less one; 2 threads on a CPU worker)."
@@ -169,6 +176,7 @@ def classify(
     feeders: int | None = FEEDERS,
     exclude_folders: str | None = EXCLUDE_FOLDERS,
     retry_failed: bool = RETRY_FAILED,
+    include_beads: bool = INCLUDE_BEADS,
     embeddings: bool = EMBEDDINGS,
     feeder_kind: str | None = FEEDER_KIND,
     runtime: str = RUNTIME,
@@ -187,6 +195,7 @@ def classify(
         "model": model, "out": out, "cluster": cluster, "workers": workers, "partition_mb": partition_mb,
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
         "feeders": feeders, "exclude_folders": exclude_folders, "retry_failed": retry_failed,
+        "include_beads": include_beads,
         "embeddings": embeddings, "feeder_kind": feeder_kind, "runtime": runtime,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
@@ -208,6 +217,7 @@ def classify(
         feeders=settings["feeders"],
         exclude_folders=parse_folder_list(settings["exclude_folders"]),
         retry_failed=bool(settings["retry_failed"]),
+        include_beads=bool(settings["include_beads"]),
         embeddings=bool(settings["embeddings"]),
         feeder_kind=check_feeder_kind(settings["feeder_kind"]),
         runtime=check_runtime(settings["runtime"]),

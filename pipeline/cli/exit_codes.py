@@ -11,7 +11,8 @@ from rich.markup import escape
 
 from pipeline.redact import redact_text
 
-#: Every selected bin is complete in the store (or the command did what it was asked).
+#: Every selected bin is complete in the store (or the command did what it was asked); bead runs left out by their
+#: header are counted, not failed (`pipeline.ifcb.sample`).
 OK = 0
 #: The run finished, but some bins failed (bad data, recorded in the store; also those not read again because their
 #: files are unchanged since they failed) or stayed incomplete (transient faults that outlasted their retries, or lost

@@ -17,6 +17,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("already complete (skipped)", summary["bins_already_complete"]),
         ("failed before, files unchanged (not read again)", summary.get("bins_known_bad", 0)),
         ("complete, files changed since (classified again)", summary.get("bins_changed", 0)),
+        ("bead runs by their header (left out: --include-beads)", summary.get("bins_bead_runs", 0)),
         ("classified now", summary["bins_done"]),
         ("failed (bad data, recorded in the store)", summary["bins_failed"]),
         ("incomplete (transient faults: rerun to redo)", summary["bins_incomplete"]),
@@ -41,6 +42,10 @@ def report_tables(report: dict[str, Any], counts: str = "argmax") -> list[Table]
         ("bins failed", report["bins_failed"]),
         ("ROIs", f"{report['rois']:,}"),
         ("bins without volume analysed", report["bins_without_volume"]),
+        ("bins by run type", _amounts(report["bins_by_run_type"])),
+        ("bins by sample type", _amounts(report["bins_by_sample_type"])),
+        ("bins with a position", report["bins_with_position"]),
+        ("bead runs left out / classified", f"{report['bead_runs_left_out']} / {report['bead_runs_classified']}"),
         ("time range (UTC)", f"{report['first_bin_time']} .. {report['last_bin_time']}"),
         ("counts", "thresholded (below its class threshold: unclassified)" if suffix else "argmax"),
     ]
@@ -77,6 +82,11 @@ def report_tables(report: dict[str, Any], counts: str = "argmax") -> list[Table]
             warned.add_row(entry["bin"], entry["warning"])
         tables.append(warned)
     return tables
+
+
+def _amounts(counted: dict[str, int]) -> str:
+    """`{"NORMAL": 3, "ALT": 1}` as `NORMAL 3, ALT 1` ("-" for none)."""
+    return ", ".join(f"{name} {count}" for name, count in counted.items()) or "-"
 
 
 def comparison_tables(result: dict[str, Any]) -> list[Table]:

@@ -17,10 +17,11 @@ from fsspec import AbstractFileSystem
 
 from pipeline.faults import TransientError, is_transient, with_retries
 from pipeline.ifcb.adc import AdcTable, parse_adc
-from pipeline.ifcb.errors import BinFailure, BinNotFinished, IfcbFormatError
+from pipeline.ifcb.errors import BeadRun, BinFailure, BinNotFinished, IfcbFormatError
 from pipeline.ifcb.hdr import Header, parse_header
 from pipeline.ifcb.identifiers import BinId
 from pipeline.ifcb.roi import check_image_ranges, read_images
+from pipeline.ifcb.sample import SampleInfo, read_sample
 from pipeline.ifcb.stitching import NOT_STITCHED, Stitching, find_stitching, stitch_images
 from pipeline.ifcb.volume import ml_analyzed
 
@@ -75,6 +76,7 @@ class BinMeta:
     ml_analyzed: float | None
     stitching: Stitching = NOT_STITCHED
     warnings: list[str] = field(default_factory=list)  # what the reader forgave or noticed; [] for a clean bin
+    sample: SampleInfo = field(default_factory=SampleInfo)  # what the header says of the sample (`read_sample`)
     roi_file_size: int | None = None  # bytes of the `.roi` from the listing, when it can be trusted (`listed_roi_size`)
 
     @property
@@ -129,17 +131,22 @@ def check_roi_count(header: Header, table: AdcTable) -> str | None:
     return f"the header says {expected} ROIs, the .adc lists {listed}: the .adc's are read"
 
 
-def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
+def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes, *, leave_out_beads: bool = False) -> BinMeta:
     """Parse the `.hdr` and `.adc` bytes of a bin (already fetched, e.g. in a batch); raise `IfcbFormatError`, or
-    `BinNotFinished` (transient) for a bin still being written (`check_roi_count`).
+    `BinNotFinished` (transient) for a bin still being written (`check_roi_count`). With `leave_out_beads`, a bead
+    run by its header (`pipeline.ifcb.sample`) raises `BeadRun` before its `.adc` is parsed: a bead run is left out
+    whatever its `.adc` holds.
 
     The `.adc`'s images are checked against the `.roi` here, before anything reads or allocates pixels
     (`check_image_ranges`: inside the file when the listing gave its size, no two ROIs sharing bytes): every reader
     of bins gets its metadata from this function, so no `.adc` can make any of them allocate more images than the
     `.roi` holds bytes. The volume comes from the rows whose times can be read (`AdcTable.volume_table`)."""
     header = parse_header(hdr)
+    sample = read_sample(header)
+    if leave_out_beads and sample.bead_run:
+        raise BeadRun(sample.bead_reason)
     table = parse_adc(adc, files.bin.schema, header.adc_columns)
-    warnings = list(table.warnings)
+    warnings = [*table.warnings, *sample.warnings]
     if (count_warning := check_roi_count(header, table)) is not None:
         warnings.append(count_warning)
     roi_size = listed_roi_size(files, hdr, adc)
@@ -157,13 +164,14 @@ def bin_meta_from_bytes(files: BinFiles, hdr: bytes, adc: bytes) -> BinMeta:
         stitching=stitching,
         warnings=warnings,
         roi_file_size=roi_size,
+        sample=sample,
     )
 
 
-def read_bin_meta(fs: AbstractFileSystem, files: BinFiles) -> BinMeta:
+def read_bin_meta(fs: AbstractFileSystem, files: BinFiles, *, leave_out_beads: bool = False) -> BinMeta:
     """Read and parse a bin's `.hdr` and `.adc` (two concurrent GETs on object storage); raise `IfcbFormatError`
     for bad or missing files, `TransientError` when the store keeps failing, `BinNotFinished` for a bin still being
-    written."""
+    written, `BeadRun` for a bead run with `leave_out_beads` (`bin_meta_from_bytes`)."""
     paths = [path for path in (files.hdr, files.adc) if path is not None]
     data = _fetch(fs, paths)
     for content in data.values():
@@ -172,7 +180,7 @@ def read_bin_meta(fs: AbstractFileSystem, files: BinFiles) -> BinMeta:
     contents = _contents(files, data)
     if isinstance(contents, BinFailure):
         raise IfcbFormatError(contents.reason, stage=contents.stage)
-    return bin_meta_from_bytes(files, *contents)
+    return bin_meta_from_bytes(files, *contents, leave_out_beads=leave_out_beads)
 
 
 def read_many_bin_meta(fs: AbstractFileSystem, bins: Sequence[BinFiles]) -> list[BinMeta | BinFailure]:

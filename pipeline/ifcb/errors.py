@@ -4,7 +4,9 @@ Bad input raises `IfcbFormatError` (a `ValueError`, so callers that only know "b
 cannot be processed becomes a `BinFailure` record, because failures are data: one bad bin must never stop an archive.
 A bin whose files are not whole yet (a copy taken while the instrument was still writing it) raises
 `BinNotFinished`, which is both: a format error of these bytes, and transient (`pipeline.faults.TransientError`), so
-the bin is left incomplete and read again by the next run instead of being recorded as bad.
+the bin is left incomplete and read again by the next run instead of being recorded as bad. A bin whose header says
+it is a bead-calibration run raises `BeadRun` where the caller leaves bead runs out: no fault at all, recorded as a
+`BinFailure` of kind "beads" so that the store remembers it is not plankton without reading it again.
 """
 
 from __future__ import annotations
@@ -36,11 +38,20 @@ class BinNotFinished(IfcbFormatError, TransientError):
     reads it again, whole by then (`pipeline.ifcb.bins.check_roi_count`)."""
 
 
+class BeadRun(Exception):
+    """The bin's header says it is a bead-calibration run (`pipeline.ifcb.sample`, the message says why), and the
+    caller leaves bead runs out: its files are not at fault (stage "hdr", kind "beads")."""
+
+    stage = "hdr"
+
+
 #: "data": recorded, and final until the bin's files change (or `classify --retry-failed`): its own files are bad, or,
 #: at stage "node", the node could not hold it after `pipeline.job.feeder.NODE_ATTEMPTS` attempts (the reason names
 #: the limit); "transient": a storage or network fault outlasted its retries, or the bin was still being written
-#: (the bin is simply not done; the next run tries again).
-KINDS = ("data", "transient")
+#: (the bin is simply not done; the next run tries again); "beads": no failure: a bead run by its header, left out of
+#: classification (`BeadRun`) and not read again until its files change (or `classify --include-beads`); never
+#: counted as failed.
+KINDS = ("data", "transient", "beads")
 
 
 @dataclass(frozen=True)
@@ -65,6 +76,11 @@ class BinFailure:
         return asdict(self)
 
     @property
+    def bead_run(self) -> bool:
+        """Whether this is no failure but a bead run left out (kind "beads")."""
+        return self.kind == "beads"
+
+    @property
     def node(self) -> bool:
         """Whether the node's limit, not the bin, stopped it (stage "node")."""
         return self.stage == "node"
@@ -76,6 +92,8 @@ class BinFailure:
         A node fault (`pipeline.faults.is_node_fault`: `MemoryError`, `ENOMEM`) becomes stage "node", its reason
         naming the stage it happened in and the limit."""
         stage = getattr(error, "stage", None) or default_stage
+        if isinstance(error, BeadRun):
+            return cls(bin=bin_id, stage=stage, reason=str(error), kind="beads")
         reason = str(error) if isinstance(error, IfcbFormatError) else f"{type(error).__name__}: {error}"
         if is_node_fault(error):
             reason = f"the worker ran out of memory at stage {stage} ({reason}): a limit of the node, not of the bin"

@@ -45,6 +45,7 @@ from pipeline.faults import ConfigurationError, is_configuration, is_node_fault
 from pipeline.ifcb.archive import open_archive
 from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import BinFailure
+from pipeline.ifcb.sample import SampleInfo
 from pipeline.job import shm
 from pipeline.job.hold import hold_feeder_if_asked
 
@@ -68,6 +69,7 @@ class LoadedBin:
     inputs: np.ndarray
     seconds: float = 0.0  # spent reading and preprocessing it
     warnings: tuple[str, ...] = ()  # what the reader forgave in its files (a cut-off last .adc line)
+    sample: SampleInfo = field(default_factory=SampleInfo)  # what its header says of the sample
     shared: str | None = field(default=None, repr=False)  # "<block name>:<rows>" when `inputs` is in shared memory
     _block: Any = field(default=None, repr=False, compare=False)
 
@@ -81,8 +83,12 @@ class LoadedBin:
             self._block = None
 
 
-def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype) -> LoadedBin | BinFailure:
+def load_bin(
+    fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype, leave_out_beads: bool = False
+) -> LoadedBin | BinFailure:
     """Read and preprocess one bin; a bad bin becomes a failure record (data or transient), never an exception.
+    With `leave_out_beads` a bead run by its header becomes a record of kind "beads" once its `.hdr` is read
+    (`pipeline.ifcb.bins.bin_meta_from_bytes`): its images are never read.
 
     A denied, archived or missing object is this bin's failure; credentials, a missing bucket or a certificate that
     does not verify are raised as `ConfigurationError`: every other bin would fail the same way (`pipeline.faults`).
@@ -90,7 +96,7 @@ def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype
     started = time.perf_counter()
     stage = "adc"
     try:
-        meta = read_bin_meta(fs, files)
+        meta = read_bin_meta(fs, files, leave_out_beads=leave_out_beads)
         stage = "roi"
         images = read_bin_images(fs, meta)
         stage = "preprocess"
@@ -103,7 +109,9 @@ def load_bin(fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype
         return BinFailure.from_error(files.bin.id, err, default_stage=stage)
     numbers = np.array([number for number, _ in images], dtype=np.int32)
     seconds = time.perf_counter() - started
-    return LoadedBin(files, files.bin.time, meta.ml_analyzed, numbers, inputs, seconds, tuple(meta.warnings))
+    return LoadedBin(
+        files, files.bin.time, meta.ml_analyzed, numbers, inputs, seconds, tuple(meta.warnings), sample=meta.sample
+    )
 
 
 # --- the process pool's side ------------------------------------------------------------------------------------
@@ -134,9 +142,9 @@ def _exit_when_orphaned(worker: int) -> None:
     os._exit(1)
 
 
-def _load_in_child(files: BinFiles) -> LoadedBin | BinFailure:
+def _load_in_child(files: BinFiles, leave_out_beads: bool) -> LoadedBin | BinFailure:
     """Load a bin in a feeder process; its inputs travel back in a shared memory block, not through the pipe."""
-    loaded = load_bin(_child["fs"], files, _child["config"], _child["dtype"])
+    loaded = load_bin(_child["fs"], files, _child["config"], _child["dtype"], leave_out_beads)
     if isinstance(loaded, BinFailure) or loaded.inputs.size == 0:
         return loaded
     name = shm.block_name(_child["owner"], os.getpid(), next(_child["blocks"]))
@@ -239,22 +247,25 @@ class Feeder:
             initargs=self._pool_args,
         )
 
-    def load(self, bins: Sequence[BinFiles], ahead: int | None = None) -> Iterator[LoadedBin | BinFailure]:
-        """Every bin, loaded, in the order given; at most `ahead` (default: 2 per feeder) in flight."""
+    def load(
+        self, bins: Sequence[BinFiles], ahead: int | None = None, *, leave_out_beads: bool = False
+    ) -> Iterator[LoadedBin | BinFailure]:
+        """Every bin, loaded, in the order given; at most `ahead` (default: 2 per feeder) in flight; bead runs as
+        records of kind "beads" with `leave_out_beads` (`load_bin`)."""
         ahead = ahead or 2 * self.workers
         pending: deque[tuple[BinFiles, Future]] = deque()
         try:
             for files in bins:
-                pending.append((files, self._submit(files)))
+                pending.append((files, self._submit(files, leave_out_beads)))
                 if len(pending) >= ahead:
-                    yield from self._take(pending)
+                    yield from self._take(pending, leave_out_beads)
             while pending:
-                yield from self._take(pending)
+                yield from self._take(pending, leave_out_beads)
         finally:  # the task stopped early: bins nobody will use must not keep their shared memory
             for _, future in pending:
                 self._discard(future)
 
-    def _take(self, pending: deque[tuple[BinFiles, Future]]) -> Iterator[LoadedBin | BinFailure]:
+    def _take(self, pending: deque[tuple[BinFiles, Future]], leave_out_beads: bool) -> Iterator[LoadedBin | BinFailure]:
         """The first pending bin; after a feeder died, every bin that was in flight, each loaded alone; a bin that ran
         out of memory, loaded again alone once the others in flight are done."""
         files, future = pending.popleft()
@@ -265,22 +276,22 @@ class Feeder:
             pending.clear()
             log.warning("a feeder process died; starting the pool anew and loading %d bin(s) again", len(in_flight))
             self._restart()
-            yield from map(self._alone, in_flight)
+            yield from (self._alone(each, leave_out_beads) for each in in_flight)
             return
         if isinstance(loaded, BinFailure) and loaded.node:
             log.warning("bin %s: %s; loading it again once the bins in flight are done", files.bin.id, loaded.reason)
             wait([each for _, each in pending])  # their results wait in their futures, in order
-            loaded = self._alone(files)
+            loaded = self._alone(files, leave_out_beads)
         yield loaded
 
-    def _alone(self, files: BinFiles) -> LoadedBin | BinFailure:
+    def _alone(self, files: BinFiles, leave_out_beads: bool) -> LoadedBin | BinFailure:
         """Load one bin with nothing else in flight, so that a feeder dying now names its bin: its last attempt
         (`NODE_ATTEMPTS`), after which a node fault is recorded at stage "node"."""
         try:
-            future = self._submit(files)
+            future = self._submit(files, leave_out_beads)
         except BrokenProcessPool:  # the pool broke before this bin was given to it: not this bin's doing
             self._restart()
-            future = self._submit(files)
+            future = self._submit(files, leave_out_beads)
         try:
             loaded = self._result(future, files)
         except BrokenProcessPool:
@@ -318,10 +329,10 @@ class Feeder:
         if isinstance(loaded, LoadedBin):
             loaded.release()
 
-    def _submit(self, files: BinFiles) -> Future:
+    def _submit(self, files: BinFiles, leave_out_beads: bool) -> Future:
         if self.processes:
-            return self._executor.submit(_load_in_child, files)
-        return self._executor.submit(load_bin, self._fs, files, self.config, self.dtype)
+            return self._executor.submit(_load_in_child, files, leave_out_beads)
+        return self._executor.submit(load_bin, self._fs, files, self.config, self.dtype, leave_out_beads)
 
     def _result(self, future: Future, files: BinFiles | None = None) -> LoadedBin | BinFailure:
         """The loaded bin of `future`, mapped from shared memory; a node fault outside `load_bin` (handing over its

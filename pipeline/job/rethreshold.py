@@ -136,7 +136,7 @@ def rethreshold_store(
         counts = {} if thresholds is None else _recount(client, store, records, classes, thresholds, summary, reporter)
         zeros = None if thresholds is None else [0] * (len(classes) + 1)  # bins without ROIs
         bins = {r.bin: dataclasses.replace(r, counts_thresholded=counts.get(r.bin, zeros)) for r in records}
-        failures = dict(ledger.failures)
+        failures = ledger.recorded  # the bead runs left out too
         decided = Ledger(set(ledger.complete), set(ledger.parts), load=lambda: (bins, failures))
         attributes = decision_attributes(thresholds, classes, source=source)
         settled = {key: value for key, value in info.items() if key not in (PENDING_DECISION, "thresholds")}

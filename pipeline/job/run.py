@@ -6,7 +6,10 @@ submits them a few per worker at a time (so the first bins are classified long b
 and no run waits on one straggler longer than one partition), and finally appends its bins to the store's
 `summary`. A bin that failed as bad data is not read again while its files are the ones it failed with (same sizes
 and ETags or modification times, as the listing gives them), unless the request asks to retry failed bins: it stays
-failed in the run's summary (and its exit code) without costing a read.
+failed in the run's summary (and its exit code) without costing a read. A bead run by its header
+(`pipeline.ifcb.sample`) is left out the same way: the worker stops at its header (its images are never read) and
+commits a record of kind "beads" (not plankton, never failed, no exit code of its own), which later runs skip while
+its files are unchanged, unless the request includes bead runs.
 Everything it sends to the cluster is URLs, options and small plans. Bad input is refused before anything is
 written: an empty time window, a missing archive, bins asked for that the archive lacks, a bundle that cannot be
 read.
@@ -75,6 +78,7 @@ class ClassifyRequest:
     feeders: int | None = None
     exclude_folders: tuple[str, ...] = EXCLUDED_FOLDERS
     retry_failed: bool = False  # read bins that failed as bad data again even if their files have not changed
+    include_beads: bool = False  # classify bead runs by their header too (`pipeline.ifcb.sample`), even those left out
     embeddings: bool = False  # also store each ROI's penultimate features
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on GPU workers, threads on CPU ones
     runtime: str | None = None  # "keras" or "onnx"; None or "auto": `model.runtimes.choose_runtime`'s rule
@@ -90,6 +94,7 @@ class RunSummary:
     bins_already_complete: int = 0
     bins_known_bad: int = 0  # failed before with the same files: not read again (still counted in bins_failed)
     bins_changed: int = 0  # complete, but their files changed since (sizes): classified again (in bins_planned)
+    bins_bead_runs: int = 0  # bead runs by their header, left out: neither classified nor failed (`bead_runs`)
     bins_planned: int = 0
     partitions: int = 0
     partition_mb: float = 0.0
@@ -100,6 +105,7 @@ class RunSummary:
     seconds: float = 0.0
     failures: list[dict[str, str]] = field(default_factory=list)
     incomplete: list[dict[str, str]] = field(default_factory=list)
+    bead_runs: list[dict[str, str]] = field(default_factory=list)  # their records (kind "beads", the reason, files)
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)  # the listing's `LeftOut.to_dict()`
     dashboard: str | None = None
 
@@ -173,7 +179,7 @@ def run_classification(
                 f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
             )
         ledger = store.ledger(clean=True)
-        selection = Selection(ledger, retry_failed=request.retry_failed)
+        selection = Selection(ledger, retry_failed=request.retry_failed, include_beads=request.include_beads)
         target = int(request.partition_mb * MB)
         reporter.message("classifying the bins not in the store as the archive is listed")
         n_workers = 0
@@ -202,7 +208,9 @@ def run_classification(
             if changed and _still_held(lease):  # a run that lost the lease leaves the summary to the next one
                 store.consolidate(ledger, list_failures)
         summary.bins_listed = selection.complete + len(list_failures)
-        summary.bins_already_complete = selection.complete - selection.planned - len(selection.known_bad)
+        summary.bins_already_complete = (
+            selection.complete - selection.planned - len(selection.known_bad) - len(selection.bead_runs)
+        )
         summary.bins_planned = selection.planned
         summary.bins_known_bad = len(selection.known_bad)
         summary.bins_changed = len(selection.changed)
@@ -217,6 +225,12 @@ def run_classification(
                 f"{len(selection.known_bad)} bins failed before with the same files: not read again "
                 "(--retry-failed reads them)"
             )
+        summary.bead_runs += [run.to_dict() for run in selection.bead_runs]
+        if summary.bead_runs:
+            reporter.message(
+                f"{len(summary.bead_runs)} bead runs by their header left out: not plankton, not failed, not read "
+                "again while their files are unchanged (--include-beads classifies them)"
+            )
         summary.left_out = listing.left_out.to_dict()
         for line in listing.left_out.lines():
             reporter.message(line)
@@ -229,7 +243,9 @@ def run_classification(
     summary.failures += [failure.to_dict() for failure in [*list_failures, *selection.known_bad]]
     summary.failures.sort(key=lambda failure: failure["bin"])
     summary.incomplete.sort(key=lambda entry: entry["bin"])
+    summary.bead_runs.sort(key=lambda entry: entry["bin"])
     summary.bins_failed, summary.bins_incomplete = len(summary.failures), len(summary.incomplete)
+    summary.bins_bead_runs = len(summary.bead_runs)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -260,20 +276,23 @@ def _connected_workers(client: Client, summary: RunSummary, reporter: Reporter, 
 
 class Selection:
     """The bins of a listing that a run classifies, counted as they go by: those not complete in the store, less the
-    known-bad ones (a recorded data failure whose files are unchanged since) unless `retry_failed`, and the complete
-    ones whose files are not those they were classified from (`pipeline.results.records.files_digest`: the sizes
-    changed, as when a copy was taken while the instrument was still writing): a bin is complete only for the files
-    it was read from."""
+    known-bad ones (a recorded data failure whose files are unchanged since) unless `retry_failed`, less the bead runs
+    left out before (a record of kind "beads" whose files are unchanged since) unless `include_beads`, and the
+    complete ones whose files are not those they were classified from (`pipeline.results.records.files_digest`: the
+    sizes changed, as when a copy was taken while the instrument was still writing): a bin is complete only for the
+    files it was read from."""
 
-    def __init__(self, ledger: Ledger, *, retry_failed: bool = False) -> None:
+    def __init__(self, ledger: Ledger, *, retry_failed: bool = False, include_beads: bool = False) -> None:
         self.ledger = ledger
         self.retry_failed = retry_failed
+        self.include_beads = include_beads
         self.complete = 0  # complete bins listed
         self.planned = 0  # of which not yet in the store
         self.weight = 0  # `plan.bin_weight` of the planned bins
         self.roi_bytes = 0
         self.failures: list[BinFailure] = []  # bins the archive holds incomplete
         self.known_bad: list[BinFailure] = []  # bins not read again: they failed with the files they still have
+        self.bead_runs: list[BinFailure] = []  # bead runs not read again: left out with the files they still have
         self.changed: list[str] = []  # complete bins whose files changed since: classified again
 
     def todo(self, listed: Iterable[BinFiles | BinFailure]) -> Iterator[BinFiles]:
@@ -289,6 +308,9 @@ class Selection:
                 self.changed.append(item.bin.id)
             if (known := self._known_bad(item)) is not None:
                 self.known_bad.append(known)
+                continue
+            if (bead_run := self._known_bead_run(item)) is not None:
+                self.bead_runs.append(bead_run)
                 continue
             self.planned += 1
             self.weight += bin_weight(item)
@@ -306,6 +328,15 @@ class Selection:
         failure = self.ledger.failures.get(files.bin.id)
         if failure is not None and failure.kind == "data" and failure.files and failure.files == files.stamp:
             return failure
+        return None
+
+    def _known_bead_run(self, files: BinFiles) -> BinFailure | None:
+        """The recorded bead run of `files`' bin when its files are the ones it was left out with."""
+        if self.include_beads:
+            return None
+        bead_run = self.ledger.bead_runs.get(files.bin.id)
+        if bead_run is not None and bead_run.files and bead_run.files == files.stamp:
+            return bead_run
         return None
 
 
@@ -353,6 +384,7 @@ def _follow(
             feeders=request.feeders,
             feeder_kind=request.feeder_kind,
             embeddings=request.embeddings,
+            include_beads=request.include_beads,
             runtimes=runtimes(bundle_info),
             runtime=request.runtime,
             thresholds=thresholds,
@@ -387,7 +419,8 @@ def _follow(
             commit = result.commit
             assert commit is not None
             ledger.add(commit)
-            summary.failures += [failure.to_dict() for failure in commit.failures]
+            summary.failures += [failure.to_dict() for failure in commit.failures if not failure.bead_run]
+            summary.bead_runs += [failure.to_dict() for failure in commit.failures if failure.bead_run]
             summary.incomplete += commit.incomplete
             summary.bins_done += len(commit.bins)
             summary.rois += sum(record.n_rois for record in commit.bins)

@@ -14,7 +14,9 @@ yet is not complete). Each poll that finds settled bins the store does not hold 
 them to the store's summary. The store is the ledger: a restarted watch skips what the store holds (its first poll only
 learns the sizes, so bins are classified from the second poll on). A bin that failed as bad data is retried only
 once its files change (or once with `retry_failed`, as `classify --retry-failed`); one left incomplete by transient
-faults is retried at the next poll.
+faults is retried at the next poll. A bead run by its header, left out (`pipeline.job.run`), is due again only once
+its files change too, unless the request includes bead runs (`include_beads`, as `classify --include-beads`): then
+those left out before are classified at the first poll that lists them settled.
 """
 
 from __future__ import annotations
@@ -98,9 +100,10 @@ class Watcher:
         self.store = ResultStore(request.store_url, request.storage_options)
         self.polls = 0
         self._sizes: dict[str, Sizes] = {}  # by bin, at the previous poll
-        #: Bins that failed as bad data, with the versions of the files they failed with (`BinFiles.stamp`): not due
-        #: again until those change. The store's rule (`pipeline.job.run.Selection`), kept here so that a poll does
-        #: not start a run only to skip them; taken from the store at the start unless `retry_failed`.
+        #: Bins that failed as bad data, and bead runs left out, with the versions of the files they failed or were
+        #: left out with (`BinFiles.stamp`): not due again until those change. The store's rule
+        #: (`pipeline.job.run.Selection`), kept here so that a poll does not start a run only to skip them; taken
+        #: from the store at the start (failures unless `retry_failed`, bead runs unless `include_beads`).
         self._bad: dict[str, str] = {}
         self._complete: set[str] = set()
         #: The fingerprints of the complete bins' files (`files_digest`): a complete bin listed with other sizes is
@@ -222,7 +225,7 @@ class Watcher:
 
     def _take_run(self, due: list[str], run: RunSummary) -> None:
         """What the run added to the store, without reading the store again: O(bins classified) per poll."""
-        left = {failure["bin"] for failure in run.failures} | {entry["bin"] for entry in run.incomplete}
+        left = {entry["bin"] for entry in [*run.failures, *run.incomplete, *run.bead_runs]}
         done = [bin_id for bin_id in due if bin_id not in left]
         self._complete.update(done)
         for bin_id in done:
@@ -244,9 +247,11 @@ class Watcher:
         return result
 
     def _take_failures(self, run: RunSummary) -> None:
-        """Remember bad bins with their files' versions (retried once they change); count failures by kind."""
+        """Remember bad bins and bead runs left out with their files' versions (due again once they change); count
+        failures by kind."""
         bad = {failure["bin"]: failure["files"] for failure in run.failures if failure["kind"] == "data"}
         self._bad.update(bad)
+        self._bad.update({bead_run["bin"]: bead_run["files"] for bead_run in run.bead_runs})
         self.metrics.failed("data", len(bad))
         self.metrics.failed("transient", len(run.incomplete))
 
@@ -276,5 +281,7 @@ class Watcher:
         if not self.request.retry_failed or self.polls:  # --retry-failed: the stored failures once, at the start
             stored = ledger.failures.values()
             self._bad.update({f.bin: f.files for f in stored if f.kind == "data" and f.files})
+        if not self.request.include_beads:
+            self._bad.update({f.bin: f.files for f in ledger.bead_runs.values() if f.files})
         self._newest, self._rois = totals.newest, totals.rois
         self.metrics.store_totals(totals.bins, self._rois, self._newest)

@@ -72,6 +72,7 @@ class PartitionTask:
     feeders: int | None = None  # feeders per worker (0: threads); None: by the worker's device and cores
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on a GPU worker, threads on a CPU one
     embeddings: bool = False  # also store each ROI's penultimate features (float16)
+    include_beads: bool = False  # classify bead runs by their header too; else each is a record of kind "beads"
     thresholds: tuple[float, ...] | None = None  # the store's, in class order, for counts_thresholded; None: argmax
     runtimes: tuple[str, ...] = ("keras",)  # what the bundle offers (`model.bundle.runtimes`)
     runtime: str | None = None  # "keras" or "onnx"; None: `model.runtimes.choose_runtime`'s rule, by device
@@ -203,7 +204,7 @@ def _score(
     stamps = {files.bin.id: files.stamp for files in task.bins}
 
     def batches() -> Iterator[tuple[np.ndarray, Batch]]:
-        items = feeder.load(task.bins)
+        items = feeder.load(task.bins, leave_out_beads=not task.include_beads)
         while True:
             waited = time.perf_counter()
             item = next(items, None)
@@ -213,7 +214,7 @@ def _score(
             if isinstance(item, BinFailure):
                 if item.kind == "transient":
                     incomplete.append({"bin": item.bin, "reason": item.reason})
-                else:  # with the files' versions: not read again until they change
+                else:  # data failures and bead runs, with the files' versions: not read again until they change
                     failures.append(replace(item, files=stamps.get(item.bin, "")))
                 continue
             key = item.files.bin.id
@@ -232,9 +233,10 @@ def _score(
             item = loaded.pop(key)
             embedded = None if features is None else next(features.ready())[1]
             digest = files_digest(item.files.sizes)
-            results.append(
-                BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded, digest)
+            result = BinResult(
+                key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded, digest, item.sample
             )
+            results.append(result)
 
     model_started = time.perf_counter()
     for outputs, batch in predictor.run(batches()):

@@ -102,8 +102,8 @@ def _groups(by_part: dict[str, list[BinRecord]], target_rois: int) -> list[list[
 
 
 def _results(store: ResultStore, parts: Sequence[str], records: Sequence[BinRecord]) -> list[BinResult]:
-    """The bins of `records` with their ROI numbers, scores, embeddings (where the store has them), warnings and the
-    fingerprints of their files, read from `parts` (each read once)."""
+    """The bins of `records` with their ROI numbers, scores, embeddings (where the store has them), warnings, the
+    fingerprints of their files and their sample metadata, read from `parts` (each read once)."""
     arrays = {}
     for part in parts:
         _, numbers, scores = store.read_part(part)
@@ -115,12 +115,11 @@ def _results(store: ResultStore, parts: Sequence[str], records: Sequence[BinReco
         moment = datetime.fromisoformat(record.time.replace("Z", "+00:00"))
         features = None if embeddings is None else embeddings[rows]
         warnings = tuple(record.warnings or ())
-        results.append(
-            BinResult(
-                record.bin, moment, np.asarray(numbers[rows]), scores[rows], record.ml_analyzed, warnings, features,
-                record.files_digest,
-            )
-        )
+        result = BinResult(
+            record.bin, moment, np.asarray(numbers[rows]), scores[rows], record.ml_analyzed, warnings, features,
+            record.files_digest, record.sample,
+        )  # fmt: skip
+        results.append(result)
     return results
 
 

@@ -12,7 +12,9 @@ past the counts. Nothing is rewritten in place behind readers.
 The tables are rewritten whole (from every bin record) only where an append cannot say it: with `full`
 (`rethreshold` and `migrate`), after a compaction (commits that replace partitions), when a bin already in the
 summary was committed again, when the summary's provenance (model, thresholds) is no longer the store's, and when
-the summary is of an older layout (without `ROWS`) or absent. A rewrite first sets the counts to zero (readers then
+the summary is of an older layout (without `ROWS`) or absent, and when a table to grow lacks one of the arrays its
+rows now have (a store of before the bins' sample metadata or the failures' kind): rewritten once, it has them
+from then on. A rewrite first sets the counts to zero (readers then
 take the bins from the commits, all still there, and count them by the store's thresholds), then writes every key,
 then the counts, then deletes keys the new version does not have.
 """
@@ -62,16 +64,16 @@ def consolidate(
     """Bring the store's `summary` and `ledger` groups up to `ledger` (and failures found by listing); returns the
     bin count. `info`: the root attributes the summary follows (classes, thresholds), when not yet the store's own."""
     info = info or store.info() or {}
-    failures = dict(ledger.failures)
+    failures = ledger.recorded  # the bead runs left out too
     for failure in extra_failures:
         if failure.bin not in ledger.complete:
             failures[failure.bin] = failure
-    if full or _must_rewrite(ledger, info):
-        rows, attributes = _rewrite(store, ledger, failures, info)
-    else:
-        rows, attributes = with_retries(
+    appended = None
+    if not (full or _must_rewrite(ledger, info)):
+        appended = with_retries(
             functools.partial(_append, store, ledger, failures, info), f"appending to {redact_url(store.url)}"
         )
+    rows, attributes = appended or _rewrite(store, ledger, failures, info)
     ledger.consolidated(rows, attributes)
     CONSOLIDATED[store.url] = (
         canonical(attributes),
@@ -117,7 +119,9 @@ def _rewrite(
 
 def _append(
     store: ResultStore, ledger: Ledger, failures: dict[str, BinFailure], info: dict[str, Any]
-) -> tuple[dict[str, int], dict[str, Any]]:
+) -> tuple[dict[str, int], dict[str, Any]] | None:
+    """The new rows appended behind the commit point: (rows, summary attributes); None, with nothing written, where a
+    table to grow lacks an array of the new rows (then the caller rewrites)."""
     assert ledger.rows is not None
     records = list({record.bin: record for commit in ledger.pending for record in commit.bins}.values())
     added = {
@@ -131,7 +135,7 @@ def _append(
         rows["failed"], changed = 0, list(failures.values())
     added[f"{LEDGER} failed"] = ledger_dataset((), changed)[list(COLUMNS)]
     start = dict(rows)
-    metadata: dict[str, bytes] = {}
+    growing = []  # (group, its encoded arrays that grow, its stored arrays)
     for name, dataset in added.items():
         group_path = name.split()[0]
         grow = {dim: size for dim, size in dataset.sizes.items() if dim in start}
@@ -139,10 +143,14 @@ def _append(
             continue
         encoded = zarr.open_group(MemoryStore(zarr_contents(dataset)), mode="r", zarr_format=3)
         stored = dict(zarr.open_group(store.zarr_store, path=group_path, mode="r+", zarr_format=3).arrays())
-        for array_name, values in encoded.arrays():
+        new = [(array_name, values) for array_name, values in encoded.arrays() if _grows(values, grow)]
+        if any(array_name not in stored for array_name, _ in new):
+            return None
+        growing.append((group_path, new, stored))
+    metadata: dict[str, bytes] = {}
+    for group_path, new, stored in growing:
+        for array_name, values in new:
             dims = values.metadata.dimension_names or ()
-            if not dims or dims[0] not in grow or array_name not in stored:
-                continue
             metadata[f"{group_path}/{array_name}/zarr.json"] = grow_rows(stored[array_name], start[dims[0]], values)
     store.write_documents(metadata)
     sizes = {**added[LEDGER].sizes, **added[f"{LEDGER} failed"].sizes, **added[SUMMARY].sizes}
@@ -150,6 +158,12 @@ def _append(
     attributes = {**ledger.summary_attributes, ROWS: rows}
     store.write_documents({f"{SUMMARY}/zarr.json": group_document(attributes)})
     return rows, attributes
+
+
+def _grows(values: Any, grow: dict[str, int]) -> bool:
+    """Whether an encoded array has rows along a dimension that grows."""
+    dims = values.metadata.dimension_names or ()
+    return bool(dims) and dims[0] in grow
 
 
 def _keys_under(store: ResultStore, folder: str) -> list[str]:

@@ -9,8 +9,9 @@ thresholds. Scores stay raw whatever the remap; a remap renames `class_name` and
 in the file's `remap` attribute. Each file is built in memory and written with one PUT, so the target may be any
 fsspec URL.
 
-The CSV has one row per bin with argmax counts and concentrations, then the thresholded ones where the store has
-them; a JSON sidecar (`<csv>.json`) records the store, model, thresholds and remap it came from.
+The CSV has one row per bin with its sample metadata (run type, sample type, bead run, position), argmax counts and
+concentrations, then the thresholded ones where the store has them; a JSON sidecar (`<csv>.json`) records the store,
+model, thresholds and remap it came from.
 """
 
 from __future__ import annotations
@@ -108,6 +109,23 @@ def export_dashboard(
     return written
 
 
+#: The CSV's columns of the bins' sample metadata (`pipeline.ifcb.sample`), in the summary's terms.
+SAMPLE_COLUMNS = ("run_type", "sample_type", "bead_run", "latitude", "longitude")
+
+
+def _sample_cells(summary: Any, row: int) -> list[str]:
+    """The sample metadata of one bin as CSV cells: texts as they are, `bead_run` as true/false, degrees in full
+    precision; "" where unknown."""
+    latitude, longitude = (float(summary[name].values[row]) for name in ("latitude", "longitude"))
+    return [
+        str(summary.run_type.values[row]),
+        str(summary.sample_type.values[row]),
+        "true" if summary.bead_run.values[row] else "false",
+        "" if np.isnan(latitude) else repr(latitude),
+        "" if np.isnan(longitude) else repr(longitude),
+    ]
+
+
 def export_csv(
     store: ResultStore,
     out_url: str,
@@ -117,11 +135,13 @@ def export_csv(
 ) -> int:
     """The per-bin table and its JSON sidecar; returns the number of bins.
 
-    Columns: bin, time, ml_analyzed, n_rois, `<class>_count` and `<class>_per_ml` by argmax, then (stores with
-    thresholds) `<class>_count_thresholded` and `<class>_per_ml_thresholded` for the classes and `unclassified`.
+    Columns: bin, time, ml_analyzed, n_rois, what the header says of the sample (`SAMPLE_COLUMNS`: run_type,
+    sample_type, bead_run, latitude, longitude; empty where it does not say, as in stores written before they were
+    kept), `<class>_count` and `<class>_per_ml` by argmax, then (stores with thresholds)
+    `<class>_count_thresholded` and `<class>_per_ml_thresholded` for the classes and `unclassified`.
     """
     summary = store.summary()
-    header = ["bin", "time", "ml_analyzed", "n_rois"]
+    header = ["bin", "time", "ml_analyzed", "n_rois", *SAMPLE_COLUMNS]
     blocks = []
     for counts in count_sets(summary):
         suffix = "_thresholded" if counts == THRESHOLDED else ""
@@ -138,6 +158,7 @@ def export_csv(
             np.datetime_as_string(summary.time.values[i], unit="s") + "Z",
             "" if np.isnan(volume) else repr(volume),
             int(summary.n_rois.values[i]),
+            *_sample_cells(summary, i),
         ]
         for number, per_ml in blocks:
             row += [int(v) for v in number[i]] + ["" if np.isnan(v) else repr(float(v)) for v in per_ml[i]]

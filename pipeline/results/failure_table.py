@@ -1,5 +1,6 @@
-"""The failure table: the failed bins the ledger keeps (stage, reason, the versions of their files), as four arrays
-of the `ledger` group along `failed`.
+"""The failure table: the failed bins the ledger keeps (stage, reason, the versions of their files, the kind), as
+five arrays of the `ledger` group along `failed`; bead runs left out are kept here too, as kind "beads"
+(`pipeline.ifcb.errors.KINDS`), and the ledger keeps them apart from the failures (`records.Ledger.bead_runs`).
 
 It grows by appending behind the summary's commit point, like every derived table (`pipeline.results.consolidation`):
 a bin's later row supersedes its earlier ones, and a failure of a bin complete since is no failure (`Ledger`). A
@@ -13,22 +14,27 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.ifcb.errors import STAGES, BinFailure
+from pipeline.ifcb.errors import KINDS, STAGES, BinFailure
 
-COLUMNS = ("failed_bin", "failed_stage", "failed_reason", "failed_files")
+COLUMNS = ("failed_bin", "failed_stage", "failed_reason", "failed_files", "failed_kind")
+#: What a column absent from a table of before holds: no versions known, and kind "data" (the only kind recorded).
+_ABSENT = {"failed_files": "", "failed_kind": "data"}
 
 
 def failures_from_columns(columns: dict[str, np.ndarray]) -> dict[str, BinFailure] | None:
     """The failures the table's arrays hold, by bin (a later row over an earlier one); None when the table is
-    torn. `failed_files` is absent in stores written before it existed."""
+    torn. `failed_files` and `failed_kind` are absent in stores written before they existed (`_ABSENT`)."""
     if "failed_bin" not in columns:
         return {}
-    values = [columns.get(name, np.full(len(columns["failed_bin"]), "")).tolist() for name in COLUMNS]
+    rows = len(columns["failed_bin"])
+    values = [columns.get(name, np.full(rows, _ABSENT.get(name, ""), dtype=object)).tolist() for name in COLUMNS]
     if len({len(column) for column in values}) > 1 or any(str(stage) not in STAGES for stage in values[1]):
         return None
+    if any(str(kind) not in KINDS for kind in values[4]):
+        return None
     return {
-        str(bin_id): BinFailure(str(bin_id), str(stage), str(reason), files=str(stamp))
-        for bin_id, stage, reason, stamp in zip(*values, strict=True)
+        str(bin_id): BinFailure(str(bin_id), str(stage), str(reason), kind=str(kind), files=str(stamp))
+        for bin_id, stage, reason, stamp, kind in zip(*values, strict=True)
     }
 
 

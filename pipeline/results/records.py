@@ -12,6 +12,7 @@ import numpy as np
 
 from model.decision import class_counts
 from pipeline.ifcb.errors import BinFailure
+from pipeline.ifcb.sample import SampleInfo
 
 
 def iso_utc(moment: datetime) -> str:
@@ -31,6 +32,7 @@ class BinResult:
     warnings: tuple[str, ...] = ()  # what the reader forgave in the bin's files
     embeddings: np.ndarray | None = None  # float16 (roi, feature): penultimate features, with `classify --embeddings`
     files_digest: int | None = None  # `files_digest` of the files it was read from; None: unknown (sizes not listed)
+    sample: SampleInfo = field(default_factory=SampleInfo)  # what its header says of the sample
 
     @property
     def counts(self) -> np.ndarray:
@@ -52,6 +54,28 @@ class BinRecord:
     counts_thresholded: list[int] | None = None  # by the bundle's thresholds, unclassified last; None: no thresholds
     warnings: list[str] | None = None  # what the reader forgave (a cut-off last .adc line); None: nothing
     files_digest: int | None = None  # `files_digest` of the files it was read from; None: unknown
+    # what the header says of the sample (`pipeline.ifcb.sample`); None: it does not say (or a store of before)
+    run_type: str | None = None
+    sample_type: str | None = None
+    latitude: float | None = None
+    longitude: float | None = None
+    bead_run: bool = False  # a bead run by its header, classified because the run asked for bead runs
+
+    @property
+    def sample(self) -> SampleInfo:
+        """The sample metadata the record keeps (without the reason of a bead run, which is not kept)."""
+        return SampleInfo(self.run_type, self.sample_type, self.latitude, self.longitude, self.bead_run)
+
+
+def sample_fields(sample: SampleInfo) -> dict[str, Any]:
+    """The `BinRecord` fields of a bin's sample metadata."""
+    return {
+        "run_type": sample.run_type,
+        "sample_type": sample.sample_type,
+        "latitude": sample.latitude,
+        "longitude": sample.longitude,
+        "bead_run": sample.bead_run,
+    }
 
 
 def files_digest(sizes: tuple[int, int, int] | None) -> int | None:
@@ -119,12 +143,16 @@ class Commit:
 
 
 def _record_attributes(record: BinRecord) -> dict[str, Any]:
-    """A bin record as commit attributes; `warnings` and `files_digest` only where there are some (records of
-    clean bins of unknown sizes keep the bytes they always had)."""
+    """A bin record as commit attributes; `warnings`, `files_digest`, the sample metadata and `bead_run` only where
+    there are some (records of clean bins of unknown sizes whose header says nothing of the sample keep the bytes
+    they always had)."""
     attributes = asdict(record)
-    for optional in ("warnings", "files_digest"):
+    for optional in ("warnings", "files_digest", "bead_run"):
         if not attributes[optional]:
             del attributes[optional]
+    for known in ("run_type", "sample_type", "latitude", "longitude"):
+        if attributes[known] is None:  # a latitude of 0 is a position
+            del attributes[known]
     return attributes
 
 
@@ -137,7 +165,9 @@ class Ledger:
     files (`digests`, what a rerun compares with its listing) come with the set, from one more array.
 
     Failures are facts of the past: a failure of a bin that is complete now (from a later commit, or read before
-    the bin was redone) is never reported.
+    the bin was redone) is never reported. Bead runs left out (records of kind "beads", `BinFailure.bead_run`) are
+    kept beside the failures, and as they are (a bin classified since is no bead run left out), but never among
+    them: `failures` are failed bins, `bead_runs` bins that are not plankton.
     """
 
     def __init__(
@@ -169,6 +199,7 @@ class Ledger:
         self._commits: list[Commit] = []
         self._bins: dict[str, BinRecord] | None = None
         self._failures: dict[str, BinFailure] | None = None
+        self._bead_runs: dict[str, BinFailure] = {}
 
     def add(self, commit: Commit) -> None:
         """Take in a commit: its bins become complete, its failures replace older ones of bins still not complete."""
@@ -197,35 +228,54 @@ class Ledger:
     def bins(self) -> dict[str, BinRecord]:
         """Every complete bin's record, by bin id (read in full when first asked for)."""
         if self._bins is None:
-            self._bins, failures = self._load() if self._load is not None else ({}, {})
-            self._failures = self._not_complete(failures)
-            for commit in self._commits:
-                self._apply(commit)
+            self._bins, recorded = self._load() if self._load is not None else ({}, {})
+            self._take_recorded(recorded)
         return self._bins
 
     @property
     def failures(self) -> dict[str, BinFailure]:
         """The failure of every bin that failed and is not complete, by bin id (without reading the complete bins'
-        records when they were not asked for)."""
+        records when they were not asked for); bead runs are none (`bead_runs`)."""
+        return self._read_recorded()[0]
+
+    @property
+    def bead_runs(self) -> dict[str, BinFailure]:
+        """The record of every bead run left out (kind "beads") that is not complete, by bin id."""
+        return self._read_recorded()[1]
+
+    @property
+    def recorded(self) -> dict[str, BinFailure]:
+        """`failures` and `bead_runs` together: what the ledger's failure table keeps."""
+        failures, bead_runs = self._read_recorded()
+        return {**failures, **bead_runs}
+
+    def _read_recorded(self) -> tuple[dict[str, BinFailure], dict[str, BinFailure]]:
         if self._failures is None and self._load_failures is None:
             _ = self.bins  # the records and the failures are read together
         elif self._failures is None:
-            self._failures = self._not_complete(self._load_failures())
-            for commit in self._commits:
-                self._apply(commit)
+            self._take_recorded(self._load_failures())
         assert self._failures is not None
-        return self._failures
+        return self._failures, self._bead_runs
 
-    def _not_complete(self, failures: dict[str, BinFailure]) -> dict[str, BinFailure]:
-        return {bin_id: failure for bin_id, failure in failures.items() if bin_id not in self.complete}
+    def _take_recorded(self, recorded: dict[str, BinFailure]) -> None:
+        """The failures and bead runs read from the store, less those of bins complete now, then the commits'."""
+        self._failures, self._bead_runs = {}, {}
+        for bin_id, failure in recorded.items():
+            if bin_id not in self.complete:
+                (self._bead_runs if failure.bead_run else self._failures)[bin_id] = failure
+        for commit in self._commits:
+            self._apply(commit)
 
     def _apply(self, commit: Commit) -> None:
-        """A commit's effect on what is loaded: records (when read) and failures of bins not complete."""
+        """A commit's effect on what is loaded: records (when read), failures and bead runs of bins not complete."""
         assert self._failures is not None
         for record in commit.bins:
             if self._bins is not None:
                 self._bins[record.bin] = record
             self._failures.pop(record.bin, None)
+            self._bead_runs.pop(record.bin, None)
         for failure in commit.failures:
             if failure.bin not in self.complete:
-                self._failures[failure.bin] = failure
+                self._failures.pop(failure.bin, None)
+                self._bead_runs.pop(failure.bin, None)
+                (self._bead_runs if failure.bead_run else self._failures)[failure.bin] = failure

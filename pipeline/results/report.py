@@ -9,6 +9,7 @@ the classes, then `unclassified`). A class map (`pipeline.results.remap`) merges
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import numpy as np
@@ -45,8 +46,9 @@ def store_report(
     store: ResultStore, class_map: ClassMap | None = None, remap: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """Totals of a store: bins complete/failed, ROIs, per-class counts (argmax, and thresholded where the store has
-    them), failures, warnings, `.adc` rows left out across complete bins (`pipeline.ifcb.adc.rows_left_out`), model
-    and archive; `remap` is the record of the remap behind `class_map`."""
+    them), failures, warnings, `.adc` rows left out across complete bins (`pipeline.ifcb.adc.rows_left_out`), what
+    the bins' headers say of their samples (`sample_totals`), model and archive; `remap` is the record of the remap
+    behind `class_map`."""
     ledger = store.ledger()
     info = store.info() or {}
     summary = store.summary(ledger)
@@ -81,6 +83,7 @@ def store_report(
         {
             "bins_without_volume": int(np.isnan(summary.ml_analyzed.values).sum()),
             "adc_rows_left_out": sum(rows_left_out(record.warnings or ()) for record in ledger.bins.values()),
+            **sample_totals(summary, len(ledger.bead_runs)),
             "first_bin_time": _iso(times.min()) if times.size else None,
             "last_bin_time": _iso(times.max()) if times.size else None,
             "failures": failures,
@@ -92,6 +95,29 @@ def store_report(
         }
     )
     return report
+
+
+#: How the report names bins whose header does not say their run or sample type.
+UNKNOWN = "unknown"
+
+
+def sample_totals(summary: xr.Dataset, bead_runs_left_out: int) -> dict[str, Any]:
+    """Complete bins by run type (NORMAL and ALT are analysed apart) and by sample type, how many have a position,
+    and bead runs: left out (not complete: `Ledger.bead_runs`) and classified as asked (`classify
+    --include-beads`)."""
+
+    def by_value(name: str) -> dict[str, int]:
+        counted = Counter(str(value) or UNKNOWN for value in summary[name].values)
+        return dict(sorted(counted.items()))
+
+    positioned = np.isfinite(summary.latitude.values) & np.isfinite(summary.longitude.values)
+    return {
+        "bins_by_run_type": by_value("run_type"),
+        "bins_by_sample_type": by_value("sample_type"),
+        "bins_with_position": int(positioned.sum()),
+        "bead_runs_left_out": bead_runs_left_out,
+        "bead_runs_classified": int(summary.bead_run.values.sum()),
+    }
 
 
 def _mean_or_none(values: np.ndarray) -> float | None:

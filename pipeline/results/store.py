@@ -16,22 +16,27 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
         bin        (roi)         the bin of each ROI
         time       (roi)         the bin's sample time (UTC)
     STORE/commits/<part>/        the partition's commit: a group whose attributes list its bins (time, n_rois,
-                                 ml_analyzed, counts, counts_thresholded, roi_offset, files_digest), failed bins and
-                                 incomplete bins, and the thresholds its counts follow. Written LAST, once.
+                                 ml_analyzed, counts, counts_thresholded, roi_offset, files_digest, the sample's
+                                 run_type, sample_type, latitude, longitude, bead_run), failed bins (and bead runs
+                                 left out: kind "beads") and incomplete bins, and the thresholds its counts follow.
+                                 Written LAST, once.
     STORE/summary/               bin x class, grown by the client after each run by the bins it added (rows in append
                                  order: sorted by time within each run, not across runs; `open_summary` sorts): counts,
                                  concentration (per mL), ml_analyzed, n_rois, time, where each bin's ROIs are (part,
-                                 roi_offset) and the fingerprint of the files they were read from (files_digest:
-                                 `records.files_digest`, 0 where unknown); with a bundle's thresholds also
+                                 roi_offset), the fingerprint of the files they were read from (files_digest:
+                                 `records.files_digest`, 0 where unknown) and what the header says of the sample
+                                 (run_type, sample_type: "" where it does not say; latitude, longitude: NaN where
+                                 there is no position; bead_run); with a bundle's thresholds also
                                  counts_thresholded, concentration_thresholded (bin x class_thresholded: the classes,
                                  then `unclassified`). Arrays in chunks of 65536 rows (bin x class: 4096). Its attribute
                                  `consolidated_rows` ({bin, part, warned, failed}: rows of this group and of the
                                  ledger's) is written last and counts the rows readers take (arrays may hold more rows,
                                  of a cut-off consolidation)
     STORE/ledger/                the client's bookkeeping: partitions already in the summary (consolidated_part, in
-                                 append order); failed bins (stage, reason, versions of their files), appended like
-                                 the summary (a bin's later row over its earlier ones; rows of bins complete since
-                                 are no failures); warnings of complete bins (warned_bin, warning)
+                                 append order); failed bins (stage, reason, versions of their files, kind: "beads"
+                                 for a bead run left out, which is no failure), appended like the summary (a bin's
+                                 later row over its earlier ones; rows of bins complete since are no failures);
+                                 warnings of complete bins (warned_bin, warning)
     STORE/lease.json             held by the run that writes the store now (owner, host, pid, expiry)
 
 Scores are stored raw; counts are stored both by argmax and, when the store decides by per-class thresholds
@@ -115,8 +120,8 @@ from pipeline.results.layout import (
 )
 from pipeline.results.lease import LEASE_TTL_S, Lease
 from pipeline.results.partitions import part_key
-from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc
-from pipeline.results.summary import summary_dataset
+from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc, sample_fields
+from pipeline.results.summary import SAMPLE_VARIABLES, sample_fields_at, summary_dataset
 from pipeline.storage import fs_options
 
 log = logging.getLogger(__name__)
@@ -403,6 +408,7 @@ class ResultStore:
                     counts_thresholded=thresholded,
                     warnings=list(result.warnings) or None,
                     files_digest=result.files_digest,
+                    **sample_fields(result.sample),
                 )
             )
             offset += n
@@ -537,7 +543,7 @@ class ResultStore:
         tables = self._read_tables(
             {
                 SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset",
-                          "files_digest"),
+                          "files_digest", *SAMPLE_VARIABLES),
                 LEDGER: ("warned_bin", "warning"),
             },
             attributes,
@@ -565,6 +571,7 @@ class ResultStore:
                     counts_thresholded=None if thresholded is None else thresholded[i].tolist(),
                     warnings=warned.get(str(bin_id)),
                     files_digest=None if fingerprints is None else int(fingerprints[i]) or None,
+                    **sample_fields_at(summary, i),  # absent in stores written before they were kept: None
                 )
         return records, self._consolidated_failures(attributes)
 

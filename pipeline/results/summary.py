@@ -1,4 +1,5 @@
-"""The summary (bin x class: counts, concentrations, volume, time) and the ledger tables, as xarray Datasets.
+"""The summary (bin x class: counts, concentrations, volume, time, and per bin what its header says of the sample)
+and the ledger tables, as xarray Datasets.
 
 After every run the client appends the bins it added to both (`ResultStore.consolidate`; rewrites them whole
 only after a compaction or a change of thresholds), so the summary shows exactly the complete bins: in append
@@ -26,6 +27,7 @@ from pipeline.results.records import BinRecord
 PROVENANCE = ("model_hash", "bundle_hash", "bundle_arch", "thresholds_sha256")
 _TIME_ENCODING = {"units": "seconds since 1970-01-01", "dtype": "int64"}
 _CONCENTRATION = {"units": "mL-1", "long_name": "count / volume"}
+_POSITION = "position from the header (latitude/longitude or gpsLatitude/gpsLongitude; NaN: none)"
 
 
 def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Dataset:
@@ -52,6 +54,7 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
                 np.array([row.files_digest or 0 for row in rows], dtype=np.int64),
                 {"long_name": "fingerprint of the sizes of the bin's files when read (0: unknown)"},
             ),
+            **_sample_variables(rows),
         },
         coords={
             "bin": ("bin", np.array([row.bin for row in rows], dtype=object)),
@@ -64,6 +67,53 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
     if info.get("thresholds") is not None:
         dataset = _with_thresholded(dataset, rows, classes, info["thresholds"], volume)
     return dataset
+
+
+def _sample_variables(rows: list[BinRecord]) -> dict[str, tuple[str, np.ndarray, dict[str, str]]]:
+    """The bins' sample metadata from their headers (`pipeline.ifcb.sample`): texts ("" where the header does not
+    say), degrees (NaN where it gives no position), and whether each is a bead run."""
+
+    def text(values: Iterable[str | None]) -> np.ndarray:
+        return np.array([value or "" for value in values], dtype=object)
+
+    def degrees(values: Iterable[float | None]) -> np.ndarray:
+        return np.array([np.nan if value is None else value for value in values], dtype=np.float64)
+
+    return {
+        "run_type": ("bin", text(r.run_type for r in rows), {"long_name": "runType of the header (NORMAL, ALT)"}),
+        "sample_type": ("bin", text(r.sample_type for r in rows), {"long_name": "sampleType of the header"}),
+        "latitude": ("bin", degrees(r.latitude for r in rows), {"units": "degrees_north", "long_name": _POSITION}),
+        "longitude": ("bin", degrees(r.longitude for r in rows), {"units": "degrees_east", "long_name": _POSITION}),
+        "bead_run": (
+            "bin",
+            np.array([r.bead_run for r in rows], dtype=bool),
+            {"long_name": "bead run by its header, classified as asked (classify --include-beads)"},
+        ),
+    }
+
+
+#: The summary's arrays of the bins' sample metadata (`_sample_variables`); absent in stores written before them.
+SAMPLE_VARIABLES = ("run_type", "sample_type", "latitude", "longitude", "bead_run")
+
+
+def sample_fields_at(arrays: dict[str, np.ndarray], row: int) -> dict[str, Any]:
+    """The `BinRecord` sample fields of one row of the summary's `arrays`: None (False for `bead_run`) where the
+    array is absent or the value unknown ("" or NaN)."""
+
+    def text(name: str) -> str | None:
+        return str(arrays[name][row]) or None if name in arrays else None
+
+    def degrees(name: str) -> float | None:
+        value = float(arrays[name][row]) if name in arrays else float("nan")
+        return None if np.isnan(value) else value
+
+    return {
+        "run_type": text("run_type"),
+        "sample_type": text("sample_type"),
+        "latitude": degrees("latitude"),
+        "longitude": degrees("longitude"),
+        "bead_run": bool(arrays["bead_run"][row]) if "bead_run" in arrays else False,
+    }
 
 
 def _with_thresholded(
@@ -91,8 +141,9 @@ def _per_ml(counts: np.ndarray, volume: np.ndarray) -> np.ndarray:
 def ledger_dataset(
     parts: Iterable[str], failures: Iterable[BinFailure], records: Iterable[BinRecord] = ()
 ) -> xr.Dataset:
-    """Partitions the summary includes, failed bins (not complete) with the stage, reason and file versions of the
-    failure, and the warnings of complete bins (one row per warning: `warned_bin`, `warning`).
+    """Partitions the summary includes, failed bins (not complete) with the stage, reason, file versions and kind of
+    the failure (bead runs left out are kind "beads"), and the warnings of complete bins (one row per warning:
+    `warned_bin`, `warning`).
 
     The failure table grows by appending, like the summary (`ResultStore.consolidate`): a bin's later row
     supersedes its earlier ones, and rows of bins complete since are not failures any more."""
@@ -105,6 +156,7 @@ def ledger_dataset(
             "failed_stage": ("failed", np.array([f.stage for f in failed], dtype=object)),
             "failed_reason": ("failed", np.array([f.reason for f in failed], dtype=object)),
             "failed_files": ("failed", np.array([f.files for f in failed], dtype=object)),
+            "failed_kind": ("failed", np.array([f.kind for f in failed], dtype=object)),
             "warned_bin": ("warned", np.array([bin_id for bin_id, _ in warned], dtype=object)),
             "warning": ("warned", np.array([text for _, text in warned], dtype=object)),
         }
