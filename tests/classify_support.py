@@ -1,9 +1,10 @@
 """Helpers for the model and classify-job tests: random weights, a quick deterministic bundle, a single-process
-reference, store snapshots."""
+reference, store snapshots, a classify run through the CLI."""
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -93,3 +94,15 @@ def session_survivors(session: int, grace_s: float = 10.0) -> list[psutil.Proces
         if not alive or time.monotonic() > deadline:
             return alive
         time.sleep(0.05)
+
+
+def classify_json(archive: Path, bundle: str, store: Path, scheduler: str, *extra: str) -> tuple[int, dict[str, Any]]:
+    """`ifcbflow classify ARCHIVE --model BUNDLE --out STORE --json --cluster SCHEDULER [extra]` through the CLI:
+    (its exit code, its run summary)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli.app import app
+
+    args = ["classify", str(archive), "--model", bundle, "--out", str(store), "--json", "--cluster", scheduler, *extra]
+    result = CliRunner().invoke(app, args)
+    return result.exit_code, json.loads(result.stdout)

@@ -88,16 +88,13 @@ def test_ls_json_rows_carry_the_sample_and_show_bead_runs(archive: Path) -> None
 def test_classify_leaves_bead_runs_out_counted_and_include_beads_classifies_them(
     archive: Path, tmp_path: Path, dask_client
 ) -> None:
-    from classify_support import make_bundle
+    from classify_support import classify_json, make_bundle
 
     bundle, store = str(tmp_path / "m.zip"), tmp_path / "out.zarr"
     make_bundle(bundle)
 
     def classify(*extra: str) -> tuple[int, dict]:
-        args = ["classify", str(archive), "--model", bundle, "--out", str(store), "--json",
-                "--cluster", dask_client.scheduler.address, *extra]  # fmt: skip
-        result = runner.invoke(app, args)
-        return result.exit_code, json.loads(result.stdout)
+        return classify_json(archive, bundle, store, dask_client.scheduler.address, *extra)
 
     # 1. bead runs are left out: counted, never failed, exit code 0
     code, first = classify()

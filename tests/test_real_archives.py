@@ -374,7 +374,7 @@ def test_job_on_real_bins_stitched_warned_and_known_bad(ifcb_data: Path, tmp_pat
     import csv
 
     import h5py
-    from classify_support import make_bundle
+    from classify_support import classify_json, make_bundle
 
     from pipeline.results.store import COMMITS, ResultStore
 
@@ -388,10 +388,7 @@ def test_job_on_real_bins_stitched_warned_and_known_bad(ifcb_data: Path, tmp_pat
     make_bundle(bundle)
 
     def classify(*extra: str) -> tuple[int, dict]:
-        args = ["classify", str(archive), "--model", bundle, "--out", str(store), "--json",
-                "--cluster", dask_client.scheduler.address, *extra]  # fmt: skip
-        result = runner.invoke(app, args)
-        return result.exit_code, json.loads(result.stdout)
+        return classify_json(archive, bundle, store, dask_client.scheduler.address, *extra)
 
     code, first = classify()
     assert code == 1 and (first["bins_done"], first["bins_failed"], first["bins_known_bad"]) == (2, 1, 0)
@@ -537,7 +534,7 @@ def test_classify_and_report_count_the_rows_left_out(ifcb_data: Path, tmp_path: 
     import csv
 
     import h5py
-    from classify_support import make_bundle
+    from classify_support import classify_json, make_bundle
 
     from pipeline.results.store import ResultStore
 
@@ -549,10 +546,8 @@ def test_classify_and_report_count_the_rows_left_out(ifcb_data: Path, tmp_path: 
         _damage(unreadable, line, _field(17, "?"))
     bundle, store = str(tmp_path / "m.zip"), tmp_path / "out.zarr"
     make_bundle(bundle)
-    result = runner.invoke(app, ["classify", str(archive), "--model", bundle, "--out", str(store), "--json",
-                                 "--cluster", dask_client.scheduler.address])  # fmt: skip
-    summary = json.loads(result.stdout)
-    assert result.exit_code == 1 and (summary["bins_done"], summary["bins_failed"]) == (2, 1)
+    code, summary = classify_json(archive, bundle, store, dask_client.scheduler.address)
+    assert code == 1 and (summary["bins_done"], summary["bins_failed"]) == (2, 1)
     assert summary["failures"][0]["bin"] == UNREADABLE and summary["failures"][0]["stage"] == "adc"
 
     report = json.loads(runner.invoke(app, ["report", str(store), "--json"]).stdout)
