@@ -475,6 +475,63 @@ def test_thresholded_counts_follow_the_store_after_a_rethreshold(tmp_path: Path,
     check_finished(work.store(), EXPECTED, FAILED)
 
 
+def _files(root: Path) -> dict[str, bytes]:
+    return {str(path.relative_to(root)): path.read_bytes() for path in root.rglob("*") if path.is_file()}
+
+
+@pytest.mark.parametrize("landed", ["one array", "every chunk, not its commit point", "everything"])
+def test_a_consolidation_landing_after_a_newer_ones_is_never_trusted(
+    tmp_path: Path, landed: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A run that passed its last lease check, then was paused past its lease (so another run took the store, committed
+    and consolidated), lands its consolidation's writes afterwards: some of them, all but its commit point, or all.
+    Its rows are of other bins than the newer run's at the same places (the newer run's bins are earlier in time), so
+    a mix of the two would give a bin another's counts or ROIs. The store opens, every bin it calls complete is
+    exactly its own, and the next consolidation rewrites what was torn."""
+    store = ResultStore(str(tmp_path / "out.zarr"))
+    _first_run(store)
+    late = [_result(i) for i in (11, FAILED_BEFORE)]  # the paused run's bins
+    store.commit_partition(attempt_id(partition_id([r.bin for r in late], "run-2")), late, CLASSES,
+                           thresholds=threshold_array(T1, CLASSES))  # fmt: skip
+    paused = tmp_path / "paused.zarr"  # the store as the paused run saw it; its consolidation, as it would write it
+    shutil.copytree(tmp_path / "out.zarr", paused)
+    before = _files(paused)
+    consolidation_module.CONSOLIDATED.clear()
+    ResultStore(str(paused)).consolidate(ResultStore(str(paused)).ledger())
+    writes = {key: data for key, data in _files(paused).items() if before.get(key) != data and
+              key.startswith(("summary/", "ledger/"))}  # fmt: skip
+    assert "summary/bin/c/0" in writes and "summary/zarr.json" in writes
+
+    newer = [_result(i) for i in (9, 10)]  # the run that took the store over: earlier bins, the same rows
+    consolidation_module.CONSOLIDATED.clear()
+    fresh = ResultStore(store.url)
+    fresh.commit_partition(attempt_id(partition_id([r.bin for r in newer], "run-3")), newer, CLASSES,
+                           thresholds=threshold_array(T1, CLASSES))  # fmt: skip
+    fresh.consolidate(fresh.ledger())
+    chosen = {
+        "one array": [key for key in writes if key.startswith("summary/bin/")],
+        "every chunk, not its commit point": [key for key in writes if key != "summary/zarr.json"],
+        "everything": list(writes),
+    }[landed]
+    for key in chosen:  # the paused run's writes land now
+        (tmp_path / "out.zarr" / key).write_bytes(writes[key])
+
+    expected = _expected([*range(12), FAILED_BEFORE])
+    consolidation_module.CONSOLIDATED.clear()
+    check_store(ResultStore(store.url), expected)
+    assert ResultStore(store.url).ledger().complete == set(expected)
+    if landed != "everything":  # (all of it is a consistent, older summary: its commits not in it are pending)
+        assert "does not hold the rows its commit point says" in caplog.text
+    consolidation_module.CONSOLIDATED.clear()
+    repaired = ResultStore(store.url)
+    repaired.consolidate(repaired.ledger())
+    consolidation_module.CONSOLIDATED.clear()
+    caplog.clear()
+    again = ResultStore(store.url)
+    check_finished(again, expected, set())
+    assert not again.torn and "does not hold" not in caplog.text
+
+
 def test_a_live_lease_of_another_pid_namespace_is_not_taken(tmp_path: Path) -> None:
     """A holder on a host of the same name, in another PID namespace (another container), whose PID means nothing
     here: its lease is live until it stops renewing, as any other host's."""

@@ -179,6 +179,41 @@ def test_a_bin_that_exhausts_the_workers_memory_is_a_node_failure_after_two_atte
     assert run.stderr.count("loading it again once the bins in flight are done") == 1  # two attempts, not ten
 
 
+def test_a_partition_out_of_memory_in_the_workers_thread_is_split_then_its_bins_are_node_failures(
+    onnx_bundle: str, tmp_path: Path
+) -> None:
+    """Batches too large for the node (numpy refuses the allocation: a real MemoryError in the worker's own thread,
+    not in a feeder): the partition fails its two attempts, its bins are tried alone, then each is recorded at stage
+    "node" naming the allocation and what to do, never "partition lost" redone by every run. A rerun does not read
+    them again; one with --retry-failed and batches that fit completes them."""
+    archive, out = str(tmp_path / "archive"), tmp_path / "store.zarr"
+    write_synthetic_archive(archive, bins=4, rois=6, classes=3, seed=22)
+    run = _finish(_classify(archive, onnx_bundle, out, "--batch-size", str(10**12)))
+    assert run.returncode == 1, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["bins_failed"] == 4 and summary["bins_incomplete"] == 0 and summary["bins_done"] == 0
+    assert summary["partitions"] < 4  # one worker, 4 bins: about two per partition (`balanced_target`)
+    assert "bins once more, each alone" in run.stderr and "partition lost" not in run.stderr
+    ledger = ResultStore(str(out)).ledger()
+    assert len(ledger.failures) == 4
+    split = 0
+    for failure in ledger.failures.values():
+        assert failure.stage == "node" and failure.files
+        assert failure.reason.startswith("the worker ran out of memory classifying it (MemoryError: Unable to")
+        assert "--batch-size" in failure.reason and "--retry-failed" in failure.reason
+        split += "in 2 with its partition and 2 alone" in failure.reason
+    assert split >= 2  # the bins of a partition of more than one were tried alone before they were recorded
+
+    again = _finish(_classify(archive, onnx_bundle, out))
+    assert again.returncode == 1, again.stderr[-3000:]
+    assert json.loads(again.stdout)["bins_known_bad"] == 4 and json.loads(again.stdout)["bins_planned"] == 0
+
+    retried = _finish(_classify(archive, onnx_bundle, out, "--retry-failed", "--batch-size", "32"))
+    assert retried.returncode == 0, retried.stderr[-3000:]
+    ledger = ResultStore(str(out)).ledger()
+    assert len(ledger.complete) == 4 and ledger.failures == {}
+
+
 def test_a_memory_error_is_a_node_fault_not_a_transient_one() -> None:
     """What `pipeline.faults` makes of a real refused allocation: retried with backoff (transient), it would fail
     again at once; recorded as data, it would blame the bin."""

@@ -31,10 +31,11 @@ from distributed import Client, as_completed
 from model.bundle import runtimes
 from model.thresholds import threshold_array, thresholds_digest
 from pipeline.cluster.client import GPU_RESOURCE, DeferredCluster, dashboard_link, workers_have_gpus
-from pipeline.faults import ConfigurationError, with_retries
+from pipeline.faults import ConfigurationError, is_node_fault, with_retries
 from pipeline.ifcb.archive import EXCLUDED_FOLDERS, NOT_IN_ARCHIVE, iter_bins
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
+from pipeline.job.feeder import NODE_ADVICE
 from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, stream_partitions
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
@@ -183,6 +184,7 @@ def run_classification(
         target = int(request.partition_mb * MB)
         reporter.message("classifying the bins not in the store as the archive is listed")
         n_workers = 0
+        node_failures: list[BinFailure] = []  # bins the worker's own thread could not hold (`_follow`)
         try:
             todo = selection.todo(listed)
             if isinstance(client, DeferredCluster):
@@ -201,12 +203,14 @@ def run_classification(
                     client = client.client()
                     n_workers = _connected_workers(client, summary, reporter, in_process)
                 partitions = itertools.chain([first], partitions)
-                _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter)
+                _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter,
+                        node_failures)  # fmt: skip
         finally:
             list_failures = selection.failures
-            changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in list_failures)
+            found = [*list_failures, *node_failures]  # failures no commit holds
+            changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in found)
             if changed and _still_held(lease):  # a run that lost the lease leaves the summary to the next one
-                store.consolidate(ledger, list_failures)
+                store.consolidate(ledger, found)
         summary.bins_listed = selection.complete + len(list_failures)
         summary.bins_already_complete = (
             selection.complete - selection.planned - len(selection.known_bad) - len(selection.bead_runs)
@@ -340,6 +344,38 @@ class Selection:
         return None
 
 
+def _node_fault(
+    task: PartitionTask,
+    err: BaseException,
+    submit: Any,
+    split: set[str],
+    node_failures: list[BinFailure],
+    summary: RunSummary,
+    reporter: Reporter,
+) -> None:
+    """A partition that the node's limit failed twice in the worker's thread: its bins, each alone, once more (noted
+    in `split`); a bin alone, recorded at stage "node" (see `_follow`)."""
+    what = redact_text(f"{type(err).__name__}: {err}")
+    if len(task.bins) > 1:
+        log.warning("partition %s: the worker ran out of memory (%s): its %d bins once more, each alone",
+                    task.part, what, len(task.bins))  # fmt: skip
+        for files in task.bins:
+            split.add(files.bin.id)
+            submit([files])
+        return
+    (files,) = task.bins
+    attempts = "2 with its partition and 2 alone" if files.bin.id in split else "2, alone"
+    reason = (
+        f"the worker ran out of memory classifying it ({what}), in {attempts}: a limit of the node, not a fault of "
+        f"the bin's files; a smaller --batch-size may fit, or {NODE_ADVICE}"
+    )
+    log.warning("bin %s: %s", files.bin.id, reason)
+    failure = BinFailure(files.bin.id, "node", reason, files=files.stamp)
+    node_failures.append(failure)
+    summary.failures.append(failure.to_dict())
+    reporter.advance(1, 0)
+
+
 def _store_thresholds(store_info: dict[str, Any]) -> tuple[float, ...] | None:
     """The store's thresholds in class order (what tasks count by), or None (argmax only)."""
     values = threshold_array(store_info.get("thresholds"), store_info["classes"])
@@ -356,19 +392,30 @@ def _follow(
     ledger: Ledger,
     summary: RunSummary,
     reporter: Reporter,
+    node_failures: list[BinFailure],
 ) -> None:
     """Submit partitions as they are formed, `IN_FLIGHT_PER_WORKER` per worker at most, and take in their commits
-    (and their failed and incomplete bins) as they come; stop at the first configuration fault."""
+    (and their failed and incomplete bins) as they come; stop at the first configuration fault.
+
+    A partition that fails both its attempts on a fault of the node in the worker's own thread (batching, the model,
+    the commit: `MemoryError`, `ENOMEM`) is split: each of its bins is tried once more in a partition of its own, and
+    a bin that fails so alone is recorded at stage "node" (appended to `node_failures`), the reason naming the limit,
+    as a feeder's bin is (`pipeline.job.feeder`): neither redone by every run forever nor taken for bad data."""
     resources = {GPU_RESOURCE: 1} if workers_have_gpus(client) else None
     run_id = uuid.uuid4().hex[:8]
     thresholds = _store_thresholds(store_info)
     futures: dict[Any, PartitionTask] = {}
     running = as_completed()
+    split: set[str] = set()  # bins tried alone after their partition ran out of the node's memory
 
     def submit_next() -> None:
         bins = next(partitions, None)
-        if bins is None:
-            return
+        if bins is not None:
+            submit(bins)
+            summary.partitions += 1
+            reporter.grow(len(bins))
+
+    def submit(bins: list[BinFiles]) -> None:
         task = PartitionTask(
             part=partition_id([files.bin.id for files in bins], run_id),
             bins=tuple(bins),
@@ -393,8 +440,6 @@ def _follow(
                                resources=resources)  # fmt: skip
         futures[future] = task
         running.add(future)
-        summary.partitions += 1
-        reporter.grow(len(bins))
 
     reporter.start(0)
     try:
@@ -405,6 +450,11 @@ def _follow(
             try:
                 result: PartitionResult = future.result()
             except Exception as err:
+                if is_node_fault(err):
+                    _node_fault(task, err, submit, split, node_failures, summary, reporter)
+                    if len(task.bins) == 1:
+                        submit_next()
+                    continue
                 reason = redact_text(f"partition lost: {type(err).__name__}: {err}")
                 log.error("partition %s failed after retries: %s", task.part, reason)
                 summary.incomplete += [{"bin": files.bin.id, "reason": reason} for files in task.bins]

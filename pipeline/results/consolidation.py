@@ -5,16 +5,19 @@ A run that adds k bins appends: the new bins' rows (sorted by time among themsel
 new partitions and warnings and its new or changed failures to the ledger's, touching only the chunks from the last
 row on, without reading the summary's records: O(k) store work and a few dozen requests whatever the store's size.
 Crash safety: the new chunks go first, then the arrays' metadata (their shapes), and last the summary group's
-attributes with `ROWS`, the rows of each dimension that readers trust: a consolidation killed before that last write
-leaves the previous counts, so its partitions are still pending and the next run appends them again over the rows
-past the counts. Nothing is rewritten in place behind readers.
+attributes with `ROWS`, the rows of each dimension that readers trust, and `DIGESTS`, what those rows hold: a
+consolidation killed before that last write leaves the previous counts, so its partitions are still pending and the
+next run appends them again over the rows past the counts. Nothing is rewritten in place behind readers but by a
+writer that lost its lease after its last check, and what such a writer lands is found by the digests
+(`pipeline.results.table_digests`): the tables are then rebuilt from the commits.
 
 The tables are rewritten whole (from every bin record) only where an append cannot say it: with `full`
 (`rethreshold` and `migrate`), after a compaction (commits that replace partitions), when a bin already in the
 summary was committed again, when the summary's provenance (model, thresholds) is no longer the store's, and when
-the summary is of an older layout (without `ROWS`) or absent, and when a table to grow lacks one of the arrays its
-rows now have (a store of before the bins' sample metadata or the failures' kind): rewritten once, it has them
-from then on. A rewrite first sets the counts to zero (readers then
+the summary is of an older layout (without `ROWS`) or absent, when a table to grow lacks one of the arrays its
+rows now have (a store of before the bins' sample metadata or the failures' kind) or the commit point its digests (a
+store of before them): rewritten once, it has them from then on; and when a reader found the tables torn. A rewrite
+first sets the counts to zero (readers then
 take the bins from the commits, all still there, and count them by the store's thresholds), then writes every key,
 then the counts, then deletes keys the new version does not have.
 """
@@ -33,11 +36,12 @@ from zarr.storage import MemoryStore
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
-from pipeline.results.encoding import group_document, grow_rows, zarr_contents, zarr_documents
+from pipeline.results.encoding import as_bytes, group_document, grow_rows, zarr_contents
 from pipeline.results.failure_table import COLUMNS, changed_failures
-from pipeline.results.layout import LEDGER, ROWS, SUMMARY
+from pipeline.results.layout import DIGESTS, LEDGER, ROWS, SUMMARY
 from pipeline.results.records import Ledger
 from pipeline.results.summary import PROVENANCE, ledger_dataset, summary_dataset
+from pipeline.results.table_digests import array_digest, as_text, grown_digest
 
 if TYPE_CHECKING:
     from pipeline.results.store import ResultStore
@@ -69,11 +73,12 @@ def consolidate(
         if failure.bin not in ledger.complete:
             failures[failure.bin] = failure
     appended = None
-    if not (full or _must_rewrite(ledger, info)):
+    if not (full or store.torn or _must_rewrite(ledger, info)):
         appended = with_retries(
             functools.partial(_append, store, ledger, failures, info), f"appending to {redact_url(store.url)}"
         )
     rows, attributes = appended or _rewrite(store, ledger, failures, info)
+    store.torn = False
     ledger.consolidated(rows, attributes)
     CONSOLIDATED[store.url] = (
         canonical(attributes),
@@ -88,6 +93,8 @@ def _must_rewrite(ledger: Ledger, info: dict[str, Any]) -> bool:
     """Whether the summary cannot grow by appending (see the module's docstring)."""
     if ledger.rows is None or ledger.recompleted or any(commit.replaces for commit in ledger.pending):
         return True
+    if DIGESTS not in ledger.summary_attributes:
+        return True
     provenance = {key: info[key] for key in PROVENANCE if key in info}
     return any(ledger.summary_attributes.get(key) != value for key, value in provenance.items())
 
@@ -101,12 +108,18 @@ def _rewrite(
     rows = {dim: tables.sizes[dim] for dim in ("part", "warned", "failed")} | {"bin": summary.sizes["bin"]}
     summary.attrs[ROWS] = rows
     documents: dict[str, bytes] = {}
+    digests: dict[str, str] = {}
     for group_path, dataset in ((SUMMARY, summary), (LEDGER, tables)):
-        documents.update({f"{group_path}/{key}": value for key, value in zarr_documents(dataset).items()})
-    head = documents.pop(f"{SUMMARY}/zarr.json")
+        contents = zarr_contents(dataset)
+        documents.update({f"{group_path}/{key}": as_bytes(value) for key, value in contents.items()})
+        encoded = zarr.open_group(MemoryStore(contents), mode="r", zarr_format=3)
+        digests.update({f"{group_path}/{name}": as_text(array_digest(array[...])) for name, array in encoded.arrays()})
+    head_document = json.loads(documents.pop(f"{SUMMARY}/zarr.json"))
+    head_document["attributes"][DIGESTS] = digests
+    head = json.dumps(head_document, indent=2, sort_keys=True, allow_nan=False).encode()
     previous = store._summary_attributes()
     if previous is not None:  # readers take the bins from the commits while the arrays change
-        emptied = {**previous, ROWS: dict.fromkeys(rows, 0)}
+        emptied = {**previous, ROWS: dict.fromkeys(rows, 0), DIGESTS: {}}
         store.write_documents({f"{SUMMARY}/zarr.json": group_document(emptied)})
     stale = [key for key in _keys_under(store, SUMMARY) + _keys_under(store, LEDGER) if key not in documents]
     store.write_documents(documents)
@@ -148,14 +161,18 @@ def _append(
             return None
         growing.append((group_path, new, stored))
     metadata: dict[str, bytes] = {}
+    digests = dict(ledger.summary_attributes[DIGESTS])
     for group_path, new, stored in growing:
         for array_name, values in new:
             dims = values.metadata.dimension_names or ()
-            metadata[f"{group_path}/{array_name}/zarr.json"] = grow_rows(stored[array_name], start[dims[0]], values)
+            name = f"{group_path}/{array_name}"
+            metadata[f"{name}/zarr.json"] = grow_rows(stored[array_name], start[dims[0]], values)
+            previous = int(digests.get(name, "0"), 16)
+            digests[name] = as_text(grown_digest(previous, values[...], start[dims[0]]))
     store.write_documents(metadata)
     sizes = {**added[LEDGER].sizes, **added[f"{LEDGER} failed"].sizes, **added[SUMMARY].sizes}
     rows = {dim: rows[dim] + sizes[dim] for dim in rows}
-    attributes = {**ledger.summary_attributes, ROWS: rows}
+    attributes = {**ledger.summary_attributes, ROWS: rows, DIGESTS: digests}
     store.write_documents({f"{SUMMARY}/zarr.json": group_document(attributes)})
     return rows, attributes
 

@@ -49,10 +49,6 @@ def zarr_contents(dataset: Any) -> dict[str, Any]:
     return contents
 
 
-def zarr_documents(dataset: Any) -> dict[str, bytes]:
-    return {key: as_bytes(value) for key, value in zarr_contents(dataset).items()}
-
-
 def grow_rows(array: Any, start: int, new: Any) -> bytes:
     """Write the rows of `new` (an array of the same name encoded in memory) as the rows from `start` on of `array`
     (only the chunks they touch) and return the array's metadata with its new length, for the caller to write after

@@ -12,6 +12,9 @@ PENDING_DECISION = "thresholds_pending"
 #: that the last consolidation finished; readers take these rows and no more (written last: the commit point of
 #: every derived table).
 ROWS = "consolidated_rows"
+#: Attribute of the summary group beside `ROWS`: per array of the summary and the ledger ("summary/counts"), the
+#: digest of the rows `ROWS` counts (`pipeline.results.table_digests`): what readers check before they trust a table.
+DIGESTS = "consolidated_digests"
 
 
 class StoreMismatchError(RuntimeError):

@@ -31,7 +31,8 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  then `unclassified`). Arrays in chunks of 65536 rows (bin x class: 4096). Its attribute
                                  `consolidated_rows` ({bin, part, warned, failed}: rows of this group and of the
                                  ledger's) is written last and counts the rows readers take (arrays may hold more rows,
-                                 of a cut-off consolidation)
+                                 of a cut-off consolidation), with `consolidated_digests` ({"summary/counts": 16 hex
+                                 digits, ...}: a digest of each array's counted rows, checked by every reader)
     STORE/ledger/                the client's bookkeeping: partitions already in the summary (consolidated_part, in
                                  append order); failed bins (stage, reason, versions of their files, kind: "beads"
                                  for a bead run left out, which is no failure), appended like the summary (a bin's
@@ -64,7 +65,11 @@ are deterministic (fixed codecs, no timestamps). Partitions without a commit (a 
 run once they are an hour older than its lease, by the store's own clock (a task of a killed client on an external
 cluster may still be writing a younger one, and commit it).
 
-One run at a time: a run holds the store's lease (`pipeline.results.lease`) while it writes.
+One run at a time: a run holds the store's lease (`pipeline.results.lease`) while it writes. The results never
+depend on the lease holding: every attempt commits under keys of its own, and a writer that lost its lease after its
+last check (paused past it) can still tear the derived tables, but their commit point keeps a digest of every array's
+rows (`pipeline.results.table_digests`): each reader checks the arrays it reads, and tables found torn are never taken:
+the bins are read from the commits, and the next consolidation rewrites the tables.
 
 A store of the first layout (`ifcbflow-store/1`, one group per bin) is refused with a message that points to
 `ifcbflow migrate`, which rewrites it in this layout.
@@ -72,7 +77,8 @@ A store of the first layout (`ifcbflow-store/1`, one group per bin) is refused w
 This module is the store's access and its commit protocol (`ResultStore`: identity, commits, the ledger as read,
 readers); one job each beside it: `layout` (folders, the commit point, errors), `partitions` (partition and attempt
 ids, their keys), `encoding` (tables and partitions as zarr keys), `consolidation` (the derived tables behind their
-commit point), `failure_table`, `records` (what a commit says, the files' fingerprints, the ledger) and `lease`.
+commit point), `failure_table`, `table_digests` (what the commit point says its tables hold), `records` (what a
+commit says, the files' fingerprints, the ledger) and `lease`.
 """
 
 from __future__ import annotations
@@ -107,6 +113,7 @@ from pipeline.results.failure_table import COLUMNS as FAILURE_COLUMNS
 from pipeline.results.failure_table import failures_from_columns
 from pipeline.results.layout import (
     COMMITS,
+    DIGESTS,
     LAYOUT,
     LEASE,
     LEDGER,
@@ -122,6 +129,7 @@ from pipeline.results.lease import LEASE_TTL_S, Lease
 from pipeline.results.partitions import part_key
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc, sample_fields
 from pipeline.results.summary import SAMPLE_VARIABLES, sample_fields_at, summary_dataset
+from pipeline.results.table_digests import TornTablesError, verify
 from pipeline.storage import fs_options
 
 log = logging.getLogger(__name__)
@@ -173,6 +181,9 @@ class ResultStore:
         self.root = root.rstrip("/") or root
         self._zarr_store: Any = None
         self._info: dict[str, Any] | None = None
+        #: Whether a read found the summary or the ledger's tables torn (`TornTablesError`): the next consolidation
+        #: through this object rewrites them from the commits.
+        self.torn = False
 
     def __getstate__(self) -> dict[str, Any]:
         return {"url": self.url, "storage_options": self.storage_options}
@@ -498,7 +509,13 @@ class ResultStore:
         if known is not None and attributes is not None and known[0] == canonical(attributes):
             complete, parts, digests = set(known[1]), set(known[2]), dict(known[3])
         else:
-            tables = self._read_tables({SUMMARY: ("bin", "files_digest"), LEDGER: ("consolidated_part",)}, attributes)
+            try:
+                tables = self._read_tables(
+                    {SUMMARY: ("bin", "files_digest"), LEDGER: ("consolidated_part",)}, attributes
+                )
+            except TornTablesError as err:  # every commit is pending: the bins come from the commits
+                self._found_torn(err)
+                return Ledger(load=self._from_commits)
             summary = tables.get(SUMMARY, {})
             bins = [str(b) for b in summary.get("bin", np.array([])).tolist()]
             complete = set(bins)
@@ -530,7 +547,11 @@ class ResultStore:
         bin record is read): the rows they count; a torn table of before is dropped with a warning
         (`pipeline.results.failure_table`)."""
         counted = "failed" in ((attributes or {}).get(ROWS) or {})
-        kept = self._read_tables({LEDGER: FAILURE_COLUMNS}, attributes if counted else None).get(LEDGER, {})
+        try:
+            kept = self._read_tables({LEDGER: FAILURE_COLUMNS}, attributes if counted else None).get(LEDGER, {})
+        except TornTablesError as err:
+            self._found_torn(err)
+            return self._from_commits()[1]
         failures = failures_from_columns(kept)
         if failures is None:
             log.warning("%s: the failure table was torn by an interrupted write: its bins will be read again", self.url)
@@ -540,14 +561,18 @@ class ResultStore:
     def _consolidated_records(
         self, attributes: dict[str, Any] | None
     ) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
-        tables = self._read_tables(
-            {
-                SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part", "roi_offset",
-                          "files_digest", *SAMPLE_VARIABLES),
-                LEDGER: ("warned_bin", "warning"),
-            },
-            attributes,
-        )  # fmt: skip
+        try:
+            tables = self._read_tables(
+                {
+                    SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part",
+                              "roi_offset", "files_digest", *SAMPLE_VARIABLES),
+                    LEDGER: ("warned_bin", "warning"),
+                },
+                attributes,
+            )  # fmt: skip
+        except TornTablesError as err:
+            self._found_torn(err)
+            return self._from_commits()
         records: dict[str, BinRecord] = {}
         summary, kept = tables.get(SUMMARY), tables.get(LEDGER)
         warned: dict[str, list[str]] = {}
@@ -575,6 +600,23 @@ class ResultStore:
                 )
         return records, self._consolidated_failures(attributes)
 
+    def _from_commits(self) -> tuple[dict[str, BinRecord], dict[str, BinFailure]]:
+        """Every complete bin's record and the recorded failures, from the commits alone (the facts the tables are
+        derived from): what readers take when the tables are torn. Reads every commit document."""
+        info = self.info() or {}
+        committed = self.children(COMMITS)
+        documents = self.read_documents([f"{COMMITS}/{part}/zarr.json" for part in committed])
+        commits = [self._decided(Commit.from_attributes(meta["attributes"]), info) for meta in documents.values()]
+        ledger = Ledger()
+        for commit in sorted(commits, key=lambda commit: bool(commit.replaces)):  # merged ones over what they replace
+            ledger.add(commit)
+        return ledger.bins, ledger.recorded
+
+    def _found_torn(self, err: TornTablesError) -> None:
+        if not self.torn:
+            log.warning("%s: %s", redact_url(self.url), err)
+        self.torn = True
+
     def totals(self, ledger: Ledger) -> StoreTotals:
         """Complete bins, their ROIs and the newest bin's time, from two summary arrays (`time` and `n_rois`, 16
         bytes a bin: 32 chunk reads at a million bins) and the commits the summary does not show yet, without the
@@ -586,7 +628,11 @@ class ResultStore:
         pending = list({record.bin: record for commit in ledger.pending for record in commit.bins}.values())
         if ledger.rows is None or ledger.recompleted or any(commit.replaces for commit in ledger.pending):
             return _totals_of(ledger.bins.values())
-        summary = self._read_tables({SUMMARY: ("time", "n_rois")}, ledger.summary_attributes).get(SUMMARY, {})
+        try:
+            summary = self._read_tables({SUMMARY: ("time", "n_rois")}, ledger.summary_attributes).get(SUMMARY, {})
+        except TornTablesError as err:
+            self._found_torn(err)
+            return _totals_of(ledger.bins.values())
         times, rois = summary.get("time", np.array([], np.int64)), summary.get("n_rois", np.array([], np.int64))
         added = _totals_of(pending)
         newest = datetime.fromtimestamp(int(times.max()), UTC) if len(times) else None
@@ -599,17 +645,24 @@ class ResultStore:
         self, wanted: dict[str, tuple[str, ...]], attributes: dict[str, Any] | None = None
     ) -> dict[str, dict[str, np.ndarray]]:
         """Arrays of small groups, by group and name (groups that do not exist are left out): whole, or, given the
-        summary's `attributes`, the rows they count (`ROWS`) along the dimensions counted there."""
+        summary's `attributes`, the rows they count (`ROWS`) along the dimensions counted there, each checked against
+        the digest the attributes keep of it (TornTablesError where it does not hold those rows)."""
         limits = (attributes or {}).get(ROWS, {})
-        tables = {}
+        digests = (attributes or {}).get(DIGESTS)
+        tables: dict[str, dict[str, np.ndarray]] = {}
         for group_path, names in wanted.items():
             try:
                 group = zarr.open_group(self.zarr_store, path=group_path, mode="r", zarr_format=3)
             except FileNotFoundError:
                 continue
+            tables[group_path] = {}
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", category=UserWarning)
-                tables[group_path] = {name: read_rows(group[name], limits) for name in names if name in group}
+                for name in names:
+                    if name in group:
+                        values = read_rows(group[name], limits)
+                        verify(f"{group_path}/{name}", values, digests)
+                        tables[group_path][name] = values
         return tables
 
     def consolidate(
@@ -701,21 +754,18 @@ def _modified(entry: dict[str, Any]) -> float:
 
 def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # -> xr.Dataset
     """The consolidated `summary` group as an xarray Dataset, sorted by time (what `xr.open_zarr(url,
-    group="summary")` gives, in append order): the rows its attributes count (`ROWS`), and no more."""
-    import xarray as xr
-
-    meta = ResultStore(url, storage_options).read_document(f"{SUMMARY}/zarr.json") or {}
-    rows = meta.get("attributes", {}).get(ROWS, {}).get("bin")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=UserWarning)  # zarr's notes on string dtypes
-        try:
-            dataset = xr.open_zarr(url, group=SUMMARY, consolidated=False, storage_options=storage_options or None)
-        except ValueError:  # arrays of two lengths: a consolidation cut off between its metadata writes
-            if rows is None:
-                raise
-            dataset = _open_rows(url, storage_options, rows)
-    if rows is not None and dataset.sizes.get("bin", rows) != rows:
-        dataset = dataset.isel(bin=slice(0, rows))
+    group="summary")` gives, in append order): the rows its attributes count (`ROWS`), and no more, each array
+    checked against its digest. Tables found torn are not taken: the Dataset is then built from the commits
+    (`ResultStore.summary`), with a warning."""
+    store = ResultStore(url, storage_options)
+    attributes = store._summary_attributes()
+    if attributes is None:
+        raise FileNotFoundError(f"no summary in {redact_url(url)}")
+    try:
+        dataset = _open_rows(store, attributes)
+    except TornTablesError as err:
+        store._found_torn(err)
+        dataset = store.summary()
     if dataset.sizes.get("bin", 0) > 1:
         order = np.lexsort((np.array(dataset["bin"].values.tolist(), dtype=str), dataset["time"].values))
         if (order != np.arange(len(order))).any():
@@ -723,15 +773,18 @@ def open_summary(url: str, storage_options: dict[str, Any] | None = None):  # ->
     return dataset
 
 
-def _open_rows(url: str, storage_options: dict[str, Any] | None, rows: int):  # -> xr.Dataset
-    """The summary's arrays cut to their first `rows` rows along `bin`, decoded as xarray does."""
+def _open_rows(store: ResultStore, attributes: dict[str, Any]):  # -> xr.Dataset
+    """The summary's arrays, the rows `attributes` count along their first dimension (`ROWS`; whole in a summary
+    of before), checked against their digests (TornTablesError) and decoded as xarray does."""
     import xarray as xr
 
-    store = ResultStore(url, storage_options)
     group = zarr.open_group(store.zarr_store, path=SUMMARY, mode="r", zarr_format=3)
+    limits, digests = attributes.get(ROWS, {}), attributes.get(DIGESTS)
     variables = {}
-    for name, array in group.arrays():
-        dims = tuple(array.metadata.dimension_names or ())
-        values = np.asarray(array[:rows] if dims[:1] == ("bin",) else array[...])
-        variables[name] = xr.Variable(dims, values, dict(array.attrs))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=UserWarning)  # zarr's notes on string dtypes
+        for name, array in group.arrays():
+            values = read_rows(array, limits)
+            verify(f"{SUMMARY}/{name}", values, digests)
+            variables[name] = xr.Variable(tuple(array.metadata.dimension_names or ()), values, dict(array.attrs))
     return xr.decode_cf(xr.Dataset(variables, attrs=dict(group.attrs)))
