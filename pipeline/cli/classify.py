@@ -40,6 +40,9 @@ CONFIG_KEYS = (
     "include_beads",
     "embeddings",
     "feeder_kind",
+    "morphology",
+    "pixels_per_micron",
+    "taxa",
 )
 
 
@@ -150,6 +153,19 @@ RUNTIME = typer.Option(
     "(the Keras model on TensorFlow) or auto: onnx on CPU workers where the bundle has an ONNX graph, keras on GPU "
     "workers (measured fastest to start and to run; scores agree within 1e-4)."
 )
+MORPHOLOGY = typer.Option(
+    False, "--morphology", help="Also measure each ROI from the same read (the IFCB Dashboard's v4 features: "
+    "area, biovolume, axes, ...), and keep each bin's biovolume per class, and its carbon per class with --taxa. "
+    "A store that measures keeps doing so. Costs more than the classification on CPUs (docs: benchmarks)."
+)
+PIXELS_PER_MICRON = typer.Option(
+    None, help="Calibration for --morphology: pixels per micron, one number (default 3.4, WHOI's classic value; "
+    "newer optics about 2.77) or per instrument, e.g. IFCB13=3.4,IFCB125=2.77,*=3.4. Kept by the store."
+)
+TAXA = typer.Option(
+    None, help="Class-to-taxon table (CSV or URL: class, scientificName, aphia_id, diatom) for carbon per class "
+    "(Menden-Deuer & Lessard 2000: diatoms and other protists); implies --morphology. Kept by the store."
+)
 FEEDER_KIND = typer.Option(
     None, help="processes (shared memory, off the worker's GIL) or threads; default: processes on GPU workers, "
     "threads on CPU workers."
@@ -180,6 +196,9 @@ def classify(
     embeddings: bool = EMBEDDINGS,
     feeder_kind: str | None = FEEDER_KIND,
     runtime: str = RUNTIME,
+    morphology: bool = MORPHOLOGY,
+    pixels_per_micron: str | None = PIXELS_PER_MICRON,
+    taxa: str | None = TAXA,
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary instead of progress and tables."),
     jobqueue: JobqueueSettings | None = None,
 ) -> None:
@@ -196,7 +215,8 @@ def classify(
         "start": start, "end": end, "bins": bins, "storage_options": storage_options, "batch_size": batch_size,
         "feeders": feeders, "exclude_folders": exclude_folders, "retry_failed": retry_failed,
         "include_beads": include_beads,
-        "embeddings": embeddings, "feeder_kind": feeder_kind, "runtime": runtime,
+        "embeddings": embeddings, "feeder_kind": feeder_kind, "runtime": runtime, "morphology": morphology,
+        "pixels_per_micron": pixels_per_micron, "taxa": taxa,
     }  # fmt: skip
     settings = merge_config(ctx, values, load_run_config(config, flag_options) if config else {})
     for required in ("model", "out"):
@@ -221,6 +241,9 @@ def classify(
         embeddings=bool(settings["embeddings"]),
         feeder_kind=check_feeder_kind(settings["feeder_kind"]),
         runtime=check_runtime(settings["runtime"]),
+        morphology=bool(settings["morphology"]),
+        pixels_per_micron=None if settings["pixels_per_micron"] is None else str(settings["pixels_per_micron"]),
+        taxa_url=settings["taxa"],
     )
     console = Console(stderr=True)
     reporter = Quiet() if as_json else JobProgress(console)

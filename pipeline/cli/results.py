@@ -44,21 +44,39 @@ def export(
     csv: str | None = typer.Option(
         None, "--csv", help="CSV file (or URL) of per-bin class counts and per mL, argmax and thresholded."
     ),
+    seabass: str | None = typer.Option(
+        None, help="Folder (or URL) for SeaBASS files, one per bin, each ROI with its class, WoRMS taxon and size "
+        "(a store classified with --morphology; needs --seabass-metadata and --taxa)."
+    ),
+    seabass_metadata: str | None = typer.Option(
+        None, help="YAML or JSON file of the SeaBASS headers every file shares (investigators, experiment, cruise, "
+        "...; docs/examples/seabass-metadata.yaml)."
+    ),
+    taxa: str | None = typer.Option(
+        None, help="Class-to-taxon table for --seabass (CSV: class, scientificName, aphia_id, diatom; "
+        "docs/examples/utopia-taxa.csv)."
+    ),
     remap: str | None = typer.Option(None, "--remap", help=REMAP_HELP),
     keep_unmapped: bool = typer.Option(False, "--keep-unmapped", help=KEEP_UNMAPPED_HELP),
     storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
 ) -> None:
-    """Export a store to Dashboard class files and/or a per-bin CSV table.
+    """Export a store to Dashboard class files, a per-bin CSV table and/or SeaBASS files.
 
     Class files keep the raw scores; `class_name` is each ROI's class by the model's thresholds (`unclassified`
     below them), `class_name_auto` its argmax class, `thresholds` the model's. The CSV has argmax and thresholded
-    counts, and a sidecar CSV.json saying which store, model, thresholds and remap it came from.
+    counts (and biovolume and carbon per mL for a store that measures), and a sidecar CSV.json saying which store,
+    model, thresholds and remap it came from. SeaBASS files follow NASA's format, one row per ROI.
     """
-    from pipeline.results.export import export_csv, export_dashboard
+    from pipeline.job.run import UsageError
+    from pipeline.results.export import export_csv, export_dashboard, export_seabass
+    from pipeline.results.seabass import load_metadata
     from pipeline.results.store import ResultStore
+    from pipeline.results.taxa import read_taxon_table
 
-    if dashboard is None and csv is None:
-        raise typer.BadParameter("give --dashboard DIR and/or --csv FILE")
+    if dashboard is None and csv is None and seabass is None:
+        raise typer.BadParameter("give --dashboard DIR, --csv FILE and/or --seabass DIR")
+    if seabass is not None and (seabass_metadata is None or taxa is None):
+        raise typer.BadParameter("--seabass needs --seabass-metadata FILE and --taxa FILE")
     _check_keep_unmapped(keep_unmapped, remap)
     options = parse_storage_options(storage_options)
     results = ResultStore(store, options)
@@ -70,6 +88,15 @@ def export(
         if csv is not None:
             rows = export_csv(results, csv, options, class_map, record)
             typer.echo(f"wrote {rows} bins to {csv} (provenance in {csv}.json)")
+        if seabass is not None:
+            assert seabass_metadata is not None and taxa is not None
+            try:
+                metadata = load_metadata(seabass_metadata, options)
+                written = export_seabass(results, seabass, metadata, read_taxon_table(taxa, None, options), options,
+                                         class_map)  # fmt: skip
+            except (ValueError, FileNotFoundError) as err:  # the user's files or a store that does not measure
+                raise UsageError(str(err)) from None
+            typer.echo(f"wrote {len(written)} SeaBASS files under {seabass}")
 
 
 def report(

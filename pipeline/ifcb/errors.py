@@ -17,7 +17,7 @@ from pipeline.faults import TransientError, is_node_fault, is_transient
 
 #: The stages a bin goes through; a failure names the one where it stopped. "node" is no stage of the bin: the node
 #: could not hold it (out of memory, its feeder process killed; `pipeline.faults`, kind "node").
-STAGES = ("files", "hdr", "adc", "roi", "preprocess", "predict", "write", "node")
+STAGES = ("files", "hdr", "adc", "roi", "preprocess", "morphology", "predict", "write", "node")
 
 
 class IfcbFormatError(ValueError):

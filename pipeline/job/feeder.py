@@ -67,9 +67,10 @@ class LoadedBin:
     ml_analyzed: float | None
     roi_numbers: np.ndarray
     inputs: np.ndarray
-    seconds: float = 0.0  # spent reading and preprocessing it
+    seconds: float = 0.0  # spent reading and preprocessing it (and measuring it, with morphology)
     warnings: tuple[str, ...] = ()  # what the reader forgave in its files (a cut-off last .adc line)
     sample: SampleInfo = field(default_factory=SampleInfo)  # what its header says of the sample
+    morphology: np.ndarray | None = None  # float32 (n, feature) in pixels (`pipeline.morphology`); None: not asked
     shared: str | None = field(default=None, repr=False)  # "<block name>:<rows>" when `inputs` is in shared memory
     _block: Any = field(default=None, repr=False, compare=False)
 
@@ -84,11 +85,17 @@ class LoadedBin:
 
 
 def load_bin(
-    fs: Any, files: BinFiles, config: PreprocessConfig, dtype: np.dtype, leave_out_beads: bool = False
+    fs: Any,
+    files: BinFiles,
+    config: PreprocessConfig,
+    dtype: np.dtype,
+    leave_out_beads: bool = False,
+    morphology: bool = False,
 ) -> LoadedBin | BinFailure:
     """Read and preprocess one bin; a bad bin becomes a failure record (data or transient), never an exception.
     With `leave_out_beads` a bead run by its header becomes a record of kind "beads" once its `.hdr` is read
-    (`pipeline.ifcb.bins.bin_meta_from_bytes`): its images are never read.
+    (`pipeline.ifcb.bins.bin_meta_from_bytes`): its images are never read. With `morphology` each ROI is also
+    measured from its image as read (`pipeline.morphology`: the same read, off the model's thread).
 
     A denied, archived or missing object is this bin's failure; credentials, a missing bucket or a certificate that
     does not verify are raised as `ConfigurationError`: every other bin would fail the same way (`pipeline.faults`).
@@ -102,6 +109,12 @@ def load_bin(
         stage = "preprocess"
         inputs = np.empty((len(images), config.size, config.size, 1), dtype=dtype)
         preprocess_into([image for _, image in images], config, inputs)
+        measured = None
+        if morphology:
+            from pipeline.morphology import as_matrix, morphology_table  # OpenCV, SciPy: only for runs that ask
+
+            stage = "morphology"
+            measured = as_matrix(morphology_table([image for _, image in images]))
     except Exception as err:  # a MemoryError too: a failure at stage "node" (`BinFailure.from_error`)
         if is_configuration(err, scope="object"):
             detail = str(err) if isinstance(err, ConfigurationError) else f"{type(err).__name__}: {err}"
@@ -109,9 +122,8 @@ def load_bin(
         return BinFailure.from_error(files.bin.id, err, default_stage=stage)
     numbers = np.array([number for number, _ in images], dtype=np.int32)
     seconds = time.perf_counter() - started
-    return LoadedBin(
-        files, files.bin.time, meta.ml_analyzed, numbers, inputs, seconds, tuple(meta.warnings), sample=meta.sample
-    )
+    return LoadedBin(files, files.bin.time, meta.ml_analyzed, numbers, inputs, seconds, tuple(meta.warnings),
+                     sample=meta.sample, morphology=measured)  # fmt: skip
 
 
 # --- the process pool's side ------------------------------------------------------------------------------------
@@ -124,14 +136,16 @@ ORPHAN_POLL_S = 0.5
 BUSY_BIN_ROIS = 2_000
 
 
-def _start_child(archive_url: str, storage_options: dict[str, Any], config: PreprocessConfig, dtype: str) -> None:
+def _start_child(
+    archive_url: str, storage_options: dict[str, Any], config: PreprocessConfig, dtype: str, morphology: bool
+) -> None:
     """Feeder process start-up: its own filesystem object, one OpenCV thread (the pool is the parallelism), and a
     watch that ends this process when its worker is gone (SIGKILLed workers cannot stop their pools)."""
     import cv2
 
     cv2.setNumThreads(1)
     _child["fs"] = open_archive(archive_url, storage_options)[0]
-    _child["config"], _child["dtype"] = config, np.dtype(dtype)
+    _child["config"], _child["dtype"], _child["morphology"] = config, np.dtype(dtype), morphology
     _child["owner"], _child["blocks"] = os.getppid(), itertools.count()
     threading.Thread(target=_exit_when_orphaned, args=(_child["owner"],), daemon=True).start()
 
@@ -144,7 +158,7 @@ def _exit_when_orphaned(worker: int) -> None:
 
 def _load_in_child(files: BinFiles, leave_out_beads: bool) -> LoadedBin | BinFailure:
     """Load a bin in a feeder process; its inputs travel back in a shared memory block, not through the pipe."""
-    loaded = load_bin(_child["fs"], files, _child["config"], _child["dtype"], leave_out_beads)
+    loaded = load_bin(_child["fs"], files, _child["config"], _child["dtype"], leave_out_beads, _child["morphology"])
     if isinstance(loaded, BinFailure) or loaded.inputs.size == 0:
         return loaded
     name = shm.block_name(_child["owner"], os.getpid(), next(_child["blocks"]))
@@ -213,8 +227,9 @@ class Feeder:
         *,
         processes: int = 0,
         threads: int = 2,
+        morphology: bool = False,
     ) -> None:
-        self.config, self.dtype = config, np.dtype(dtype)
+        self.config, self.dtype, self.morphology = config, np.dtype(dtype), morphology
         if processes and multiprocessing.current_process().daemon:
             log.warning(
                 "this worker process is daemonic and cannot start feeder processes: feeding with %d threads "
@@ -231,7 +246,7 @@ class Feeder:
         self.processes = processes
         self.workers = processes or max(1, threads)
         self.restarts = 0
-        self._pool_args = (archive_url, storage_options, config, self.dtype.str)
+        self._pool_args = (archive_url, storage_options, config, self.dtype.str, morphology)
         self._executor: Executor
         if processes:
             self._executor = self._process_pool()
@@ -332,7 +347,9 @@ class Feeder:
     def _submit(self, files: BinFiles, leave_out_beads: bool) -> Future:
         if self.processes:
             return self._executor.submit(_load_in_child, files, leave_out_beads)
-        return self._executor.submit(load_bin, self._fs, files, self.config, self.dtype, leave_out_beads)
+        return self._executor.submit(
+            load_bin, self._fs, files, self.config, self.dtype, leave_out_beads, self.morphology
+        )
 
     def _result(self, future: Future, files: BinFiles | None = None) -> LoadedBin | BinFailure:
         """The loaded bin of `future`, mapped from shared memory; a node fault outside `load_bin` (handing over its

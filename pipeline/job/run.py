@@ -39,11 +39,14 @@ from pipeline.job.feeder import NODE_ADVICE
 from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, stream_partitions
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
+from pipeline.morphology.units import DEFAULT_CALIBRATION, parse_calibration
 from pipeline.redact import redact_text, redact_url
+from pipeline.results.biomass import Sizing
 from pipeline.results.lease import Lease, StoreBusyError
 from pipeline.results.partitions import partition_id
 from pipeline.results.records import Ledger, files_changed
 from pipeline.results.store import ResultStore
+from pipeline.results.taxa import read_taxon_table
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +86,9 @@ class ClassifyRequest:
     embeddings: bool = False  # also store each ROI's penultimate features
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on GPU workers, threads on CPU ones
     runtime: str | None = None  # "keras" or "onnx"; None or "auto": `model.runtimes.choose_runtime`'s rule
+    morphology: bool = False  # measure each ROI too (`pipeline.morphology`): biovolume and carbon per class
+    pixels_per_micron: str | None = None  # the calibration (`pipeline.morphology.units.parse_calibration`)
+    taxa_url: str | None = None  # the class-to-taxon table: which classes are diatoms (carbon)
 
 
 @dataclass
@@ -165,6 +171,7 @@ def run_classification(
                 "folders of their days and of the days either side, outside excluded folders)"
             )
 
+    asked = AskedSizing.of(request, list(bundle_info["classes"]))
     store = ResultStore(request.store_url, options)
     summary = RunSummary(store_url=redact_url(request.store_url), bundle_hash=bundle_info["content_hash"])
     with store.lease(uuid.uuid4().hex) as lease:  # first: two first runs on one new --out never both create it
@@ -179,6 +186,10 @@ def run_classification(
                 f"counts follow the store's thresholds ({store_info['thresholds_sha256'][:12]}, from "
                 f"{store_info.get('thresholds_source')}), not the bundle's; `ifcbflow rethreshold` changes them"
             )
+        kept = Sizing.from_attributes(store_info.get("morphology"))
+        sizing = store.adopt_sizing(None if asked is None else asked.given(kept))
+        if sizing is not None:
+            store_info = {**store_info, "morphology": sizing.to_attributes()}
         ledger = store.ledger(clean=True)
         selection = Selection(ledger, retry_failed=request.retry_failed, include_beads=request.include_beads)
         target = int(request.partition_mb * MB)
@@ -344,6 +355,40 @@ class Selection:
         return None
 
 
+@dataclass(frozen=True)
+class AskedSizing:
+    """The morphology settings a run gives (`classify --morphology/--pixels-per-micron/--taxa`), read and checked
+    before anything is written; None where it gives none (the store's own, or the default, apply)."""
+
+    calibration: dict[str, float] | None
+    diatoms: tuple[bool, ...] | None
+    taxa_source: str | None
+
+    @classmethod
+    def of(cls, request: ClassifyRequest, classes: list[str]) -> AskedSizing | None:
+        """None when the run asks for no morphology. Raises UsageError for a calibration or a class-to-taxon table
+        that cannot be read, or a table that lacks a class of the model."""
+        if not (request.morphology or request.pixels_per_micron or request.taxa_url):
+            return None
+        try:
+            calibration = None if request.pixels_per_micron is None else parse_calibration(request.pixels_per_micron)
+            diatoms = None
+            if request.taxa_url is not None:
+                table = read_taxon_table(request.taxa_url, classes, request.storage_options)
+                diatoms = tuple(table.diatom_flags(classes).tolist())
+        except (ValueError, FileNotFoundError) as err:
+            raise UsageError(redact_text(str(err))) from None
+        return cls(calibration, diatoms, None if request.taxa_url is None else redact_url(request.taxa_url))
+
+    def given(self, kept: Sizing | None) -> Sizing:
+        """The settings in full: what the run gives, else the store's (`kept`), else the default calibration and
+        no table (no carbon)."""
+        calibration = self.calibration or (kept.calibration if kept is not None else dict(DEFAULT_CALIBRATION))
+        if self.diatoms is not None:
+            return Sizing(calibration, self.diatoms, self.taxa_source)
+        return Sizing(calibration, *((kept.diatoms, kept.taxa_source) if kept is not None else (None, None)))
+
+
 def _node_fault(
     task: PartitionTask,
     err: BaseException,
@@ -435,6 +480,7 @@ def _follow(
             runtimes=runtimes(bundle_info),
             runtime=request.runtime,
             thresholds=thresholds,
+            sizing=store_info.get("morphology"),
         )
         future = client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
                                resources=resources)  # fmt: skip

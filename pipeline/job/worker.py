@@ -38,6 +38,7 @@ from pipeline.job.batching import Batch, BatchAssembler, ScoreCollector
 from pipeline.job.feeder import Feeder, LoadedBin, feeder_counts
 from pipeline.job.hold import hold_if_asked
 from pipeline.redact import redact_text, redact_url
+from pipeline.results.biomass import Sizing
 from pipeline.results.partitions import attempt_id
 from pipeline.results.records import BinResult, Commit, files_digest
 from pipeline.results.store import ResultStore
@@ -76,6 +77,9 @@ class PartitionTask:
     thresholds: tuple[float, ...] | None = None  # the store's, in class order, for counts_thresholded; None: argmax
     runtimes: tuple[str, ...] = ("keras",)  # what the bundle offers (`model.bundle.runtimes`)
     runtime: str | None = None  # "keras" or "onnx"; None: `model.runtimes.choose_runtime`'s rule, by device
+    #: the store's morphology settings (`pipeline.results.biomass.Sizing` as attributes): each ROI is measured
+    #: too, and each bin's biovolume and carbon per class kept; None: no morphology
+    sizing: dict[str, Any] | None = None
 
     @property
     def roi_bytes(self) -> int:
@@ -138,13 +142,13 @@ def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
     processes, threads = feeder_counts(gpu, cores(), task.feeders, task.feeder_kind)
     dtype = bundle.preprocess.pixel_dtype
     options = repr(sorted(task.archive_options.items()))
-    key = ("feeder", task.archive_url, options, bundle.preprocess, processes, threads)
+    measure = task.sizing is not None
+    key = ("feeder", task.archive_url, options, bundle.preprocess, processes, threads, measure)
     return _cached(
         key,
-        lambda: Feeder(
-            task.archive_url, task.archive_options, bundle.preprocess, dtype, processes=processes, threads=threads
-        ),
-    )
+        lambda: Feeder(task.archive_url, task.archive_options, bundle.preprocess, dtype, processes=processes,
+                       threads=threads, morphology=measure),
+    )  # fmt: skip
 
 
 def classify_partition(task: PartitionTask) -> PartitionResult:
@@ -165,10 +169,12 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
         commit_started = time.perf_counter()
         thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides
         part = attempt_id(task.part)  # this attempt's own keys: another attempt of the task never writes them
+        sizing = Sizing.from_attributes(task.sizing)
         result.commit = with_retries(
-            lambda: store.commit_partition(part, results, task.classes, failures, incomplete, thresholds),
+            lambda: store.commit_partition(part, results, task.classes, failures, incomplete, thresholds,
+                                           sizing=sizing),
             f"committing partition {part}",
-        )
+        )  # fmt: skip
     except Exception as err:  # the same for every bin: the client stops the run
         if isinstance(err, ConfigurationError | BundleError):
             result.configuration_error = redact_text(str(err))
@@ -233,9 +239,8 @@ def _score(
             item = loaded.pop(key)
             embedded = None if features is None else next(features.ready())[1]
             digest = files_digest(item.files.sizes)
-            result = BinResult(
-                key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded, digest, item.sample
-            )
+            result = BinResult(key, item.time, item.roi_numbers, scores, item.ml_analyzed, item.warnings, embedded,
+                               digest, item.sample, item.morphology)  # fmt: skip
             results.append(result)
 
     model_started = time.perf_counter()

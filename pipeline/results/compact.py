@@ -21,6 +21,7 @@ from datetime import datetime
 import numpy as np
 
 from model.thresholds import threshold_array
+from pipeline.results.biomass import Sizing
 from pipeline.results.lease import Lease
 from pipeline.results.partitions import partition_id
 from pipeline.results.records import BinRecord, BinResult, Ledger
@@ -68,7 +69,8 @@ def _compact(
         results = _results(store, group, records)
         digest = hashlib.sha256("\n".join(group).encode()).hexdigest()[:12]
         part = partition_id([r.bin for r in records], f"compact-{digest}")
-        ledger.add(store.commit_partition(part, results, classes, thresholds=thresholds, replaces=group))
+        sizing = Sizing.from_attributes(info.get("morphology"))
+        ledger.add(store.commit_partition(part, results, classes, thresholds=thresholds, replaces=group, sizing=sizing))
         done.parts_merged += len(group)
         done.parts_written += 1
         if progress is not None:
@@ -102,22 +104,22 @@ def _groups(by_part: dict[str, list[BinRecord]], target_rois: int) -> list[list[
 
 
 def _results(store: ResultStore, parts: Sequence[str], records: Sequence[BinRecord]) -> list[BinResult]:
-    """The bins of `records` with their ROI numbers, scores, embeddings (where the store has them), warnings, the
-    fingerprints of their files and their sample metadata, read from `parts` (each read once)."""
+    """The bins of `records` with their ROI numbers, scores, embeddings and morphology (where the store has them),
+    warnings, the fingerprints of their files and their sample metadata, read from `parts` (each read once)."""
     arrays = {}
     for part in parts:
         _, numbers, scores = store.read_part(part)
-        arrays[part] = (numbers, scores, store.read_embeddings(part))
+        arrays[part] = (numbers, scores, store.read_embeddings(part), store.read_morphology(part))
     results = []
     for record in records:
-        numbers, scores, embeddings = arrays[record.part]
+        numbers, scores, embeddings, morphology = arrays[record.part]
         rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
         moment = datetime.fromisoformat(record.time.replace("Z", "+00:00"))
         features = None if embeddings is None else embeddings[rows]
         warnings = tuple(record.warnings or ())
         result = BinResult(
             record.bin, moment, np.asarray(numbers[rows]), scores[rows], record.ml_analyzed, warnings, features,
-            record.files_digest, record.sample,
+            record.files_digest, record.sample, None if morphology is None else morphology[rows],
         )  # fmt: skip
         results.append(result)
     return results

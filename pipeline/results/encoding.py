@@ -18,6 +18,7 @@ from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.storage import MemoryStore
 
+from pipeline.morphology.columns import COLUMNS as MORPHOLOGY_COLUMNS
 from pipeline.results.partitions import part_key
 from pipeline.results.records import BinResult
 
@@ -73,6 +74,13 @@ def read_rows(array: Any, limits: dict[str, int]) -> np.ndarray:
     return np.asarray(array[...])
 
 
+def _morphology_rows(result: BinResult) -> np.ndarray:
+    """A bin's morphology rows, float32 (roi, feature); NaN rows for a bin that was not measured."""
+    if result.morphology is None:
+        return np.full((len(result.roi_numbers), len(MORPHOLOGY_COLUMNS)), np.nan, np.float32)
+    return np.asarray(result.morphology, dtype=np.float32).reshape(len(result.roi_numbers), len(MORPHOLOGY_COLUMNS))
+
+
 def as_bytes(value: Any) -> bytes:
     return value.to_bytes() if hasattr(value, "to_bytes") else bytes(value)
 
@@ -87,8 +95,9 @@ def partition_documents(part: str, results: Sequence[BinResult], n_classes: int)
     """Every key of `parts/<part>` (the group, its arrays' metadata and one chunk each), built in memory.
 
     ROI-level arrays, so that xarray reads a partition (and `open_rois` the whole store) as one table of ROIs:
-    `scores` (roi, class), `embeddings` (roi, feature) when the results have them, and per ROI its `roi_number`,
-    `bin` and `time` (CF-encoded, decoded by xarray).
+    `scores` (roi, class), `embeddings` (roi, feature) and `morphology` (roi, morphology_feature; pixels, the
+    columns named by its attribute `features`) when the results have them, and per ROI its `roi_number`, `bin` and
+    `time` (CF-encoded, decoded by xarray).
     """
     scores = np.concatenate([r.scores.astype(np.float32, copy=False) for r in results]).reshape(-1, n_classes)
     arrays: list[tuple[str, np.ndarray, tuple[str, ...], dict[str, str]]] = [
@@ -97,6 +106,11 @@ def partition_documents(part: str, results: Sequence[BinResult], n_classes: int)
     if any(r.embeddings is not None for r in results):
         embedded = np.concatenate([np.asarray(r.embeddings, dtype=np.float16) for r in results])
         arrays.append(("embeddings", embedded, ("roi", "feature"), {"long_name": "penultimate-layer features"}))
+    if any(r.morphology is not None for r in results):  # bins measured in a run of before: NaN rows (compaction)
+        measured = np.concatenate([_morphology_rows(r) for r in results])
+        arrays.append(("morphology", measured, ("roi", "morphology_feature"),
+                       {"long_name": "morphology per ROI (pipeline.morphology)", "units": "pixels",
+                        "features": list(MORPHOLOGY_COLUMNS)}))  # fmt: skip
     numbers = np.concatenate([np.asarray(r.roi_numbers, dtype=np.int32) for r in results])
     bins = np.concatenate([np.full(len(r.roi_numbers), r.bin, dtype=object) for r in results])
     seconds = np.concatenate([np.full(len(r.roi_numbers), int(r.time.timestamp()), dtype=np.int64) for r in results])

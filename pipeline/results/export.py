@@ -1,4 +1,4 @@
-"""Exports of a store: IFCB Dashboard v3 class files and a per-bin CSV table.
+"""Exports of a store: IFCB Dashboard v3 class files, a per-bin CSV table, and SeaBASS files.
 
 The Dashboard (and R tools such as iRfcb) read `{bin}_class.h5` with `output_scores` (ROIs x classes),
 `class_labels` (the column order) and `roi_numbers`; files sit in the raw data's day folders (`D{YYYY}/D{YYYYMMDD}/`;
@@ -12,6 +12,11 @@ fsspec URL.
 The CSV has one row per bin with its sample metadata (run type, sample type, bead run, position), argmax counts and
 concentrations, then the thresholded ones where the store has them; a JSON sidecar (`<csv>.json`) records the store,
 model, thresholds and remap it came from.
+
+SeaBASS files (`export_seabass`, `pipeline.results.seabass`): one per complete bin of a store that measures
+(`classify --morphology`), each ROI with its class by the store's decision (as `class_name` of the class files), the
+score of that class (of its argmax class for an unclassified ROI), and its morphology in µm by the calibration the
+store measured with, which is the one the files' `pixel_per_um` states.
 """
 
 from __future__ import annotations
@@ -21,7 +26,8 @@ import io
 import json
 import logging
 import posixpath
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 import h5py
@@ -31,10 +37,15 @@ from fsspec.core import url_to_fs
 from model.decision import winner_names, winners
 from model.thresholds import threshold_array
 from pipeline.ifcb.identifiers import day_folder, parse_bin_id
+from pipeline.morphology.columns import COLUMNS, DTYPE
+from pipeline.morphology.units import pixels_per_micron, to_microns
 from pipeline.redact import redact_url
+from pipeline.results.biomass import Sizing
 from pipeline.results.remap import ClassMap, remap_winners
-from pipeline.results.report import THRESHOLDED, class_table, count_sets
+from pipeline.results.report import BIOMASS_COLUMNS, THRESHOLDED, biomass_table, class_table, count_sets
+from pipeline.results.seabass import SeabassBin, SeabassMetadata, write_seabass
 from pipeline.results.store import ResultStore
+from pipeline.results.taxa import TaxonTable
 
 log = logging.getLogger(__name__)
 
@@ -109,6 +120,60 @@ def export_dashboard(
     return written
 
 
+def export_seabass(
+    store: ResultStore,
+    out_url: str,
+    metadata: SeabassMetadata,
+    taxa: TaxonTable,
+    storage_options: dict[str, Any] | None = None,
+    class_map: ClassMap | None = None,
+) -> list[str]:
+    """Write a SeaBASS file per complete bin under `out_url`; returns the paths written.
+
+    Each file's `pixel_per_um` is the calibration the store measured its bin's instrument with. Raises ValueError
+    when the store does not measure its bins, when the metadata gives a `pixel_per_um` that is not that calibration,
+    or when the taxon table lacks a class the files name."""
+    info = store.info() or {}
+    sizing = Sizing.from_attributes(info.get("morphology"))
+    if sizing is None:
+        raise ValueError(
+            f"{redact_url(store.url)} holds no morphology: SeaBASS files need each ROI's size; classify into a store "
+            "with --morphology"
+        )
+    classes = list(info.get("classes", []))
+    taxa.check_classes(class_map.target if class_map is not None else classes)
+    thresholds = threshold_array(info.get("thresholds"), classes)
+    classifier = f"ifcbflow {info.get('bundle_arch', 'model')} {info.get('bundle_hash', '')[:12]}"
+
+    def samples() -> Iterator[tuple[SeabassBin, SeabassMetadata]]:
+        for record, numbers, scores, morphology in store.iter_measured_bins():
+            if record.biovolume is None or morphology is None:
+                log.warning("bin %s was classified before the store measured: no SeaBASS file", record.bin)
+                continue
+            scale = pixels_per_micron(sizing.calibration, parse_bin_id(record.bin).instrument_number)
+            if metadata.pixel_per_um is not None and not np.isclose(metadata.pixel_per_um, scale):
+                raise ValueError(
+                    f"the SeaBASS metadata ({metadata.source}) says pixel_per_um {metadata.pixel_per_um}, but the "
+                    f"store measured bin {record.bin} at {scale} pixels per µm: give that calibration"
+                )
+            won = winners(scores, thresholds)  # argmax, or unclassified below its class's threshold
+            table = np.zeros(len(numbers), DTYPE)
+            for i, name in enumerate(COLUMNS):
+                table[name] = morphology[:, i]
+            sample = SeabassBin(
+                record.bin, numbers, _names(won, classes, class_map), scores.max(axis=1, initial=0.0),
+                to_microns(table, scale), latitude=record.latitude, longitude=record.longitude,
+                ml_analyzed=record.ml_analyzed,
+            )  # fmt: skip
+            yield sample, replace(metadata, pixel_per_um=scale)
+
+    written = []
+    for sample, meta in samples():
+        written += write_seabass([sample], meta, taxa, out_url, classifier=classifier, storage_options=storage_options)
+    log.info("wrote %d SeaBASS files to %s", len(written), out_url)
+    return written
+
+
 #: The CSV's columns of the bins' sample metadata (`pipeline.ifcb.sample`), in the summary's terms.
 SAMPLE_COLUMNS = ("run_type", "sample_type", "bead_run", "latitude", "longitude")
 
@@ -138,7 +203,9 @@ def export_csv(
     Columns: bin, time, ml_analyzed, n_rois, what the header says of the sample (`SAMPLE_COLUMNS`: run_type,
     sample_type, bead_run, latitude, longitude; empty where it does not say, as in stores written before they were
     kept), `<class>_count` and `<class>_per_ml` by argmax, then (stores with thresholds)
-    `<class>_count_thresholded` and `<class>_per_ml_thresholded` for the classes and `unclassified`.
+    `<class>_count_thresholded` and `<class>_per_ml_thresholded` for the classes and `unclassified`, then (stores
+    that measure: `classify --morphology`) `<class>_biovolume_um3_per_ml` and, with a class-to-taxon table,
+    `<class>_carbon_ug_per_l` (µg C L⁻¹), by argmax; empty for a bin not measured.
     """
     summary = store.summary()
     header = ["bin", "time", "ml_analyzed", "n_rois", *SAMPLE_COLUMNS]
@@ -148,6 +215,12 @@ def export_csv(
         names, number, per_ml = class_table(summary, counts, class_map)
         header += [f"{c}_count{suffix}" for c in names] + [f"{c}_per_ml{suffix}" for c in names]
         blocks.append((number, per_ml))
+    sums = []
+    for name, unit, _ in BIOMASS_COLUMNS:
+        if name in summary:
+            names, values = biomass_table(summary, name, class_map)
+            header += [f"{c}_{unit}" for c in names]
+            sums.append(values)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(header)
@@ -162,6 +235,8 @@ def export_csv(
         ]
         for number, per_ml in blocks:
             row += [int(v) for v in number[i]] + ["" if np.isnan(v) else repr(float(v)) for v in per_ml[i]]
+        for values in sums:
+            row += ["" if np.isnan(v) else repr(float(v)) for v in values[i]]
         writer.writerow(row)
     info = store.info() or {}
     sidecar = {

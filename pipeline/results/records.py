@@ -33,6 +33,8 @@ class BinResult:
     embeddings: np.ndarray | None = None  # float16 (roi, feature): penultimate features, with `classify --embeddings`
     files_digest: int | None = None  # `files_digest` of the files it was read from; None: unknown (sizes not listed)
     sample: SampleInfo = field(default_factory=SampleInfo)  # what its header says of the sample
+    #: float32 (roi, feature) in pixels, columns `pipeline.morphology.COLUMNS`, with `classify --morphology`
+    morphology: np.ndarray | None = None
 
     @property
     def counts(self) -> np.ndarray:
@@ -60,6 +62,9 @@ class BinRecord:
     latitude: float | None = None
     longitude: float | None = None
     bead_run: bool = False  # a bead run by its header, classified because the run asked for bead runs
+    # with morphology (`pipeline.results.biomass`), per class by argmax; None: not measured
+    biovolume: list[float] | None = None  # summed biovolume of the class's ROIs, µm³
+    carbon: list[float] | None = None  # their carbon, pg (needs the class-to-taxon table: which are diatoms)
 
     @property
     def sample(self) -> SampleInfo:
@@ -150,7 +155,7 @@ def _record_attributes(record: BinRecord) -> dict[str, Any]:
     for optional in ("warnings", "files_digest", "bead_run"):
         if not attributes[optional]:
             del attributes[optional]
-    for known in ("run_type", "sample_type", "latitude", "longitude"):
+    for known in ("run_type", "sample_type", "latitude", "longitude", "biovolume", "carbon"):
         if attributes[known] is None:  # a latitude of 0 is a position
             del attributes[known]
     return attributes

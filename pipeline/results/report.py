@@ -17,6 +17,7 @@ import xarray as xr
 
 from pipeline.ifcb.adc import rows_left_out
 from pipeline.redact import redact_url
+from pipeline.results.carbon import PG_PER_ML_TO_UG_PER_L
 from pipeline.results.remap import ClassMap, remap_counts
 from pipeline.results.store import ResultStore
 
@@ -40,6 +41,27 @@ def class_table(
     if class_map is None:
         return names, number, per_ml
     return class_map.columns(counts == THRESHOLDED), remap_counts(number, class_map), remap_counts(per_ml, class_map)
+
+
+#: The per-mL biomass arrays of a summary that measures, how the CSV and the report name them, and the factor to
+#: their unit: biovolume in µm³ mL⁻¹, carbon in µg C L⁻¹ (the unit IFCB carbon summaries report; the summary keeps
+#: pg mL⁻¹).
+BIOMASS_COLUMNS = (
+    ("biovolume_per_ml", "biovolume_um3_per_ml", 1.0),
+    ("carbon_per_ml", "carbon_ug_per_l", PG_PER_ML_TO_UG_PER_L),
+)
+
+
+def biomass_table(
+    summary: xr.Dataset, name: str, class_map: ClassMap | None = None
+) -> tuple[list[str], np.ndarray]:
+    """(column names, values (bin, column)) of a per-mL biomass array (`BIOMASS_COLUMNS`) in its reported unit, by
+    argmax, remapped when asked (the columns a remap merges are summed)."""
+    factor = next(scale for array, _, scale in BIOMASS_COLUMNS if array == name)
+    values = summary[name].values * factor
+    if class_map is None:
+        return [str(c) for c in summary["class"].values], values
+    return class_map.columns(False), remap_counts(values, class_map)
 
 
 def store_report(
@@ -79,6 +101,14 @@ def store_report(
         report[f"mean_concentration_per_ml{suffix}"] = {
             name: _mean_or_none(per_ml[:, i]) for i, name in enumerate(names)
         }
+    for name, reported, _ in BIOMASS_COLUMNS:
+        if name not in summary:
+            report[f"mean_{reported}"] = None
+            continue
+        names, values = biomass_table(summary, name, class_map)
+        report[f"mean_{reported}"] = {n: _mean_or_none(values[:, i]) for i, n in enumerate(names)}
+    report["bins_measured"] = int((~np.isnan(summary["biovolume"].values).all(axis=1)).sum()) \
+        if "biovolume" in summary else 0  # fmt: skip
     report.update(
         {
             "bins_without_volume": int(np.isnan(summary.ml_analyzed.values).sum()),

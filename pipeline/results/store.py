@@ -7,11 +7,14 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  the decision: thresholds (absent: argmax), thresholds_sha256, thresholds_source,
                                  decisions (each change `rethreshold` made), thresholds_pending (during a change);
                                  embeddings (true when every partition holds them; absent in stores made before
-                                 they existed: false)
+                                 they existed: false); morphology (stores that measure: the calibration in pixels per
+                                 µm by instrument, the diatom classes: `pipeline.results.biomass.Sizing`)
     STORE/parts/<part>/          one group per committed partition (one attempt of a planned partition: `attempt_id`):
                                  its bins' ROIs, contiguous, in bin order
         scores     (roi, class)  float32 class scores
         embeddings (roi, feature) float16 penultimate-layer features (stores made with `classify --embeddings`)
+        morphology (roi, morphology_feature) float32 v4 features in pixels, named by its attribute `features`
+                                 (stores that measure: `classify --morphology`; NaN rows: bins not measured)
         roi_number (roi)         ROI numbers (1-based .adc rows)
         bin        (roi)         the bin of each ROI
         time       (roi)         the bin's sample time (UTC)
@@ -28,7 +31,9 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  (run_type, sample_type: "" where it does not say; latitude, longitude: NaN where
                                  there is no position; bead_run); with a bundle's thresholds also
                                  counts_thresholded, concentration_thresholded (bin x class_thresholded: the classes,
-                                 then `unclassified`). Arrays in chunks of 65536 rows (bin x class: 4096). Its attribute
+                                 then `unclassified`); in stores that measure, biovolume (um3) and biovolume_per_ml,
+                                 and with a class-to-taxon table carbon (pg) and carbon_per_ml (bin x class, argmax;
+                                 NaN for bins not measured). Arrays in chunks of 65536 rows (bin x class: 4096). Its attribute
                                  `consolidated_rows` ({bin, part, warned, failed}: rows of this group and of the
                                  ledger's) is written last and counts the rows readers take (arrays may hold more rows,
                                  of a cut-off consolidation), with `consolidated_digests` ({"summary/counts": 16 hex
@@ -107,6 +112,7 @@ from model.versions import installed_versions
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
+from pipeline.results.biomass import Sizing, bin_biomass
 from pipeline.results.consolidation import CONSOLIDATED, canonical, consolidate
 from pipeline.results.encoding import group_document, partition_documents, read_rows
 from pipeline.results.failure_table import COLUMNS as FAILURE_COLUMNS
@@ -128,7 +134,13 @@ from pipeline.results.layout import (
 from pipeline.results.lease import LEASE_TTL_S, Lease
 from pipeline.results.partitions import part_key
 from pipeline.results.records import BinRecord, BinResult, Commit, Ledger, StoreTotals, iso_utc, sample_fields
-from pipeline.results.summary import SAMPLE_VARIABLES, sample_fields_at, summary_dataset
+from pipeline.results.summary import (
+    BIOMASS_VARIABLES,
+    SAMPLE_VARIABLES,
+    biomass_fields_at,
+    sample_fields_at,
+    summary_dataset,
+)
 from pipeline.results.table_digests import TornTablesError, verify
 from pipeline.storage import fs_options
 
@@ -344,6 +356,25 @@ class ResultStore:
         self._info = updated
         return updated
 
+    def adopt_sizing(self, requested: Sizing | None) -> Sizing | None:
+        """The store's morphology settings (`pipeline.results.biomass.Sizing`, root attribute `morphology`): its
+        own where it has them (a run may ask for the same or nothing), else `requested`, then written to it (the
+        store measures every later bin alike). Raises StoreMismatchError when the run asks for other settings.
+        Call after `prepare`, holding the lease."""
+        info = dict(self.info() or {})
+        kept = Sizing.from_attributes(info.get("morphology"))
+        if kept is not None:
+            if requested is not None and not requested.same_as(kept):
+                raise StoreMismatchError(
+                    f"{redact_url(self.url)} measures its bins with {kept.to_attributes()}, not "
+                    f"{requested.to_attributes()}: every bin of a store is measured alike; rerun without "
+                    "--pixels-per-micron/--taxa, or use a new --out"
+                )
+            return kept
+        if requested is not None:
+            self.write_info({**info, "morphology": requested.to_attributes()})
+        return requested
+
     def _holds_more_than_the_lease(self) -> bool:
         """Whether the folder of a store that has no root yet holds anything but its lease (taken before `prepare`)."""
         if not self.fs.exists(self.root):
@@ -382,6 +413,7 @@ class ResultStore:
         incomplete: Sequence[dict[str, str]] = (),
         thresholds: np.ndarray | None = None,
         replaces: Sequence[str] = (),
+        sizing: Sizing | None = None,
     ) -> Commit:
         """Write the partition's arrays, then its commit (last). The same input writes the same bytes.
 
@@ -389,7 +421,8 @@ class ResultStore:
         migration under ids of their own.
 
         With the store's `thresholds` (in class order) each bin's record also carries its thresholded counts;
-        `replaces` names the partitions whose bins this one takes over (`pipeline.results.compact`).
+        `replaces` names the partitions whose bins this one takes over (`pipeline.results.compact`). With the store's
+        `sizing` each measured bin's record carries its biovolume and carbon per class (`pipeline.results.biomass`).
         """
         n_classes = len(classes)
         for result in results:
@@ -407,6 +440,7 @@ class ResultStore:
         for result in results:
             n = len(result.roi_numbers)
             thresholded = None if thresholds is None else class_counts(result.scores, thresholds).tolist()
+            biomass = None if sizing is None else bin_biomass(result.bin, result.morphology, result.scores, sizing)
             commit.bins.append(
                 BinRecord(
                     bin=result.bin,
@@ -420,6 +454,8 @@ class ResultStore:
                     warnings=list(result.warnings) or None,
                     files_digest=result.files_digest,
                     **sample_fields(result.sample),
+                    biovolume=None if biomass is None else biomass[0],
+                    carbon=None if biomass is None else biomass[1],
                 )
             )
             offset += n
@@ -565,7 +601,7 @@ class ResultStore:
             tables = self._read_tables(
                 {
                     SUMMARY: ("bin", "time", "n_rois", "ml_analyzed", "counts", "counts_thresholded", "part",
-                              "roi_offset", "files_digest", *SAMPLE_VARIABLES),
+                              "roi_offset", "files_digest", *SAMPLE_VARIABLES, *BIOMASS_VARIABLES),
                     LEDGER: ("warned_bin", "warning"),
                 },
                 attributes,
@@ -597,6 +633,7 @@ class ResultStore:
                     warnings=warned.get(str(bin_id)),
                     files_digest=None if fingerprints is None else int(fingerprints[i]) or None,
                     **sample_fields_at(summary, i),  # absent in stores written before they were kept: None
+                    **biomass_fields_at(summary, i),
                 )
         return records, self._consolidated_failures(attributes)
 
@@ -697,6 +734,13 @@ class ResultStore:
         return np.asarray(group["embeddings"][...]) if "embeddings" in group else None
 
     @_retried
+    def read_morphology(self, part: str) -> np.ndarray | None:
+        """The morphology float32 (roi, feature) in pixels of a committed partition (`pipeline.morphology.COLUMNS`;
+        NaN rows: bins not measured); None for a partition without it."""
+        group = zarr.open_group(self.zarr_store, path=part_key(part), mode="r", zarr_format=3)
+        return np.asarray(group["morphology"][...]) if "morphology" in group else None
+
+    @_retried
     def read_scores(self, part: str) -> np.ndarray:
         """The class scores float32 (roi, class) of a committed partition, without its other arrays."""
         group = zarr.open_group(self.zarr_store, path=part_key(part), mode="r", zarr_format=3)
@@ -714,20 +758,33 @@ class ResultStore:
     ) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray]]:
         """Complete bins (every one, or those of `records`) with their ROI numbers and scores, in time order,
         reading each partition once."""
+        for record, numbers, scores, _ in self._iter_bins(records, measured=False):
+            yield record, numbers, scores
+
+    def iter_measured_bins(
+        self, records: Iterable[BinRecord] | None = None
+    ) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray, np.ndarray | None]]:
+        """`iter_bins` with each bin's morphology float32 (roi, feature) in pixels (None: its partition has none;
+        NaN rows: the bin was not measured)."""
+        return self._iter_bins(records, measured=True)
+
+    def _iter_bins(
+        self, records: Iterable[BinRecord] | None, *, measured: bool
+    ) -> Iterator[tuple[BinRecord, np.ndarray, np.ndarray, np.ndarray | None]]:
         chosen = self.ledger().bins.values() if records is None else records
         ordered = sorted(chosen, key=lambda r: (r.time, r.bin))
         by_part: dict[str, list[BinRecord]] = {}
         for record in ordered:
             by_part.setdefault(record.part, []).append(record)
-        loaded: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        loaded: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray | None]] = {}
         remaining = {part: len(members) for part, members in by_part.items()}
         for record in ordered:
             if record.part not in loaded:
                 _, numbers, scores = self.read_part(record.part)
-                loaded[record.part] = (numbers, scores)
-            numbers, scores = loaded[record.part]
+                loaded[record.part] = (numbers, scores, self.read_morphology(record.part) if measured else None)
+            numbers, scores, morphology = loaded[record.part]
             rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
-            yield record, numbers[rows].astype(np.int64), scores[rows]
+            yield record, numbers[rows].astype(np.int64), scores[rows], None if morphology is None else morphology[rows]
             remaining[record.part] -= 1
             if remaining[record.part] == 0:
                 del loaded[record.part]  # bounded memory: a partition is dropped once its bins are out
@@ -742,9 +799,9 @@ def _totals_of(records: Iterable[BinRecord]) -> StoreTotals:
 
 
 def _modified(entry: dict[str, Any]) -> float:
-    """An fsspec entry's modification time in seconds (local `mtime`, S3 `LastModified`, GCS `updated`); 0 when it
-    has none (then it counts as old)."""
-    value = entry.get("mtime", entry.get("LastModified", entry.get("updated")))
+    """An fsspec entry's modification time in seconds (local `mtime`, S3 `LastModified`, GCS `updated`, Azure
+    `last_modified`); 0 when it has none (then it counts as old)."""
+    value = entry.get("mtime", entry.get("LastModified", entry.get("updated", entry.get("last_modified"))))
     if isinstance(value, str):
         value = datetime.fromisoformat(value.replace("Z", "+00:00"))
     if isinstance(value, datetime):

@@ -64,6 +64,9 @@ def summary_dataset(records: Iterable[BinRecord], info: dict[str, Any]) -> xr.Da
         attrs={key: info[key] for key in PROVENANCE if key in info},
     )
     dataset["time"].encoding.update(_TIME_ENCODING)
+    if info.get("morphology") is not None:  # a store that measures (`pipeline.results.biomass`)
+        dataset = dataset.assign(_biomass_variables(rows, len(classes), volume, carbon=bool(info["morphology"].get(
+            "diatoms"))))  # fmt: skip
     if info.get("thresholds") is not None:
         dataset = _with_thresholded(dataset, rows, classes, info["thresholds"], volume)
     return dataset
@@ -92,6 +95,33 @@ def _sample_variables(rows: list[BinRecord]) -> dict[str, tuple[str, np.ndarray,
     }
 
 
+#: The summary's arrays of the bins' biovolume and carbon per class (`_biomass_variables`): only in stores of runs
+#: with morphology.
+BIOMASS_VARIABLES = ("biovolume", "carbon")
+
+
+def _biomass_variables(
+    rows: list[BinRecord], n_classes: int, volume: np.ndarray, *, carbon: bool
+) -> dict[str, tuple[tuple[str, str], np.ndarray, dict[str, str]]]:
+    """Biovolume (µm³) and, where the store has a class-to-taxon table (`carbon`), carbon (pg) per class by argmax,
+    and the same per mL (µm³ mL⁻¹, pg mL⁻¹) (`pipeline.results.biomass`); NaN rows for bins not measured
+    (classified before the store measured)."""
+    variables = {}
+    for name, units, long_name in (
+        ("biovolume", "um3", "summed biovolume of the class's ROIs (argmax)"),
+        ("carbon", "pg", "carbon of the class's ROIs (argmax; Menden-Deuer & Lessard 2000)"),
+    )[: 2 if carbon else 1]:
+        kept = [getattr(row, name) for row in rows]
+        values = np.array([[np.nan] * n_classes if v is None else v for v in kept], np.float64).reshape(-1, n_classes)
+        variables[name] = (("bin", "class"), values, {"units": units, "long_name": long_name})
+        variables[f"{name}_per_ml"] = (
+            ("bin", "class"),
+            _per_ml(values, volume),
+            {"units": f"{units} mL-1", "long_name": f"{long_name}, per mL analysed (NaN: unknown volume)"},
+        )
+    return variables
+
+
 #: The summary's arrays of the bins' sample metadata (`_sample_variables`); absent in stores written before them.
 SAMPLE_VARIABLES = ("run_type", "sample_type", "latitude", "longitude", "bead_run")
 
@@ -114,6 +144,16 @@ def sample_fields_at(arrays: dict[str, np.ndarray], row: int) -> dict[str, Any]:
         "longitude": degrees("longitude"),
         "bead_run": bool(arrays["bead_run"][row]) if "bead_run" in arrays else False,
     }
+
+
+def biomass_fields_at(arrays: dict[str, np.ndarray], row: int) -> dict[str, list[float] | None]:
+    """The `BinRecord` biovolume and carbon of one row of the summary's `arrays`: None where the array is absent
+    or the row NaN (a bin not measured)."""
+    fields: dict[str, list[float] | None] = {}
+    for name in BIOMASS_VARIABLES:
+        values = arrays[name][row] if name in arrays else None
+        fields[name] = None if values is None or np.isnan(values).all() else [float(v) for v in values]
+    return fields
 
 
 def _with_thresholded(
