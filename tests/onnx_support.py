@@ -77,3 +77,16 @@ def run_directly(path: Path, inputs: np.ndarray) -> np.ndarray:
 
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: inputs})[0]
+
+
+def onnx_bundle(root: Path, classes: list[str]) -> str:
+    """A bundle of a small ONNX classifier (32x32 inputs, the SMHI preprocessing) under `root`: runs that need ONNX
+    Runtime only, quick to start. Returns its path."""
+    from model.bundle import save_bundle
+    from model.onnx_import import import_onnx
+    from model.preprocess import preset
+
+    onnx_classifier(root / "m.onnx", size=32, features=8)
+    path = str(root / "bundle.zip")
+    save_bundle(import_onnx(str(root / "m.onnx"), classes, preprocess_config=preset("smhi")), path)
+    return path

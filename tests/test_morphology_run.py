@@ -20,13 +20,10 @@ from pathlib import Path
 import fsspec
 import numpy as np
 import pytest
-from onnx_support import onnx_classifier
+from onnx_support import onnx_bundle
 from seabass_support import check_published_rules
 
-from model.bundle import save_bundle
 from model.decision import winners
-from model.onnx_import import import_onnx
-from model.preprocess import preset
 from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
 from pipeline.ifcb.identifiers import parse_bin_id
 from pipeline.morphology import COLUMNS, as_matrix, morphology_table
@@ -42,11 +39,7 @@ DIATOMS = np.array([True, False, False])
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = tmp_path_factory.mktemp("bundle")
-    onnx_classifier(root / "m.onnx", size=32, features=8)
-    path = str(root / "bundle.zip")
-    save_bundle(import_onnx(str(root / "m.onnx"), CLASSES, preprocess_config=preset("smhi")), path)
-    return path
+    return onnx_bundle(tmp_path_factory.mktemp("bundle"), CLASSES)
 
 
 def _ifcbflow(*args: str) -> subprocess.CompletedProcess:

@@ -22,11 +22,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from classify_support import session_survivors
-from onnx_support import onnx_classifier
+from onnx_support import onnx_bundle as onnx_bundle_at
 
-from model.bundle import save_bundle
-from model.onnx_import import import_onnx
-from model.preprocess import preset
 from pipeline.faults import fault_kind
 from pipeline.ifcb.synth import write_synthetic_archive
 from pipeline.job.hold import FEEDER_HOLD_ENV
@@ -42,11 +39,7 @@ NEW = "D20130526T095207_IFCB013"
 @pytest.fixture(scope="module")
 def onnx_bundle(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A small ONNX classifier as a bundle: its runs need ONNX Runtime, not TensorFlow (quick to start)."""
-    root = tmp_path_factory.mktemp("onnx")
-    onnx_classifier(root / "m.onnx", size=32, features=8)
-    bundle = str(root / "bundle.zip")
-    save_bundle(import_onnx(str(root / "m.onnx"), CLASSES, preprocess_config=preset("smhi")), bundle)
-    return bundle
+    return onnx_bundle_at(tmp_path_factory.mktemp("onnx"), CLASSES)
 
 
 def _classify(archive: str, bundle: str, out: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.Popen:
