@@ -33,11 +33,12 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  counts_thresholded, concentration_thresholded (bin x class_thresholded: the classes,
                                  then `unclassified`); in stores that measure, biovolume (um3) and biovolume_per_ml,
                                  and with a class-to-taxon table carbon (pg) and carbon_per_ml (bin x class, argmax;
-                                 NaN for bins not measured). Arrays in chunks of 65536 rows (bin x class: 4096). Its attribute
-                                 `consolidated_rows` ({bin, part, warned, failed}: rows of this group and of the
-                                 ledger's) is written last and counts the rows readers take (arrays may hold more rows,
-                                 of a cut-off consolidation), with `consolidated_digests` ({"summary/counts": 16 hex
-                                 digits, ...}: a digest of each array's counted rows, checked by every reader)
+                                 NaN for bins not measured). Arrays in chunks of 65536 rows (bin x class: 4096).
+                                 Its attribute `consolidated_rows` ({bin, part, warned, failed}: rows of this group
+                                 and of the ledger's) is written last and counts the rows readers take (arrays may
+                                 hold more rows, of a cut-off consolidation), with `consolidated_digests`
+                                 ({"summary/counts": 16 hex digits, ...}: a digest of each array's counted rows,
+                                 checked by every reader)
     STORE/ledger/                the client's bookkeeping: partitions already in the summary (consolidated_part, in
                                  append order); failed bins (stage, reason, versions of their files, kind: "beads"
                                  for a bead run left out, which is no failure), appended like the summary (a bin's
