@@ -8,8 +8,9 @@ for CPU nodes, where ONNX Runtime starts and runs the registered CNNs faster tha
 - `exported_bundle`: an ONNX bundle (`ifcbflow model export --onnx`), for a node without Keras: another model file,
   so another bundle hash and another output store.
 
-The converted graph takes the same uint8 input; a conversion is refused unless it gives the Keras model's scores on
-random inputs within `TOLERANCE`.
+The converted graph takes the same uint8 input, and its reshapes have constant targets (`with_constant_reshapes`:
+one graph for one model, whichever way tf2onnx's optimiser went); a conversion is refused unless it gives the Keras
+model's scores on random inputs within `TOLERANCE`.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from model.bundle import Bundle, BundleError, model_runtime, require_keras
-from model.onnx_model import OnnxModel, penultimate, with_embedding_output
+from model.onnx_model import OnnxModel, penultimate, with_constant_reshapes, with_embedding_output
 from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,8 @@ def keras_to_onnx(model: Any, config: Any, *, seed: int = 0) -> tuple[OnnxModel,
         except Exception as err:  # the exporter raises many types; all mean the same here
             raise BundleError(f"Keras could not export {model.name} to ONNX: {err}") from err
         onnx_model = OnnxModel.from_bytes(path.read_bytes(), f"the ONNX export of {model.name}")
+    # tf2onnx leaves a Flatten's run-time batch-size arithmetic in the graph on some runs, not others
+    onnx_model = with_constant_reshapes(onnx_model)
     if penultimate(onnx_model) is not None:
         onnx_model = with_embedding_output(onnx_model)
     onnx_scores = make_predictor(Bundle(onnx_model, [], config, "onnx")).predict(pixels)

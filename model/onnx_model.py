@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import helper
+from onnx import helper, numpy_helper
 
 from model.bundle import BundleError
 from model.onnx_external import check_self_contained
@@ -197,6 +197,98 @@ def penultimate(model: OnnxModel) -> str | None:
     if node is None or node.op_type not in _LINEAR:
         return None
     return node.input[0]
+
+
+def _symbols(value: onnx.ValueInfoProto | None) -> list[int | str | None] | None:
+    """A tensor's dimensions as inferred: an int where fixed, the symbol's name where symbolic, None where unknown;
+    None where even the rank is unknown."""
+    if value is None or not value.type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param or None for d in value.type.tensor_type.shape.dim]
+
+
+def _constant_target(data: list[int | str | None], out: list[int | str | None]) -> list[int] | None:
+    """A constant Reshape target giving `out` from `data` (inferred dimensions, `_symbols`): fixed dimensions as
+    they are, the one other as -1, or, where there are several, each a symbolic dimension of `data` at the same
+    place as 0 (Reshape copies it) and at most one -1. None where no constant target is proven right."""
+    if any(d == 0 for d in out):  # a 0 in a target means "copy", not an empty dimension
+        return None
+    free = [i for i, d in enumerate(out) if not isinstance(d, int)]
+    if len(free) <= 1:
+        return [-1 if i in free else int(d) for i, d in enumerate(out)]
+    target = [
+        d if isinstance(d, int) else 0 if d is not None and i < len(data) and data[i] == d else -1
+        for i, d in enumerate(out)
+    ]
+    return target if target.count(-1) <= 1 else None
+
+
+def _prune(graph: onnx.GraphProto) -> None:
+    """Remove the nodes whose outputs nothing uses (not a graph output, not a node's input, subgraphs' included),
+    then the weights and value infos of tensors that are gone."""
+
+    def used(nodes) -> set[str]:
+        names = set()
+        for node in nodes:
+            names.update(node.input)
+            for attribute in node.attribute:
+                for subgraph in [attribute.g, *attribute.graphs]:
+                    names.update(used(subgraph.node))
+        return names
+
+    outputs = {value.name for value in graph.output}
+    while True:
+        needed = used(graph.node) | outputs
+        dead = [node for node in graph.node if not any(name in needed for name in node.output if name)]
+        if not dead:
+            break
+        for node in dead:
+            graph.node.remove(node)
+    needed = used(graph.node) | outputs
+    for tensor in [t for t in graph.initializer if t.name not in needed]:
+        graph.initializer.remove(tensor)
+    produced = {name for node in graph.node for name in node.output} | {value.name for value in graph.input}
+    for value in [v for v in graph.value_info if v.name not in produced]:
+        graph.value_info.remove(value)
+
+
+def with_constant_reshapes(model: OnnxModel) -> OnnxModel:
+    """The graph with each Reshape whose target is computed at run time given a constant target instead, where ONNX
+    shape inference with data propagation proves it (`_constant_target`), and the shape computation left unused
+    removed; the model itself where no Reshape changes.
+
+    Keras' Flatten (and Reshape) layers reshape to `(ops.shape(x)[0], features)`: the batch size read from the
+    tensor at run time, so the traced graph carries `Shape -> Gather/Slice -> Concat -> Reshape`. tf2onnx's
+    optimizer usually folds that into a constant `(-1, features)` but not always: the same model converts to either
+    graph from one run to the next (utopia-b3 with trained batch-norm shifts: 63 or 69 nodes), and the run-time shape
+    computation runs on every batch. Folding it here makes the conversion one graph whatever tf2onnx did."""
+    proto = model.proto()
+    graph = proto.graph
+    inferred = onnx.shape_inference.infer_shapes(proto, data_prop=True).graph
+    known = {value.name: value for value in [*inferred.value_info, *inferred.input, *inferred.output]}
+    constant = {tensor.name for tensor in graph.initializer}
+    constant |= {output for node in graph.node if node.op_type == "Constant" for output in node.output}
+    names = {name for node in graph.node for name in [*node.input, *node.output]} | constant
+    changed = False
+    for node in graph.node:
+        allow_zero = any(a.name == "allowzero" and a.i for a in node.attribute)
+        if node.op_type != "Reshape" or len(node.input) < 2 or node.input[1] in constant or allow_zero:
+            continue
+        data, out = _symbols(known.get(node.input[0])), _symbols(known.get(node.output[0]))
+        target = None if data is None or out is None else _constant_target(data, out)
+        if target is None:
+            continue
+        name = f"{node.output[0]}_target"
+        while name in names:
+            name += "_"
+        names.add(name)
+        graph.initializer.append(numpy_helper.from_array(np.array(target, np.int64), name))
+        node.input[1] = name
+        changed = True
+    if not changed:
+        return model
+    _prune(graph)
+    return OnnxModel._of(proto)
 
 
 def with_embedding_output(model: OnnxModel, tensor: str | None = None) -> OnnxModel:
