@@ -8,3 +8,5 @@
 
 Each layer imports only `model/` and the layers listed above it; `demo.py` tells the whole story with the CLI's parts.
 """
+
+from pipeline import storage as _storage  # noqa: F401  (makes az:// and abfs:// URLs open through pipeline.azure_blob)

@@ -23,6 +23,12 @@ never by words in a message:
   code (https://docs.aws.amazon.com/AmazonS3/latest/API/ErrorResponses.html) and HTTP status decide;
 - fsspec's HTTP filesystem raises aiohttp's `ClientResponseError` (with `status`) or connection errors;
 - gcsfs raises `gcsfs.retry.HttpError` (with `code`) where it is installed;
+- adlfs (Azure Blob Storage) passes on the Azure SDK's errors (`azure.core.exceptions`): `HttpResponseError` with
+  the answer's `status_code` and the service's `error_code`
+  (https://learn.microsoft.com/rest/api/storageservices/blob-service-error-codes), `ServiceRequestError` and
+  `ServiceResponseError` for the network (no answer, or a connection lost before the whole answer), and
+  `IncompleteReadError` for a body cut short; `ClientAuthenticationError` without an answer is azure-identity
+  finding no credentials;
 - local files raise `OSError` with an errno;
 - the interpreter raises `MemoryError` when an allocation fails (`ulimit -v`, `vm.overcommit_memory=2`), and
   `ENOMEM` is the kernel's "cannot allocate memory" (errno(3)).
@@ -74,6 +80,17 @@ _CONFIGURATION_BOTOCORE = (
     "NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError", "NoRegionError", "ProfileNotFound",
     "UnauthorizedSSOTokenError", "SSOTokenLoadError", "TokenRetrievalError", "NoAuthTokenError",
 )  # fmt: skip
+#: Azure Storage error codes that no retry and no other object gets past: credentials, the account, the container.
+#: `AuthorizationFailure` is the account's rules (network, shared key disabled, a SAS's permissions; Azurite also
+#: answers it to a wrong key); a file's own ACL is `AuthorizationPermissionMismatch`, left to the scope like S3's
+#: `AccessDenied`.
+_AZURE_CONFIGURATION_CODES = {
+    "AuthenticationFailed", "InvalidAuthenticationInfo", "NoAuthenticationInformation", "AuthorizationFailure",
+    "KeyBasedAuthenticationNotPermitted", "AccountIsDisabled", "InsufficientAccountPermissions", "ContainerNotFound",
+    "ContainerBeingDeleted", "ContainerDisabled", "FilesystemNotFound", "InvalidResourceName",
+}  # fmt: skip
+#: Azure Storage error codes that say "try again" (the service answers them with 500 or 503 as well).
+_AZURE_TRANSIENT_CODES = {"ServerBusy", "OperationTimedOut", "InternalError"}
 #: errno values of a fault that may pass: the network, a busy or stale resource, buffers or descriptors short.
 _TRANSIENT_ERRNOS = {
     errno.EAGAIN, errno.EBUSY, errno.EINTR, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED,
@@ -128,6 +145,7 @@ def _client_kind(error: BaseException, scope: Scope) -> Kind | None:
     s3_error = _optional_class("botocore.exceptions", "ClientError")
     http_error = _optional_class("aiohttp", "ClientResponseError")
     gcs_error = _optional_class("gcsfs.retry", "HttpError")
+    azure_error = _optional_class("azure.core.exceptions", "HttpResponseError")
     for link in _chain(error):
         if s3_error is not None and isinstance(link, s3_error):
             response = getattr(link, "response", None) or {}
@@ -144,7 +162,29 @@ def _client_kind(error: BaseException, scope: Scope) -> Kind | None:
             return _by_status(int(link.status), scope)  # type: ignore[attr-defined]
         if gcs_error is not None and isinstance(link, gcs_error) and isinstance(getattr(link, "code", None), int):
             return _by_status(link.code, scope)  # type: ignore[attr-defined]
+        if azure_error is not None and isinstance(link, azure_error):
+            return _azure_kind(link, scope)
     return None
+
+
+def _azure_kind(error: BaseException, scope: Scope) -> Kind:
+    """The kind of an Azure SDK `HttpResponseError` (or subclass): its error code, else its HTTP status."""
+    incomplete = _optional_class("azure.core.exceptions", "IncompleteReadError")
+    if incomplete is not None and isinstance(error, incomplete):  # the answer's body was cut short: the network
+        return "transient"
+    code = getattr(error, "error_code", None) or ""
+    code = str(getattr(code, "value", code))  # the SDK's StorageErrorCode enumeration, or the code as text
+    status = getattr(error, "status_code", None)
+    if code in _AZURE_TRANSIENT_CODES:
+        return "transient"
+    if code in _AZURE_CONFIGURATION_CODES:
+        return "configuration"
+    if isinstance(status, int) and status:
+        return _by_status(status, scope)
+    authentication = _optional_class("azure.core.exceptions", "ClientAuthenticationError")
+    if authentication is not None and isinstance(error, authentication):
+        return "configuration"  # no answer: azure-identity found no credential to send
+    return "data" if scope == "object" else "configuration"
 
 
 def fault_kind(error: BaseException, scope: Scope = "store") -> Kind:
@@ -175,6 +215,8 @@ def fault_kind(error: BaseException, scope: Scope = "store") -> Kind:
             _optional_class("botocore.exceptions", "ConnectionError"),
             _optional_class("aiohttp", "ClientConnectionError"),
             _optional_class("aiohttp", "ClientPayloadError"),
+            _optional_class("azure.core.exceptions", "ServiceRequestError"),
+            _optional_class("azure.core.exceptions", "ServiceResponseError"),
         )
         if cls is not None
     )

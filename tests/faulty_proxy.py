@@ -1,5 +1,6 @@
-"""A fault-injecting HTTP proxy in front of the moto S3 server: a real network path that answers some requests with
-`503 SlowDown` (S3's throttling answer) or drops the connection without answering, at a seeded rate (0 for none).
+"""A fault-injecting HTTP proxy in front of the moto S3 server (or Azurite): a real network path that answers some
+requests with `503 SlowDown` (S3's throttling answer), another HTTP status (`kind` "429", "500", ...), or drops the
+connection without answering, at a seeded rate (0 for none).
 It records every request, so it also counts what a run sends to the store. Also a plain HTTP server of an archive
 folder (`archive_server`), which honours Range requests or, as Python's `http.server` does, ignores them."""
 
@@ -24,6 +25,7 @@ SLOW_DOWN = (
     b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>SlowDown</Code>'
     b"<Message>Please reduce your request rate.</Message></Error>"
 )
+_ERROR = '<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>Http{status}</Code><Message>Injected.</Message></Error>'
 
 
 class FaultyProxy(ThreadingHTTPServer):
@@ -81,13 +83,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             self.connection.shutdown(socket.SHUT_RDWR)
             return
-        if outcome == "503":
-            self.send_response(503, "Slow Down")
+        if outcome.isdigit():  # an HTTP status: "503" is S3's SlowDown, others a bare answer of that status
+            status = int(outcome)
+            body = SLOW_DOWN if status == 503 else _ERROR.format(status=status).encode()
+            self.send_response(status, "Slow Down" if status == 503 else None)
             self.send_header("Content-Type", "application/xml")
-            self.send_header("Content-Length", str(len(SLOW_DOWN)))
+            self.send_header("Content-Length", str(len(body)))
             self.end_headers()
             if self.command != "HEAD":
-                self.wfile.write(SLOW_DOWN)
+                self.wfile.write(body)
             return
         upstream = http.client.HTTPConnection(*self.server.target, timeout=60)
         headers = {k: v for k, v in self.headers.items() if k.lower() not in ("transfer-encoding", "connection")}
