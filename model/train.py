@@ -1,16 +1,21 @@
 """Training: labelled ROIs in, a verified model bundle out.
 
 Data-parallel over every local GPU with `tf.distribute.MirroredStrategy` (or N logical CPU devices, so laptops and
-tests run the same multi-replica code), so it needs Keras' TensorFlow backend. Preprocessing is `model.preprocess`,
-the function inference uses, run in a parallel tf.data map; its uint8 images are cached and augmented as uint8
-(a quarter of float32's memory) and cast on the device by the model's first layer. A killed run resumes from its
-last finished epoch (Keras BackupAndRestore for weights and optimizer; `EpochLedger` for the best epoch,
-early-stopping patience and the history CSV). The bundle gets per-class thresholds fitted on the validation split
-(`model.thresholds`), with their fit (F1 per class with argmax and with the threshold) in its provenance.
+tests run the same multi-replica code), so it needs Keras' TensorFlow backend. The input is a prepared training set
+(`model.prepared`: the `model.preprocess` output inference computes, made once), streamed with tf.data shard by
+shard: shards in a seeded random order, interleaved, then a bounded shuffle buffer, augmentation as uint8 (a quarter
+of float32's memory), batches and a fixed prefetch, so memory is bounded by the shuffle buffer and the prefetch
+depth whatever the set's size; the model's first layer casts on the device. The split, class weights and
+thresholds need only the labels and groups, read without the images. A killed run resumes from its last finished
+epoch (Keras BackupAndRestore for weights and optimizer; `EpochLedger` for the best epoch, early-stopping patience
+and the history CSV, where each epoch also has its images/s per replica and input stall time). The bundle gets
+per-class thresholds fitted on the validation split (`model.thresholds`), with their fit (F1 per class with argmax
+and with the threshold) in its provenance.
 """
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import csv
 import hashlib
@@ -18,7 +23,8 @@ import json
 import logging
 import math
 import shutil
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -27,17 +33,26 @@ import numpy as np
 
 from model import architectures
 from model.bundle import Bundle, check_classes, save_bundle
-from model.data import LabelledImages, split_by_group
+from model.data import split_by_group
 from model.decision import UNCLASSIFIED_NAME
-from model.evaluate import evaluate, label_indices
+from model.evaluate import evaluate
 from model.onnx_export import twin_if_possible
-from model.preprocess import PreprocessConfig, preprocess
+from model.prepared import PreparedSet
 from model.thresholds import fit_thresholds
 from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
 HISTORY_CSV = "history.csv"
+#: ROIs in the training shuffle buffer: 128 MiB of 128x128 inputs, about 8 shards (`model.prepared.SHARD_ROIS`), on
+#: top of shards already interleaved `CYCLE_LENGTH` at a time in a random shard order.
+SHUFFLE_BUFFER = 8192
+#: Shards read at once (in parallel) and interleaved ROI by ROI.
+CYCLE_LENGTH = 4
+#: Batches prepared ahead of the training step.
+PREFETCH_BATCHES = 4
+#: Images per model call when scoring the held-out parts.
+SCORE_BATCH = 256
 
 
 def require_tensorflow_backend() -> None:
@@ -108,45 +123,129 @@ def balanced_class_weights(labels: np.ndarray, n_classes: int) -> np.ndarray:
     return weights
 
 
+class InputClock:
+    """When each training step began and when the input pipeline delivered each batch: the input stall per step.
+
+    `stamp` runs in the tf.data pipeline as each batch leaves it (`make_dataset(on_batch=...)`), `asked` when the
+    training loop starts a step (`EpochLedger`). The loop takes batches a few ahead of the step that computes them
+    (Keras and the distribution's device prefetch), so a step is not paired with "its" batch: a step whose call
+    sees a batch delivered only during it waited from its start until that delivery (the latest one in it, while
+    a batch already waiting in the buffers is taken at once, at the step's start). So the stall of a step is
+    `latest delivery during the step - step start`, 0 when nothing was delivered during it; a lower bound by the
+    copy to the device after the pipeline. The run's first step (tracing the model) is left out.
+    """
+
+    def __init__(self) -> None:
+        self.ready: list[float] = []  # appended in time order by the pipeline's last stage
+        self.asks: list[float] = []
+        self._traced = False
+
+    def stamp(self, labels: np.ndarray) -> np.ndarray:
+        self.ready.append(time.perf_counter())
+        return labels
+
+    def asked(self) -> None:
+        self.asks.append(time.perf_counter())
+
+    def epoch(self, ended: float) -> tuple[int, float]:
+        """(steps, seconds waited for input) of the epoch whose training ended at `ended`; its records are dropped
+        (deliveries after `ended` are the next epoch's, kept), so the clock holds one epoch at most."""
+        starts, ready = self.asks, self.ready
+        total = 0.0
+        for start, end in zip(starts, [*starts[1:], ended], strict=True):
+            if not self._traced:  # the run's first step traces the model, while the pipeline fills its buffers
+                self._traced = True
+                continue
+            last = bisect.bisect_left(ready, end) - 1
+            if last >= 0 and ready[last] >= start:
+                total += ready[last] - start
+        self.asks = []
+        self.ready = ready[bisect.bisect_left(ready, ended) :]
+        return len(starts), total
+
+
 def make_dataset(
-    data: LabelledImages,
-    classes: list[str],
-    config: PreprocessConfig,
+    prepared: PreparedSet,
+    rows: np.ndarray,
     global_batch: int,
     *,
     training: bool,
     seed: int,
     class_weights: np.ndarray | None = None,
     augment: bool = True,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
+    cycle_length: int = CYCLE_LENGTH,
+    on_batch: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> Any:
-    """tf.data pipeline of uint8 images: parallel `preprocess` (cached after the first epoch); for training also
-    shuffle, flip/rot90 augmentation (when `augment`) and per-sample class weights; batched to the global batch,
-    prefetched."""
+    """tf.data pipeline of (uint8 images (batch, size, size, 1), int32 labels[, float32 weights]) from `rows` of a
+    prepared set, streamed shard by shard.
+
+    For training: shards in a seeded random order (reshuffled each epoch), `cycle_length` of them read in parallel
+    and interleaved, a `shuffle_buffer`-ROI shuffle, flip/rot90 augmentation (when `augment`), per-sample class
+    weights (when given); otherwise shards in order, rows in `rows`' sorted order. Batched to the global batch,
+    `PREFETCH_BATCHES` ahead; `on_batch(labels) -> labels` runs as each batch leaves the pipeline (`InputClock`).
+    Memory: `cycle_length` shards being read, the shuffle buffer and the prefetched batches.
+    """
     import tensorflow as tf
 
-    images = data.images
-    size = config.size
-    labels = label_indices(data.labels, classes)
+    rows = np.sort(np.asarray(rows, dtype=np.int64))
+    shard_rois, size = prepared.shard_rois, prepared.config.size
+    shard_of = rows // shard_rois
+    shards, first = np.unique(shard_of, return_index=True)
+    bounds = np.append(first, len(rows))
+    local = rows - shard_of * shard_rois
+    labels = prepared.labels()[rows].astype(np.int32)
+    columns = [labels] if class_weights is None else [labels, class_weights[labels].astype(np.float32)]
+    dtypes = (tf.uint8, tf.int32) if class_weights is None else (tf.uint8, tf.int32, tf.float32)
 
-    def load(index: np.ndarray) -> np.ndarray:
-        return preprocess(images[int(index)], config)
+    def read(position: np.ndarray) -> tuple[np.ndarray, ...]:
+        start, end = bounds[int(position)], bounds[int(position) + 1]
+        images = prepared.read_shard(int(shards[int(position)]))[local[start:end]]
+        return (images, *(column[start:end] for column in columns))
 
-    def to_input(index: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
-        image = tf.numpy_function(load, [index], tf.uint8, stateful=False)
-        return (tf.ensure_shape(image, (size, size, 1)), *rest)
+    def load(position: tf.Tensor) -> tuple[tf.Tensor, ...]:
+        images, *rest = tf.numpy_function(read, [position], dtypes, stateful=False)
+        return (tf.ensure_shape(images, (None, size, size, 1)), *(tf.ensure_shape(c, (None,)) for c in rest))
 
-    columns: tuple[np.ndarray, ...] = (np.arange(len(images)), labels)
-    if class_weights is not None:
-        columns = (*columns, class_weights[labels].astype(np.float32))
-    ds = tf.data.Dataset.from_tensor_slices(columns)
-    ds = ds.map(to_input, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    ds = tf.data.Dataset.range(len(shards))
     if training:
-        ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(max(1, len(shards)), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.interleave(
+            lambda position: tf.data.Dataset.from_tensor_slices(load(position)),
+            cycle_length=max(1, min(cycle_length, len(shards))), block_length=1,
+            num_parallel_calls=max(1, min(cycle_length, len(shards))), deterministic=True,
+        )  # fmt: skip
+        # A ROI sliced out of its shard shares the shard's buffer: a copy of its own lets the shard go, so the
+        # shuffle buffer holds `shuffle_buffer` ROIs, not a slice of every shard it has seen.
+        ds = ds.map(_own_copy, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         if augment:
             ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        ds = ds.map(load, num_parallel_calls=max(1, cycle_length), deterministic=True).unbatch()
     # a last partial training batch smaller than the replica count would leave a replica's BatchNorm empty
-    ds = ds.batch(global_batch, drop_remainder=training and len(images) >= global_batch)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    drop = training and len(rows) >= global_batch
+    ds = ds.batch(global_batch, drop_remainder=drop)
+    n_batches = len(rows) // global_batch if drop else math.ceil(len(rows) / global_batch)
+    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches)).prefetch(PREFETCH_BATCHES)
+    if on_batch is not None:
+
+        def stamped(images: tf.Tensor, batch_labels: tf.Tensor, *rest: tf.Tensor) -> tuple[tf.Tensor, ...]:
+            out = tf.numpy_function(on_batch, [batch_labels], tf.int32, stateful=True)
+            return (images, tf.ensure_shape(out, batch_labels.shape), *rest)
+
+        ds = ds.map(stamped)  # synchronous: it runs when the batch leaves the prefetch buffer
+        options = tf.data.Options()
+        options.experimental_optimization.inject_prefetch = False  # no buffer after the stamp
+        ds = ds.with_options(options)
+    return ds
+
+
+def _own_copy(image: Any, *rest: Any) -> tuple[Any, ...]:
+    """The image in a buffer of its own (TensorFlow's slices of a batch alias the batch's buffer)."""
+    import tensorflow as tf
+
+    return (tf.raw_ops.DeepCopy(x=image), *rest)
 
 
 def _augment(image: Any, *rest: Any) -> tuple[Any, ...]:
@@ -169,11 +268,16 @@ def _epoch_ledger_class() -> type:
         """Best epoch by the monitored loss, early stopping and the history CSV, all persisted in the checkpoint
         directory so a resumed run continues them exactly (Keras' EarlyStopping/CSVLogger forget on restart).
 
+        Each history row also has the epoch's `images_per_s_per_replica` and `input_stall_s` (seconds the training
+        loop waited for its next batch, `InputClock`), beside loss and accuracy.
+
         Must come before BackupAndRestore in the callback list: an epoch counts as done once the backup is written,
         so a kill in between redoes the epoch and this ledger's rows for it are dropped on resume.
         """
 
-        def __init__(self, directory: Path, monitor: str, patience: int) -> None:
+        def __init__(
+            self, directory: Path, monitor: str, patience: int, clock: InputClock, global_batch: int, replicas: int
+        ) -> None:
             super().__init__()
             self.directory = directory
             self.monitor = monitor
@@ -183,8 +287,26 @@ def _epoch_ledger_class() -> type:
             self.history_path = directory / HISTORY_CSV
             self.state: dict[str, Any] = {}
             self._started = False
+            self.clock, self.global_batch, self.replicas = clock, global_batch, replicas
+            self._epoch_began, self._training_ended = 0.0, 0.0
+
+        def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+            self.clock.asked()
+
+        def on_test_begin(self, logs: dict | None = None) -> None:
+            self._training_ended = self._training_ended or time.perf_counter()  # validation begins
+
+        def _input_figures(self) -> dict[str, float]:
+            """The epoch's training images per second per replica (steps x global batch over the time from the
+            epoch's start to its last step's end, validation left out) and its input stall in seconds."""
+            ended = self._training_ended or time.perf_counter()
+            steps, stall = self.clock.epoch(ended)
+            seconds = max(ended - self._epoch_began, 1e-9)
+            return {"images_per_s_per_replica": steps * self.global_batch / seconds / self.replicas,
+                    "input_stall_s": stall}  # fmt: skip
 
         def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+            self._epoch_began, self._training_ended = time.perf_counter(), 0.0
             if self._started:
                 return
             self._started = True
@@ -213,6 +335,8 @@ def _epoch_ledger_class() -> type:
             tmp.replace(self.history_path)
 
         def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+            if logs is not None:  # the same dict goes on to the progress bar, which shows the figures too
+                logs.update(self._input_figures())
             logs = {key: float(value) for key, value in (logs or {}).items()}
             rows: list[dict[str, Any]] = []
             if self.history_path.exists():
@@ -260,6 +384,14 @@ def default_checkpoint_dir(out_url: str) -> Path:
     return Path.home() / ".cache" / "ifcbflow" / "checkpoints" / digest
 
 
+def default_prepared_dir(out_url: str) -> str:
+    """`<bundle>.prepared` beside a local bundle; for a remote bundle, a per-URL folder in the user's cache."""
+    if "://" not in out_url or out_url.startswith("file://"):
+        return out_url.removeprefix("file://") + ".prepared"
+    digest = hashlib.sha256(out_url.encode()).hexdigest()[:16]
+    return str(Path.home() / ".cache" / "ifcbflow" / "prepared" / digest)
+
+
 def _claim_checkpoint_dir(directory: Path, run: dict[str, Any]) -> None:
     """Refuse to resume a different run's checkpoints (other data, arch, split or batch) instead of mixing them."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -272,8 +404,18 @@ def _claim_checkpoint_dir(directory: Path, run: dict[str, Any]) -> None:
     path.write_text(json.dumps(run, sort_keys=True))
 
 
+def _scores(bundle: Bundle, prepared: PreparedSet, rows: np.ndarray) -> np.ndarray:
+    """float32 (len(rows), classes): the bundle's scores of `rows` (sorted) of the prepared set, shard by shard."""
+    from model.inference import make_predictor
+
+    predictor = make_predictor(bundle)
+    batches = ((batch, None) for batch in prepared.iter_batches(rows, SCORE_BATCH))
+    scores = [score for score, _ in predictor.run(batches)]
+    return np.concatenate(scores) if scores else np.empty((0, len(bundle.classes)), np.float32)
+
+
 def train(
-    data: LabelledImages,
+    prepared: PreparedSet,
     *,
     arch: str = "utopia-b3",
     epochs: int,
@@ -282,52 +424,57 @@ def train(
     storage_options: dict[str, Any] | None = None,
     batch_size: int = 32,
     seed: int = 0,
-    preprocess_config: PreprocessConfig | None = None,
     val: float = 0.15,
     test: float = 0.15,
     patience: int = 5,
     learning_rate: float = 1e-3,
     augment: bool = True,
+    shuffle_buffer: int = SHUFFLE_BUFFER,
     checkpoint_dir: str | Path | None = None,
-    data_source: str = "",
     verbose: int | str = 2,
 ) -> Bundle:
-    """Train `arch` on `data` (grouped split into train/val/test), save the best epoch as a bundle at `out_url`.
+    """Train `arch` on a prepared set (grouped split into train/val/test), save the best epoch as a bundle at
+    `out_url`, with the set's preprocessing.
 
-    batch_size is per replica (global batch = batch_size x replicas). Returns the saved bundle; its provenance holds
-    the data source, split, training settings, per-epoch history, validation and held-out test metrics, versions.
-    Class names a bundle cannot carry are refused (`BundleError`) before any training.
+    batch_size is per replica (global batch = batch_size x replicas); `shuffle_buffer` is in ROIs. Returns the saved
+    bundle; its provenance holds the data source, split, training settings, per-epoch history (with images/s per
+    replica and input stall), validation and held-out test metrics, versions. Class names a bundle cannot carry
+    are refused (`BundleError`) and a split the groups cannot make (`model.data.SplitError`), both before any
+    training.
     """
     require_tensorflow_backend()
-    check_classes(data.classes)
+    classes = prepared.classes
+    check_classes(classes)
+    all_labels, all_groups = prepared.labels(), prepared.groups()
+    labelled = np.flatnonzero(all_labels >= 0)
+    parts = split_by_group(all_labels[labelled], all_groups[labelled], val=val, test=test, seed=seed)
+    train_rows, val_rows, test_rows = (labelled[part] for part in parts)
     strategy = make_strategy(replicas)  # before other TensorFlow work: logical CPU devices are set before it starts
     import keras
     import tensorflow as tf
 
-    config = preprocess_config or PreprocessConfig()
+    config = prepared.config
     n_replicas = strategy.num_replicas_in_sync
     global_batch = batch_size * n_replicas
     on_gpu = bool(tf.config.list_physical_devices("GPU"))
     keras.utils.set_random_seed(seed)
 
-    train_part, val_part, test_part = split_by_group(data, val=val, test=test, seed=seed)
-    classes = data.classes
     log.info(
         "training %s on %d images (%d classes): train %d, val %d, test %d; %d replica(s) x batch %d",
-        arch, len(data), len(classes), len(train_part), len(val_part), len(test_part), n_replicas, batch_size,
+        arch, len(labelled), len(classes), len(train_rows), len(val_rows), len(test_rows), n_replicas, batch_size,
     )  # fmt: skip
-    train_labels = label_indices(train_part.labels, classes)
-    weights = balanced_class_weights(train_labels, len(classes))
+    weights = balanced_class_weights(all_labels[train_rows], len(classes))
+    clock = InputClock()
     train_ds = make_dataset(
-        train_part, classes, config, global_batch, training=True, seed=seed, class_weights=weights, augment=augment
-    )
-    val_ds = make_dataset(val_part, classes, config, global_batch, training=False, seed=seed) if len(val_part) else None
+        prepared, train_rows, global_batch, training=True, seed=seed, class_weights=weights, augment=augment,
+        shuffle_buffer=shuffle_buffer, on_batch=clock.stamp,
+    )  # fmt: skip
+    val_ds = make_dataset(prepared, val_rows, global_batch, training=False, seed=seed) if len(val_rows) else None
 
     ckpt = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(out_url)
-    fingerprint = hashlib.sha256("\0".join(f"{i}:{c}" for i, c in zip(data.ids, data.labels, strict=True)).encode())
     run = {
         "arch": arch, "classes": classes, "seed": seed, "batch_size": batch_size, "replicas": n_replicas,
-        "preprocess": config.to_dict(), "val": val, "test": test, "data": fingerprint.hexdigest(),
+        "preprocess": config.to_dict(), "val": val, "test": test, "data": prepared.fingerprint,
     }  # fmt: skip
     _claim_checkpoint_dir(ckpt, run)
 
@@ -339,7 +486,7 @@ def train(
             weighted_metrics=["accuracy"],
         )
     monitor = "val_loss" if val_ds is not None else "loss"
-    ledger = _epoch_ledger_class()(ckpt, monitor, patience)
+    ledger = _epoch_ledger_class()(ckpt, monitor, patience, clock, global_batch, n_replicas)
     backup = keras.callbacks.BackupAndRestore(str(ckpt / "backup"), delete_checkpoint=False)
     started = datetime.now(UTC)
     model.fit(
@@ -361,24 +508,29 @@ def train(
         history = [{k: int(v) if k == "epoch" else float(v) for k, v in row.items()} for row in csv.DictReader(f)]
 
     bundle = Bundle(model=final, classes=classes, preprocess=config, arch=arch)
-    held_out = {"val": val_part, "test": test_part}
-    scores = {name: bundle.predict(part.images) if len(part) else None for name, part in held_out.items()}
+    held_out = {"val": val_rows, "test": test_rows}
+    truth = {name: [classes[i] for i in all_labels[rows]] for name, rows in held_out.items()}
+    scores = {name: _scores(bundle, prepared, rows) if len(rows) else None for name, rows in held_out.items()}
     metrics = {
-        name: evaluate(scores[name], part.labels, classes) if len(part) else None for name, part in held_out.items()
+        name: evaluate(scores[name], truth[name], classes) if len(rows) else None for name, rows in held_out.items()
     }
-    bundle.thresholds, threshold_fit = validation_thresholds(scores["val"], val_part.labels, classes)
+    bundle.thresholds, threshold_fit = validation_thresholds(scores["val"], truth["val"], classes)
+    names = prepared.group_names()
+    counts = np.bincount(all_labels[labelled], minlength=len(classes))
     bundle.provenance = {
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "training_started": started.isoformat(timespec="seconds"),
         "data": {
-            "source": data_source,
-            "n_images": len(data),
-            "class_counts": {c: data.labels.count(c) for c in classes},
+            "source": prepared.source,
+            "prepared": prepared.url,
+            "n_images": len(labelled),
+            "class_counts": {c: int(n) for c, n in zip(classes, counts, strict=True)},
         },
         "split": {
             "seed": seed, "val_fraction": val, "test_fraction": test,
-            "n_train": len(train_part), "n_val": len(val_part), "n_test": len(test_part),
-            "val_groups": sorted(set(val_part.groups)), "test_groups": sorted(set(test_part.groups)),
+            "n_train": len(train_rows), "n_val": len(val_rows), "n_test": len(test_rows),
+            "val_groups": sorted({names[g] for g in all_groups[val_rows]}),
+            "test_groups": sorted({names[g] for g in all_groups[test_rows]}),
         },
         "training": {
             "epochs_requested": epochs, "epochs_run": len(history), "best_epoch": ledger.state["best_epoch"],
@@ -386,6 +538,7 @@ def train(
             "global_batch_size": global_batch, "replicas": n_replicas,
             "devices": list(strategy.extended.worker_devices), "mixed_precision": on_gpu,
             "learning_rate": learning_rate, "augmentation": "flip+rot90" if augment else "none",
+            "shuffle_buffer": shuffle_buffer,
             "class_weights": {c: float(w) for c, w in zip(classes, weights, strict=True)},
         },
         "history": history,

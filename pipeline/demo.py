@@ -41,16 +41,17 @@ def list_archive(archive: str) -> None:
 def train_model(out: Path, archive: str, name: str = "model", seed: int = 0, epochs: int = DEMO_EPOCHS) -> str:
     """Step 3: train the small CNN on the labelled synthetic ROIs with 2 replicas (`ifcbflow train`); the bundle
     gets per-class thresholds fitted on the validation split."""
+    from model.prepared import prepare
     from model.preprocess import PreprocessConfig
     from model.train import train
-    from pipeline.ifcb.labelled import labelled_images_from_archive
+    from pipeline.ifcb.labelled import labelled_archive_source
 
-    data = labelled_images_from_archive(archive, f"{archive}/labels.csv")
+    source = labelled_archive_source(archive, f"{archive}/labels.csv")
+    prepared = prepare(source, str(out / "prepared"), PreprocessConfig(size=DEMO_SIZE))  # the second model reuses it
     bundle_url = str(out / f"{name}.zip")
     bundle = train(
-        data, arch=DEMO_ARCH, epochs=epochs, replicas=DEMO_REPLICAS, out_url=bundle_url, batch_size=16, seed=seed,
-        preprocess_config=PreprocessConfig(size=DEMO_SIZE), data_source=archive, verbose=2,
-        patience=epochs,  # no early stop: BatchNorm makes the first epochs' validation loss noisy
+        prepared, arch=DEMO_ARCH, epochs=epochs, replicas=DEMO_REPLICAS, out_url=bundle_url, batch_size=16, seed=seed,
+        verbose=2, patience=epochs,  # no early stop: BatchNorm makes the first epochs' validation loss noisy
     )  # fmt: skip
     test = (bundle.provenance.get("metrics") or {}).get("test") or {}
     typer.echo(f"trained {name} ({DEMO_ARCH}, seed {seed}, {epochs} epochs): held-out test accuracy "

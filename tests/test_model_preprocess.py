@@ -147,12 +147,18 @@ def test_bad_inputs_and_config_round_trip() -> None:
         preprocess(np.zeros((0, 4), np.uint8), config)
 
 
-def test_training_and_inference_see_identical_inputs_on_real_rois(utopia_data: Path) -> None:
-    """The tf.data training pipeline (no augmentation) and Bundle.predict feed the model the same uint8 tensors."""
+def test_training_and_inference_see_identical_inputs_on_real_rois(utopia_data: Path, tmp_path: Path) -> None:
+    """The training pipeline (a prepared set, streamed, no augmentation) and Bundle.predict feed the model the same
+    uint8 tensors."""
+    from model.data import image_folder_source
+    from model.prepared import prepare
+
     data = load_image_folder(str(utopia_data / "labelled"))
     config = PreprocessConfig(size=64)
+    prepared = prepare(image_folder_source(str(utopia_data / "labelled")), str(tmp_path / "p"), config, shard_rois=32)
+    rows = np.flatnonzero(prepared.labels() >= 0)
     training = np.concatenate(
-        [batch[0].numpy() for batch in make_dataset(data, data.classes, config, 16, training=False, seed=0)]
+        [batch[0].numpy() for batch in make_dataset(prepared, rows, 16, training=False, seed=0)]
     )
     # inference: a model that returns its (cast) input flattened, so Bundle.predict's output is what the model saw
     inputs, cast = uint8_image_input((64, 64, 1))

@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from model.bundle import load_bundle
-from model.data import load_image_folder
+from model.data import image_folder_source, load_image_folder
 from pipeline.cli.app import app
 from pipeline.ifcb.synth import write_synthetic_archive
 
@@ -141,19 +141,46 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(archives, tmp_path: Path)
 
 
 def test_real_labelled_rois_train_one_epoch_of_the_deployed_architecture(utopia_data: Path, tmp_path: Path) -> None:
+    from model.prepared import prepare
+    from model.preprocess import PreprocessConfig
     from model.train import train
 
     data = load_image_folder(str(utopia_data / "labelled"))
-    bundle = train(data, arch="utopia-b3", epochs=1, replicas=1, batch_size=16, out_url=str(tmp_path / "u.ifcbmodel"),
-                   data_source=str(utopia_data / "labelled"), verbose=0)  # fmt: skip
+    prepared = prepare(image_folder_source(str(utopia_data / "labelled")), str(tmp_path / "p"), PreprocessConfig())
+    bundle = train(prepared, arch="utopia-b3", epochs=1, replicas=1, batch_size=16,
+                   out_url=str(tmp_path / "u.ifcbmodel"), verbose=0)  # fmt: skip
     assert bundle.classes == data.classes and bundle.model.count_params() == 2_919_409  # 9 classes
     provenance = bundle.provenance
     assert len(provenance["history"]) == 1 and provenance["training"]["epochs_run"] == 1
+    (epoch,) = provenance["history"]  # what a trainer watches, beside loss and accuracy
+    assert epoch["images_per_s_per_replica"] > 0 and epoch["input_stall_s"] >= 0
     assert provenance["split"]["n_train"] + provenance["split"]["n_val"] + provenance["split"]["n_test"] == 93
     assert provenance["metrics"]["test"]["n"] == provenance["split"]["n_test"] > 0
     assert set(provenance["versions"]) >= {"tensorflow", "keras", "ifcbflow"}
     loaded = load_bundle(str(tmp_path / "u.ifcbmodel"))
     assert loaded.predict(data.images[:5]).shape == (5, 9)
+
+
+def test_a_second_training_reuses_the_prepared_set_and_reads_nothing_from_the_archive(tmp_path: Path) -> None:
+    archive = tmp_path / "archive"
+    write_synthetic_archive(str(archive), bins=6, rois=20, classes=3, seed=5)
+    prepared = tmp_path / "prepared"
+    common = [*SMALL, "--replicas", "1", "--epochs", "1", "--prepared", str(prepared)]
+    _run("train", str(archive), "--labels", str(archive / "labels.csv"), *common, "--out", str(tmp_path / "a.zip"))
+    for roi in archive.rglob("*.roi"):  # the bins are gone: only the labels file is left to look at
+        roi.unlink()
+    second = _run("train", str(archive), "--labels", str(archive / "labels.csv"), *common, "--seed", "1",
+                  "--out", str(tmp_path / "b.zip"))  # fmt: skip
+    assert f"training on the prepared set at {prepared}" in second.stdout
+    bundle = load_bundle(str(tmp_path / "b.zip"))
+    assert bundle.provenance["data"]["prepared"] == str(prepared) and bundle.provenance["data"]["n_images"] == 120
+    assert {"loss", "accuracy", "images_per_s_per_replica", "input_stall_s"} <= set(bundle.provenance["history"][0])
+    _run("train", str(prepared), *SMALL, "--replicas", "1", "--epochs", "1", "--out", str(tmp_path / "c.zip"))
+    changed = subprocess.run(
+        [IFCBFLOW, "train", str(archive), "--labels", str(archive / "labels.csv"), *common, "--image-size", "40",
+         "--out", str(tmp_path / "d.zip")], env=ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert changed.returncode == 2 and "another source or preprocessing" in changed.stdout, changed.stdout
 
 
 def test_checkpoint_dir_is_derived_and_never_shared_by_two_different_runs(tmp_path: Path) -> None:

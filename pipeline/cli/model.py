@@ -48,10 +48,64 @@ def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any
         raise _fail(str(err)) from None
 
 
+PREPARED_HELP = (
+    "Where the prepared training set (the preprocessed model inputs, labels and bins of DATA, sharded in a zarr "
+    "store) is written, and reused by later runs: a path or fsspec URL. Default: beside a local --out "
+    "(`<out>.prepared`), or in ~/.cache/ifcbflow/prepared for a remote one. It is reused, reading nothing from the "
+    "archive or the class folders, when it was made from the same DATA, --labels (and the labels file's version) "
+    "and --image-size; a set made from others is refused, never overwritten. Edits of the images themselves are not "
+    "noticed: delete the folder to prepare again. DATA may also be a prepared set itself."
+)
+
+
+def _prepared_set(
+    data: str, labels: str | None, prepared_url: str, image_size: int | None, val: float, test: float,
+    threads: int | None, options: dict[str, Any],
+) -> Any:
+    """The prepared set to train on: DATA itself when it is one, the matching set at `prepared_url`, or one prepared
+    there now from DATA; its classes and bins are checked before it is prepared (or used). Bad input exits 2."""
+    from model.bundle import BundleError, check_classes
+    from model.data import SplitError, check_splittable, image_folder_source
+    from model.prepared import PreparedSet, key_of, open_matching, prepare, read_attributes
+    from model.preprocess import PreprocessConfig
+    from pipeline.ifcb.identifiers import roi_group
+    from pipeline.ifcb.labelled import labelled_archive_source, labels_stamp
+
+    try:
+        if read_attributes(data, options) is not None:
+            found = PreparedSet(data, options)
+            if image_size is not None and image_size != found.config.size:
+                raise _fail(f"{data} is a prepared set of size {found.config.size}, not --image-size {image_size}")
+        else:
+            config = PreprocessConfig(size=image_size or 128)
+            name = f"{data} (labels {labels})" if labels else data
+            key = key_of(name, labels_stamp(labels, options) if labels else "", config)
+            found = open_matching(prepared_url, key, options)
+        if found is not None:
+            check_classes(found.classes)
+            check_splittable(int(found.attributes["n_groups"]), val, test)
+            console.print(f"training on the prepared set at {found.url} ({len(found)} ROIs)", highlight=False)
+            return found
+        if labels:
+            source = labelled_archive_source(data, labels, options)
+        else:
+            source = image_folder_source(data, options, group_of=roi_group)
+        check_classes(source.classes)  # before the images are read, let alone hours of training
+        check_splittable(len(source.units), val, test)
+        return prepare(source, prepared_url, config, storage_options=options, workers=threads)
+    except (BundleError, SplitError) as err:
+        raise _fail(str(err)) from None
+    except (FileNotFoundError, ValueError) as err:  # IfcbFormatError and PreparedSetError are ValueErrors
+        raise _fail(str(err)) from None
+
+
 def train_command(
-    data: str = typer.Argument(..., help="Folder of class subfolders of images, or an archive URL (with --labels)."),
+    data: str = typer.Argument(
+        ..., help="Folder of class subfolders of images, an archive URL (with --labels), or a prepared set."
+    ),
     labels: str | None = typer.Option(None, "--labels", help=LABELS_HELP),
     out: str = typer.Option(..., "--out", help="Where to write the model bundle (path or fsspec URL)."),
+    prepared: str | None = typer.Option(None, "--prepared", help=PREPARED_HELP),
     arch: str = typer.Option("utopia-b3", "--arch", help="Architecture name (see `ifcbflow model archs`)."),
     epochs: int = typer.Option(30, "--epochs", min=1, help="Most epochs to train (early stopping may end sooner)."),
     replicas: int | None = typer.Option(
@@ -59,12 +113,22 @@ def train_command(
     ),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Batch size per replica."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, initial weights and shuffling."),
-    image_size: int = typer.Option(128, "--image-size", min=8, help="Model input size (preprocessing long side)."),
+    image_size: int | None = typer.Option(
+        None, "--image-size", min=8, help="Model input size (preprocessing long side); default 128, or a prepared "
+        "set's size."
+    ),
     patience: int = typer.Option(5, "--patience", min=1, help="Epochs without validation improvement before stopping."),
     val: float = typer.Option(0.15, "--val", min=0.0, max=0.9, help="Fraction of bins held out for validation."),
     test: float = typer.Option(0.15, "--test", min=0.0, max=0.9, help="Fraction of bins held out for the final test."),
     learning_rate: float = typer.Option(1e-3, "--learning-rate", help="Adam learning rate."),
     augment: bool = typer.Option(True, "--augment/--no-augment", help="Random flips and quarter turns."),
+    shuffle_buffer: int = typer.Option(
+        8192, "--shuffle-buffer", min=1, help="ROIs in the training shuffle buffer (with --image-size 128, 16 KiB "
+        "each): with the shards read four at a time in a random order, it bounds training's memory."
+    ),
+    prepare_threads: int | None = typer.Option(
+        None, "--prepare-threads", min=1, help="Threads preparing the set (default: cores + 4, at most 32)."
+    ),
     checkpoint_dir: str | None = typer.Option(
         None, "--checkpoint-dir", help="Local folder for per-epoch checkpoints (default: beside --out, or a cache)."
     ),
@@ -72,40 +136,42 @@ def train_command(
 ) -> None:
     """Train a CNN on labelled ROIs and write a model bundle; rerun the same command to resume after a kill.
 
-    The bundle also gets per-class thresholds fitted on the validation split (see below).
+    The labelled ROIs are first prepared once (read in parallel, each bin's files once, preprocessed into a sharded
+    store: --prepared); training streams from that store with bounded memory, and later runs with the same data and
+    --image-size reuse it. The split by bin needs at least one bin per held-out part plus one for training. The
+    bundle gets per-class thresholds fitted on the validation split (see below); each epoch's images/s per replica
+    and input stall (seconds waited for batches) are in its history.
     """
-    from model.bundle import BundleError, check_classes
-    from model.preprocess import PreprocessConfig
-    from model.train import require_tensorflow_backend, train
+    from model.data import SplitError
+    from model.train import default_prepared_dir, require_tensorflow_backend, train
 
     try:
         require_tensorflow_backend()  # before the data is loaded
     except RuntimeError as err:
         raise _fail(str(err)) from None
     options = parse_storage_options(storage_options)
-    dataset = _load_labelled(data, labels, options)
+    prepared_url = prepared or default_prepared_dir(out)
+    dataset = _prepared_set(data, labels, prepared_url, image_size, val, test, prepare_threads, options)
     try:
-        check_classes(dataset.classes)  # before hours of training, not when the bundle is written
-    except BundleError as err:
+        bundle = train(
+            dataset,
+            arch=arch,
+            epochs=epochs,
+            replicas=replicas,
+            out_url=out,
+            storage_options=options,
+            batch_size=batch_size,
+            seed=seed,
+            val=val,
+            test=test,
+            patience=patience,
+            learning_rate=learning_rate,
+            augment=augment,
+            shuffle_buffer=shuffle_buffer,
+            checkpoint_dir=checkpoint_dir,
+        )
+    except SplitError as err:
         raise _fail(str(err)) from None
-    bundle = train(
-        dataset,
-        arch=arch,
-        epochs=epochs,
-        replicas=replicas,
-        out_url=out,
-        storage_options=options,
-        batch_size=batch_size,
-        seed=seed,
-        preprocess_config=PreprocessConfig(size=image_size),
-        val=val,
-        test=test,
-        patience=patience,
-        learning_rate=learning_rate,
-        augment=augment,
-        checkpoint_dir=checkpoint_dir,
-        data_source=f"{data} (labels {labels})" if labels else data,
-    )
     test_metrics = bundle.provenance["metrics"]["test"]
     summary = f"wrote {out} (hash {bundle.content_hash[:12]})"
     if test_metrics:

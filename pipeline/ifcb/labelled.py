@@ -1,7 +1,8 @@
 """Labelled training images read straight from an IFCB archive: a labels CSV (roi_id,class) + the bins it names.
 
 The images come from THE bin reader (`pipeline.ifcb.bins`), the same one classification uses, so a model is trained on
-exactly the pixels it will later see. Bins are read in parallel threads (I/O bound on object storage).
+exactly the pixels it will later see. Bins are read in parallel (Dask tasks when a training set is prepared,
+`model.prepared`; threads when a set is loaded into memory for evaluation), each labelled bin's files once.
 """
 
 from __future__ import annotations
@@ -9,21 +10,21 @@ from __future__ import annotations
 import csv
 import io
 import logging
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import fsspec
 import numpy as np
 
 from model.data import LabelledImages
+from model.prepared import LabelledSource, LabelledUnit
 from pipeline.ifcb.archive import list_bins
-from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
+from pipeline.ifcb.bins import read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import IfcbFormatError
 from pipeline.ifcb.identifiers import parse_roi_id, roi_id
 
 log = logging.getLogger(__name__)
 
-READ_THREADS = 8
 _MAX_LISTED = 10  # names shown in an error message before "and N more"
 
 
@@ -56,23 +57,37 @@ def read_labels_csv(url: str, storage_options: dict[str, Any] | None = None) -> 
     return labels
 
 
-def _read_bin(fs: Any, files: BinFiles, wanted: dict[int, str]) -> list[tuple[int, np.ndarray, str]]:
+def _read_bin(fs: Any, unit: LabelledUnit) -> list[np.ndarray]:
+    """A labelled bin's images in the unit's order: its `.hdr` and `.adc` read once, its `.roi` in one ranged read."""
+    files, numbers = unit.where
     images = dict(read_bin_images(fs, read_bin_meta(fs, files)))
-    missing = sorted(set(wanted) - set(images))
+    missing = sorted(set(numbers) - set(images))
     if missing:
-        numbers = _listing([str(n) for n in missing])
-        raise IfcbFormatError(f"bin {files.bin.id} has no image for labelled ROI numbers {numbers}")
-    return [(number, images[number], wanted[number]) for number in sorted(wanted)]
+        listed = _listing([str(n) for n in missing])
+        raise IfcbFormatError(f"bin {files.bin.id} has no image for labelled ROI numbers {listed}")
+    return [images[number] for number in numbers]
 
 
-def labelled_images_from_archive(
+def labels_stamp(url: str, storage_options: dict[str, Any] | None = None) -> str:
+    """The version of the labels CSV at `url`: its size and ETag or modification time (one request)."""
+    fs, path = fsspec.core.url_to_fs(url, **(storage_options or {}))
+    info = fs.info(path)
+    version = info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("LastModified") or ""
+    return f"{info.get('size')}:{version}"
+
+
+def labelled_archive_source(
     url: str, labels_csv_url: str, storage_options: dict[str, Any] | None = None
-) -> LabelledImages:
-    """The labelled ROIs of the archive at `url` (groups = bin ids, ids = ROI ids), ordered by bin time then ROI.
+) -> LabelledSource:
+    """The labelled bins of the archive at `url` as a labelled source: one unit per bin (group = bin id, ids = ROI
+    ids), ordered by bin time then ROI number; the labels CSV is read and the bins are listed now, their images
+    when a unit is read (`.hdr`/`.adc` once, the `.roi` in one ranged read).
 
     Every labelled bin must be complete in the archive and every labelled ROI must have an image: training on a
-    silently smaller set than the labels describe would be a quiet error, so any gap raises `IfcbFormatError`.
+    silently smaller set than the labels describe would be a quiet error, so a gap raises `IfcbFormatError` (a
+    missing bin now, a missing image when its bin is read).
     """
+    stamp = labels_stamp(labels_csv_url, storage_options)
     labels = read_labels_csv(labels_csv_url, storage_options)
     fs, bins, failures = list_bins(url, storage_options, bin_ids=labels.keys())
     if failures:
@@ -80,14 +95,26 @@ def labelled_images_from_archive(
             f"{len(failures)} labelled bin(s) unusable in {url}: "
             + _listing([f"{failure.bin} ({failure.reason})" for failure in failures])
         )
-    with ThreadPoolExecutor(READ_THREADS) as pool:
-        per_bin = list(pool.map(lambda files: _read_bin(fs, files, labels[files.bin.id]), bins))
-    data = LabelledImages(images=[], labels=[], groups=[], ids=[])
-    for files, rois in zip(bins, per_bin, strict=True):
-        for number, image, label in rois:
-            data.images.append(image)
-            data.labels.append(label)
-            data.groups.append(files.bin.id)
-            data.ids.append(roi_id(files.bin.id, number))
-    log.info("read %d labelled ROIs of %d classes from %d bins", len(data), len(data.classes), len(bins))
-    return data
+    units = []
+    for files in bins:
+        wanted = labels[files.bin.id]
+        numbers = sorted(wanted)
+        units.append(LabelledUnit(
+            group=files.bin.id, ids=tuple(roi_id(files.bin.id, n) for n in numbers),
+            labels=tuple(wanted[n] for n in numbers), where=(files, tuple(numbers)),
+        ))  # fmt: skip
+
+    def read(chosen: Sequence[LabelledUnit]) -> Iterator[list[np.ndarray]]:
+        for unit in chosen:
+            yield _read_bin(fs, unit)
+
+    source = LabelledSource(name=f"{url} (labels {labels_csv_url})", stamp=stamp, units=units, read=read)
+    log.info("listed %d labelled ROIs of %d classes in %d bins", source.n_rois, len(source.classes), len(bins))
+    return source
+
+
+def labelled_images_from_archive(
+    url: str, labels_csv_url: str, storage_options: dict[str, Any] | None = None
+) -> LabelledImages:
+    """The labelled ROIs of the archive at `url` in memory (`labelled_archive_source`, read whole in parallel)."""
+    return LabelledImages.read(labelled_archive_source(url, labels_csv_url, storage_options))
