@@ -15,7 +15,7 @@ import psutil
 
 from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.bins import read_bin_images, read_bin_meta
-from pipeline.ifcb.synth import SYNTH_CLASSES
+from pipeline.ifcb.synth import SYNTH_CLASSES, write_synthetic_archive
 
 CLASSES = SYNTH_CLASSES[:3]
 IMAGE_SIZE = 32
@@ -106,3 +106,43 @@ def classify_json(archive: Path, bundle: str, store: Path, scheduler: str, *extr
     args = ["classify", str(archive), "--model", bundle, "--out", str(store), "--json", "--cluster", scheduler, *extra]
     result = CliRunner().invoke(app, args)
     return result.exit_code, json.loads(result.stdout)
+
+
+#: The archive of the fault tests on object storage (`clean_fault_run`): small, several partitions.
+FAULT_BINS, FAULT_ROIS = 6, 8
+
+
+def clean_fault_run(client: Any, root: str, options: dict[str, Any]) -> dict[str, str]:
+    """An archive, a bundle and the store of a run without faults under `root` (an `s3://bucket` or `az://container`
+    URL): what a run through faults must equal (`assert_like_clean_run`)."""
+    from pipeline.job.run import ClassifyRequest, run_classification
+
+    archive, bundle, store = f"{root}/archive", f"{root}/bundle.zip", f"{root}/clean.zarr"
+    write_synthetic_archive(archive, bins=FAULT_BINS, rois=FAULT_ROIS, classes=len(CLASSES), seed=9,
+                            storage_options=options)  # fmt: skip
+    make_bundle(bundle, options)
+    summary = run_classification(client, ClassifyRequest(archive, bundle, store, options, partition_mb=0.01))
+    assert summary.complete and summary.bins_done == FAULT_BINS
+    return {"archive": archive, "bundle": bundle, "store": store}
+
+
+def assert_like_clean_run(summary: Any, store_url: str, clean: dict[str, str], options: dict[str, Any]) -> None:
+    """A run through faults (its `summary`, its store) completed every bin, with the ROIs, scores and summary of the
+    clean run (`clean_fault_run`) but for where the bins' partitions are."""
+    from pipeline.results.store import ResultStore
+
+    assert summary.complete and summary.bins_done == FAULT_BINS and summary.bins_incomplete == 0
+    got, want = _store_results(store_url, options), _store_results(clean["store"], options)
+    assert sorted(got) == sorted(want)
+    for bin_id, (numbers, scores) in want.items():
+        assert got[bin_id][0] == numbers
+        np.testing.assert_array_equal(got[bin_id][1], scores)
+    summary_a = ResultStore(store_url, options).summary().drop_vars(["part", "roi_offset"])
+    summary_b = ResultStore(clean["store"], options).summary().drop_vars(["part", "roi_offset"])
+    assert summary_a.equals(summary_b)
+
+
+def _store_results(url: str, options: dict[str, Any]) -> dict[str, tuple[list[int], np.ndarray]]:
+    from pipeline.results.store import ResultStore
+
+    return {record.bin: (numbers.tolist(), scores) for record, numbers, scores in ResultStore(url, options).iter_bins()}

@@ -14,14 +14,13 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import h5py
 import numpy as np
 import pytest
-from classify_support import CLASSES, make_bundle
+from classify_support import CLASSES, assert_like_clean_run, clean_fault_run, make_bundle
 from conftest import AZURITE_KEY, AzureServer
 from faulty_proxy import faulty_proxy
 from typer.testing import CliRunner
 
 from pipeline.cli.app import app
 from pipeline.faults import fault_kind, with_retries
-from pipeline.ifcb.synth import write_synthetic_archive
 from pipeline.job.run import ClassifyRequest, run_classification
 from pipeline.results.export import dashboard_path
 from pipeline.results.lease import Lease, StoreBusyError
@@ -206,26 +205,13 @@ def test_store_requests_per_bin_within_the_s3_budget(azurite: AzureServer, dask_
 
 
 # --- faults -----------------------------------------------------------------------------------------------------
-BINS, ROIS = 6, 8
 
 
 @pytest.fixture(scope="module")
 def clean(azurite: AzureServer, dask_client) -> dict:
     """An archive, a bundle and the store of a run without faults."""
     container = azurite.new_container()
-    options = azurite.storage_options
-    archive, bundle = f"az://{container}/archive", f"az://{container}/bundle.zip"
-    write_synthetic_archive(archive, bins=BINS, rois=ROIS, classes=len(CLASSES), seed=9, storage_options=options)
-    make_bundle(bundle, options)
-    store = f"az://{container}/clean.zarr"
-    summary = run_classification(dask_client, ClassifyRequest(archive, bundle, store, options, partition_mb=0.01))
-    assert summary.complete and summary.bins_done == BINS
-    return {"container": container, "archive": archive, "bundle": bundle, "store": store}
-
-
-def _results(url: str, options: dict) -> dict[str, tuple[list[int], np.ndarray]]:
-    store = ResultStore(url, options)
-    return {record.bin: (numbers.tolist(), scores) for record, numbers, scores in store.iter_bins()}
+    return {"container": container, **clean_fault_run(dask_client, f"az://{container}", azurite.storage_options)}
 
 
 @pytest.mark.slow
@@ -239,15 +225,7 @@ def test_a_run_through_faults_completes_identically(azurite: AzureServer, dask_c
         faults = proxy.counts[kind]
         print(f"\n{kind} at {rate:.0%}: {faults} faults in {sum(proxy.counts.values())} requests")
     assert faults > 10, f"only {faults} faults were injected: nothing was tested"
-    assert summary.complete and summary.bins_done == BINS and summary.bins_incomplete == 0
-    got, want = _results(store, azurite.storage_options), _results(clean["store"], azurite.storage_options)
-    assert sorted(got) == sorted(want)
-    for bin_id, (numbers, scores) in want.items():
-        assert got[bin_id][0] == numbers
-        np.testing.assert_array_equal(got[bin_id][1], scores)
-    summary_a = ResultStore(store, azurite.storage_options).summary().drop_vars(["part", "roi_offset"])
-    summary_b = ResultStore(clean["store"], azurite.storage_options).summary().drop_vars(["part", "roi_offset"])
-    assert summary_a.equals(summary_b)
+    assert_like_clean_run(summary, store, clean, azurite.storage_options)
 
 
 def _raised(operation) -> BaseException:
