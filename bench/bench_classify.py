@@ -37,9 +37,10 @@ IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))
 
 
 def worker_bundle(bundle_url: str, bundle_hash: str, runtime: str | None) -> object:
-    """The bundle as a CPU worker of the job loads it: for the runtime `model.runtimes` chooses (or `runtime`)."""
+    """The bundle as a CPU worker of the job loads it: for the runtime `model.inference.runtimes` chooses (or
+    `runtime`)."""
     from model.bundle import read_bundle_info, runtimes
-    from model.runtimes import choose_runtime
+    from model.inference.runtimes import choose_runtime
     from pipeline.job.worker import get_bundle
 
     chosen = choose_runtime(runtimes(read_bundle_info(bundle_url)), gpu=False, requested=runtime)
@@ -51,8 +52,8 @@ def bare_model_rate(bundle_url: str, bundle_hash: str, runtime: str | None, seco
     for `seconds`."""
     import numpy as np
 
-    from model.inference import make_predictor
-    from pipeline.cluster.runtime import model_threads
+    from model.inference.predictors import make_predictor
+    from pipeline.cluster.worker_setup import model_threads
     from pipeline.job.worker import CPU_BATCH, ONNX_CPU_BATCH
 
     bundle = worker_bundle(bundle_url, bundle_hash, runtime)
@@ -89,6 +90,7 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
     import numpy as np
 
     from model.bundle import read_bundle_info
+    from model.inference.predictors import predict
     from pipeline.ifcb.archive import list_bins
     from pipeline.ifcb.bins import read_bin_images, read_bin_meta
     from pipeline.results.partitions import partition_id
@@ -103,7 +105,7 @@ def serial_loop(archive: str, bundle_url: str, bundle_hash: str, store_url: str)
     for files in bins:
         meta = read_bin_meta(fs, files)
         images = read_bin_images(fs, meta)
-        scores = bundle.predict([image for _, image in images])
+        scores = predict(bundle, [image for _, image in images])
         numbers = np.array([n for n, _ in images], dtype=np.int64)
         result = BinResult(files.bin.id, files.bin.time, numbers, scores, meta.ml_analyzed)
         store.commit_partition(partition_id([files.bin.id], "serial"), [result], bundle.classes)
@@ -153,7 +155,7 @@ def build_bundle(url: str, arch: str, size: int) -> str:
 
     from model.architectures import build
     from model.bundle import Bundle, save_bundle
-    from model.onnx_export import with_onnx_twin
+    from model.convert.to_onnx import with_onnx_twin
     from model.preprocess import PreprocessConfig
     from pipeline.ifcb.synth import SYNTH_CLASSES
 

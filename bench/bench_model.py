@@ -1,9 +1,9 @@
 """Model-only throughput: the bound the distributed classify job is measured against, and training speed. Inference:
 images/s of the utopia-b3 CNN on already preprocessed uint8 tensors (no I/O, no decoding), for several batch sizes,
 through `model.predict`, `model.predict_on_batch`, a jit-compiled `tf.function` (XLA) and the compiled predictor
-that classification and `Bundle.predict` use (`model.inference.Predictor`). Training: images/s of `model.fit` steps
-under MirroredStrategy with 1 and 2 replicas (each in a fresh process, since logical CPU devices must be set before
-TensorFlow starts). Prints markdown tables.
+that classification and a bundle's scores use (`model.inference.predictors.Predictor`). Training: images/s of
+`model.fit` steps under MirroredStrategy with 1 and 2 replicas (each in a fresh process, since logical CPU devices
+must be set before TensorFlow starts). Prints markdown tables.
 
     .venv/bin/python bench/bench_model.py [--arch utopia-b3] [--images 512] [--train-steps 6]
 """
@@ -41,7 +41,7 @@ def bench_inference(arch: str, n_images: int, batch_sizes: list[int], repeats: i
     import tensorflow as tf
 
     from model.architectures import build
-    from model.inference import Predictor
+    from model.inference.predictors import Predictor
 
     model = build(arch, 10)
     predictor = Predictor(model)
@@ -82,7 +82,7 @@ def _step_clock_class() -> type:
 
 def bench_training(arch: str, replicas: int, batch_per_replica: int, steps: int) -> dict:
     """Run in a fresh process: images/s of `fit` steps (after a warm-up epoch) on preprocessed random uint8 tensors."""
-    from model.train import make_strategy
+    from model.training.train import make_strategy
 
     strategy = make_strategy(replicas)
     import keras

@@ -40,8 +40,8 @@ def main() -> None:
 
     from model.architectures import build
     from model.bundle import Bundle
-    from model.inference import make_predictor
-    from model.onnx_export import keras_to_onnx
+    from model.convert.to_onnx import keras_to_onnx
+    from model.inference.predictors import make_predictor
     from model.preprocess import PreprocessConfig
 
     load = os.getloadavg()

@@ -166,7 +166,7 @@ def ensure_bundles(work: Path, arch: str, size: int, ifcbflow: list[str]) -> tup
     """(the Keras bundle with its ONNX twin, as `train` writes bundles; its ONNX export), made once under
     `work`/models."""
     from model.bundle import Bundle, save_bundle
-    from model.onnx_export import with_onnx_twin
+    from model.convert.to_onnx import with_onnx_twin
     from model.preprocess import PreprocessConfig
     from pipeline.ifcb.synth import SYNTH_CLASSES
 

@@ -1,8 +1,8 @@
 """The inference runtimes a worker may run a bundle on, each in a fresh process as a worker starts it: ONNX Runtime on
 the bundle's ONNX twin, Keras on TensorFlow, Keras on JAX (where installed). For each: the time to import it and load
 the bundle, the first batch (session set-up, tracing, compilation), the steady rate, the process's peak RSS, and the
-largest score difference from TensorFlow. This is what `model.runtimes` chooses by; the load average at the start
-is printed (the machine may be shared).
+largest score difference from TensorFlow. This is what `model.inference.runtimes` chooses by; the load average at the
+start is printed (the machine may be shared).
 
     .venv/bin/python bench/bench_runtimes.py [--arch utopia-b3] [--batch 32] [--images 512] [--work /tmp/ifcbflow-rt]
 """
@@ -34,7 +34,7 @@ def peak_rss_kib():  # VmHWM: getrusage's ru_maxrss would carry the forking pare
 import numpy as np
 import model
 from model.bundle import load_bundle
-from model.inference import make_predictor
+from model.inference.predictors import make_predictor
 bundle = load_bundle(bundle_url, runtime="onnx" if backend == "onnx" else "keras")
 loaded = time.perf_counter()
 predictor = make_predictor(bundle, threads=len(__import__("os").sched_getaffinity(0)))
@@ -58,7 +58,7 @@ def make_bundle(arch: str, path: Path) -> None:
 
     from model.architectures import build
     from model.bundle import Bundle, save_bundle
-    from model.onnx_export import with_onnx_twin
+    from model.convert.to_onnx import with_onnx_twin
     from model.preprocess import PreprocessConfig
 
     keras.utils.set_random_seed(0)

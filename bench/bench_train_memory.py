@@ -78,13 +78,13 @@ def train_once(args: list[str], log: Path) -> tuple[int, float, float]:
 THROUGHPUT = r"""
 import json, sys, time
 import numpy as np
-from model.train import make_strategy
+from model.training.train import make_strategy
 strategy = make_strategy(1)
 import keras
 from model import architectures
-from model.data import split_by_group
-from model.prepared import PreparedSet
-from model.train import make_dataset
+from model.training.data import split_by_group
+from model.training.prepared import PreparedSet
+from model.training.train import make_dataset
 
 prepared, limit, batch = PreparedSet(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
 labels, groups = prepared.labels(), prepared.groups()

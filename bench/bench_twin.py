@@ -87,8 +87,8 @@ def main() -> None:
     import numpy as np
     import onnx
 
-    from model.bundle import load_bundle
-    from model.onnx_export import keras_to_onnx
+    from model.convert.to_onnx import keras_to_onnx
+    from model.inference.load import load_bundle
 
     twin = load_bundle(args.bundle, runtime="onnx")
     keras_bundle = load_bundle(args.bundle, runtime="keras")

@@ -1,7 +1,7 @@
 """The GPU check: one table of what a GPU node gives, measured in one run (run it through `bench/gpu_check.sh`).
 
 - model only: utopia-b3 at 128x128 on the GPU, uint8 input cast on the device, float32 and mixed bfloat16, over
-  batch sizes, through the same compiled predictor the job uses (`model.inference`);
+  batch sizes, through the same compiled predictor the job uses (`model.inference.predictors`);
 - feeders: ROIs/s that the feeder processes of one GPU worker read, decode and preprocess from a local archive;
 - end to end: `run_classification` of that archive on the embedded local cluster (one worker per GPU), after a
   warm-up run; and the ratio end to end / model only (at the job's batch size and precision, float32).
@@ -30,7 +30,7 @@ def model_only(batches: list[int], policy: str, seconds: float) -> dict[int, flo
     import numpy as np
 
     from model.architectures import build
-    from model.inference import Predictor
+    from model.inference.predictors import Predictor
 
     keras.config.set_dtype_policy(policy)
     try:
@@ -116,7 +116,8 @@ def main() -> None:
     import keras
 
     import model  # noqa: F401  (first: it keeps TensorFlow's native start-up lines quiet)
-    from pipeline.cluster.local import cores, visible_gpus
+    from pipeline.cluster.devices import visible_gpus
+    from pipeline.cluster.local import cores
 
     quick = args.quick
     batches = [64, 256] if quick else [256, 1024, 4096]

@@ -2,10 +2,10 @@
 
 Layout: `bundle.json` (format version, ordered classes, arch name, preprocessing, provenance, content hash and,
 when fitted, per-class `thresholds`) and the model: `model.keras` (Keras 3 native file) or, for an ONNX model
-(`"runtime": "onnx"` in the metadata; absent means Keras), `model.onnx` (`model.onnx_model`). A Keras bundle may also
-carry its model's ONNX conversion, its *ONNX twin* (`model.onnx`, its sha256 under `onnx_twin` in the metadata),
-which CPU workers run on ONNX Runtime (`model.runtimes`): the same network, its scores within
-`model.onnx_export.TOLERANCE` of the Keras model's, so the same model to an output store. The content hash is
+(`"runtime": "onnx"` in the metadata; absent means Keras), `model.onnx` (`model.formats.onnx_model`). A Keras bundle
+may also carry its model's ONNX conversion, its *ONNX twin* (`model.onnx`, its sha256 under `onnx_twin` in the
+metadata), which CPU workers run on ONNX Runtime (`model.inference.runtimes`): the same network, its scores within
+`model.convert.to_onnx.TOLERANCE` of the Keras model's, so the same model to an output store. The content hash is
 sha256 over the model bytes and the canonical metadata (which holds the twin's sha256), so an output store can record
 exactly which model wrote it and a tampered file is refused on load. Thresholds are part of the metadata, hence of
 the content hash, but not of the model's identity (`model_hash`: model bytes, classes, architecture, preprocessing),
@@ -24,6 +24,9 @@ float32 input) with a message rather than converting them: Pillow's bilinear res
 OpenCV's INTER_LINEAR does not, so an old model would silently see other pixels than it was trained on. A model
 from ifcbUTOPIA's Keras 2 weights is re-imported (`ifcbflow model import ARCH.json WEIGHTS.h5`: those weights were
 trained on this OpenCV contract); a model trained by ifcbflow 1 is retrained.
+
+This module reads, writes and verifies bundle files and imports no model runtime: building a bundle's model from
+its bytes is `model.inference.load.load_bundle`'s (with `model.formats`), running it `model.inference.predictors`'.
 """
 
 from __future__ import annotations
@@ -43,7 +46,8 @@ from typing import IO, Any
 import fsspec
 import numpy as np
 
-from model.preprocess import PreprocessConfig, preprocess_into
+from model.decision import count_columns, threshold_array
+from model.preprocess import PreprocessConfig
 from model.safe_zip import MAX_MODEL_BYTES_ENV, UnsafeZipError, max_model_bytes, open_zip, read_member
 
 log = logging.getLogger(__name__)
@@ -72,36 +76,19 @@ class BundleError(ValueError):
 
 @dataclass
 class Bundle:
-    """A trained classifier with everything needed to apply it the same way it was trained."""
+    """A trained classifier with everything needed to apply it the same way it was trained (its scores:
+    `model.inference.predictors.predict`)."""
 
-    model: Any  # keras.Model or model.onnx_model.OnnxModel; typed loosely so this module imports neither
+    model: Any  # keras.Model or model.formats.onnx_model.OnnxModel; typed loosely so this module imports neither
     classes: list[str]
     preprocess: PreprocessConfig
     arch: str
     provenance: dict[str, Any] = field(default_factory=dict)
     content_hash: str = ""
-    thresholds: dict[str, float] | None = None  # per class, `model.thresholds`' rule; None: plain argmax
-    onnx_twin: Any = None  # a Keras model's ONNX conversion (`model.onnx_model.OnnxModel`), or None
-    _predictor: Any = field(default=None, init=False, repr=False, compare=False)
-
-    def predict(self, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
-        """Class probabilities float32 (n, n_classes) for uint8 2-D ROIs, in `self.classes` order.
-
-        Preprocessing fills one reused batch buffer, so memory stays bounded for any number of images; the model
-        runs through the same predictor as classification (`model.inference.make_predictor`).
-        """
-        from model.inference import make_predictor
-
-        if self._predictor is None:
-            self._predictor = make_predictor(self)
-        out = np.empty((len(images), len(self.classes)), dtype=np.float32)
-        size = self.preprocess.size
-        buffer = np.empty((min(batch_size, len(images)), size, size, 1), dtype=self.preprocess.pixel_dtype)
-        for start in range(0, len(images), batch_size):
-            chunk = images[start : start + batch_size]
-            batch = preprocess_into(chunk, self.preprocess, buffer[: len(chunk)])
-            out[start : start + len(chunk)] = self._predictor.predict(batch)
-        return out
+    thresholds: dict[str, float] | None = None  # per class, `model.decision`'s rule; None: plain argmax
+    onnx_twin: Any = None  # a Keras model's ONNX conversion (`model.formats.onnx_model.OnnxModel`), or None
+    #: the predictor `model.inference.predictors.predict` made for the model, kept for its next call
+    predictor: Any = field(default=None, init=False, repr=False, compare=False)
 
 
 def check_model(model: Any, n_classes: int, config: PreprocessConfig) -> None:
@@ -143,40 +130,8 @@ def default_preprocess(model: Any) -> PreprocessConfig:
     return PreprocessConfig(size=model.input_shape[1] or PreprocessConfig().size)
 
 
-def load_keras_model(data: bytes, what: str) -> Any:
-    """A Keras 3 native file's bytes -> the model, in safe mode (no code from the file runs) and uncompiled;
-    BundleError for a file that is not one, a zip bomb (`model.safe_zip`), a config naming code
-    (`model.keras_safety`) or a model safe mode refuses."""
-    import keras
-
-    from model.keras_safety import check_keras_config
-
-    try:  # Keras bounds its members only past 4 GiB: a bomb inside is refused before Keras opens the file
-        with open_zip(io.BytesIO(data), what, model_file_limit()) as archive:
-            config = json.loads(read_member(archive, "config.json", what))
-    except zipfile.BadZipFile:
-        raise BundleError(f"{what} cannot be loaded: not a zip file, as every .keras file is") from None
-    except KeyError:
-        raise BundleError(f"{what} cannot be loaded: it has no config.json") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise BundleError(f"{what}: its config.json is not JSON: {err}") from None
-    except UnsafeZipError as err:
-        raise BundleError(str(err)) from None
-    check_keras_config(config, what)  # names a Lambda or custom object before Keras would
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / _MODEL
-        path.write_bytes(data)
-        try:
-            return keras.saving.load_model(path, compile=False, safe_mode=True)
-        except Exception as err:  # Keras raises many types for a bad file; all mean the same to the caller
-            raise BundleError(f"{what} cannot be loaded: {err}") from err
-
-
 def checked_thresholds(thresholds: dict[str, float], classes: list[str]) -> dict[str, float]:
     """Thresholds as stored: one per class, in class order, each in [0, 1]; BundleError for anything else."""
-    from model.decision import count_columns
-    from model.thresholds import threshold_array
-
     try:
         count_columns(classes, thresholded=True)  # no class may be named like the unclassified ROIs
         values = threshold_array(thresholds, classes)
@@ -284,7 +239,7 @@ def save_with_thresholds(
     """Write the bundle at `source_url` to `out_url` with new thresholds (and `fit`, how they were fitted, as
     `provenance.thresholds`); returns the new hash. The model file (and its ONNX twin) is copied byte for byte: the
     same model."""
-    metadata, model_bytes, twin = _read_verified(source_url, storage_options)
+    metadata, model_bytes, twin = read_verified(source_url, storage_options)
     metadata["thresholds"] = checked_thresholds(thresholds, list(metadata["classes"]))
     metadata["provenance"] = _json_safe({**metadata["provenance"], "thresholds": fit})
     digest = _write(model_bytes, metadata, out_url, storage_options, twin)
@@ -302,23 +257,13 @@ def save_with_twin(
     """Write the Keras bundle at `source_url` to `out_url` with `twin` (an `OnnxModel`) as its ONNX twin and `made`
     (how it was made) as `provenance.onnx_twin`; returns the new hash. The Keras model is copied byte for byte, so
     the new bundle has the same `model_hash`: the same model to an output store."""
-    metadata, model_bytes, _ = _read_verified(source_url, storage_options)
+    metadata, model_bytes, _ = read_verified(source_url, storage_options)
     require_keras(metadata.get("runtime", "keras"))
     metadata["onnx_twin"] = {"sha256": hashlib.sha256(twin.data).hexdigest()}
     metadata["provenance"] = _json_safe({**metadata["provenance"], "onnx_twin": made})
     digest = _write(model_bytes, metadata, out_url, storage_options, twin.data)
     log.info("saved bundle %s with an ONNX twin (hash %s, from %s)", out_url, digest, source_url)
     return digest
-
-
-def _read_verified(url: str, storage_options: dict[str, Any] | None) -> tuple[dict[str, Any], bytes, bytes | None]:
-    """(metadata without its content hash, model bytes, ONNX twin bytes or None) of a verified bundle."""
-    archive = _open_zip(read_model_file(url, storage_options), url)
-    metadata = _parse_metadata(archive, url)
-    model_bytes = _read(archive, _member(metadata, archive, url), url)
-    _verify(model_bytes, metadata, url)
-    twin = _twin_bytes(metadata, archive, url)
-    return {key: value for key, value in metadata.items() if key != "content_hash"}, model_bytes, twin
 
 
 def _write(
@@ -328,7 +273,8 @@ def _write(
     storage_options: dict[str, Any] | None,
     twin: bytes | None = None,
 ) -> str:
-    """Hash the metadata and model, and write them (and the ONNX twin) as one zip in one write; returns the hash."""
+    """Hash the metadata (its old `content_hash` aside) and model, and write them (and the ONNX twin) as one zip in
+    one write; returns the hash."""
     metadata = {**metadata, "content_hash": content_hash(model_bytes, metadata)}
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
@@ -471,7 +417,7 @@ def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) ->
 
     The zip's directory sits at its end, so only that, the small metadata member and (once per process and bundle,
     for `model_hash`) the model member are fetched (ranged reads on object storage); the content hash is checked
-    by `load_bundle`.
+    by `read_verified` (as `model.inference.load.load_bundle` reads a bundle).
     """
     try:
         with fsspec.open(url, "rb", **(storage_options or {})) as f:
@@ -486,37 +432,31 @@ def read_bundle_info(url: str, storage_options: dict[str, Any] | None = None) ->
     return {**metadata, "model_hash": known}
 
 
-def load_bundle(url: str, storage_options: dict[str, Any] | None = None, runtime: str | None = None) -> Bundle:
-    """Load and verify a bundle from any fsspec URL; Keras loads in safe mode (no arbitrary code from the file).
-
-    `runtime` picks the model to build: None its own (Keras or ONNX), "onnx" the ONNX graph (an ONNX bundle's model
-    or a Keras bundle's ONNX twin: Keras is not imported), "keras" the Keras model. BundleError when the bundle has
-    no model for that runtime (`runtimes` tells which it has)."""
+def read_verified(
+    url: str, storage_options: dict[str, Any] | None = None
+) -> tuple[dict[str, Any], bytes, bytes | None]:
+    """(metadata, model bytes, ONNX twin bytes or None) of the bundle at any fsspec URL, read only up to
+    `model_file_limit()`: BundleError unless it is a bundle of this format whose content hash and twin's sha256 match
+    what it records. Builds no model (`model.inference.load.load_bundle` does)."""
     archive = _open_zip(read_model_file(url, storage_options), url)
     metadata = _parse_metadata(archive, url)
     model_bytes = _read(archive, _member(metadata, archive, url), url)
     _verify(model_bytes, metadata, url)
-    offered = runtimes(metadata)
-    runtime = runtime or offered[0]
-    if runtime not in offered:
-        hint = " (`ifcbflow model export BUNDLE --add-onnx` adds one)" if runtime == "onnx" else ""
-        raise BundleError(f"{url}: this bundle has no model for the {runtime} runtime, only {', '.join(offered)}{hint}")
+    return metadata, model_bytes, _twin_bytes(metadata, archive, url)
+
+
+def preprocess_of(metadata: dict[str, Any], url: str) -> PreprocessConfig:
+    """The preprocessing contract a bundle's metadata records; BundleError for bad parameters."""
     try:
-        preprocess = PreprocessConfig.from_dict(metadata["preprocess"])
+        return PreprocessConfig.from_dict(metadata["preprocess"])
     except (TypeError, ValueError) as err:
         raise BundleError(f"{url}: bad preprocessing parameters: {err}") from None
-    twin_bytes = _twin_bytes(metadata, archive, url)
-    twin = None
-    if runtime == "onnx":
-        from model.onnx_model import OnnxModel
 
-        model: Any = OnnxModel.from_bytes(twin_bytes or model_bytes, f"{url}: the ONNX model inside the bundle")
-    else:
-        model = load_keras_model(model_bytes, f"{url}: the model inside the bundle")
-        if twin_bytes is not None:
-            from model.onnx_model import OnnxModel
 
-            twin = OnnxModel.from_bytes(twin_bytes, f"{url}: the ONNX twin inside the bundle")
+def checked_bundle(metadata: dict[str, Any], preprocess: PreprocessConfig, model: Any, twin: Any, url: str) -> Bundle:
+    """The `Bundle` of verified metadata (`read_verified`), its contract (`preprocess_of`) and the model (and ONNX
+    twin, or None) built from its bytes; BundleError naming `url` where the model does not fit the classes and the
+    contract (`check_model`) or the thresholds are bad."""
     classes = list(metadata["classes"])
     try:
         check_model(model, len(classes), preprocess)

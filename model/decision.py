@@ -6,11 +6,15 @@ agree. The rule lives with the model because what it depends on (per-class thres
 Without thresholds a ROI goes to its argmax class. With thresholds (one per class, in the class order) a ROI goes to
 its argmax class c only if its score for c is at least `thresholds[c]`; otherwise it is unclassified, index
 `UNCLASSIFIED` (-1) among winners and one extra trailing column among counts. Argmax is the case of no thresholds.
+Thresholds as a bundle, a store or a thresholds file holds them ({class: threshold}) become that array through
+`threshold_array`; fitting them on labelled ROIs is `model.training.thresholds`'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -63,6 +67,51 @@ def winner_names(won: np.ndarray, classes: Sequence[str]) -> list[str]:
     if won.size and (won.min() < UNCLASSIFIED or won.max() >= len(classes)):
         raise ValueError(f"winner indices must lie in [-1, {len(classes)})")
     return names[won].tolist()  # -1 picks the appended name
+
+
+def threshold_array(thresholds: Mapping[str, float] | None, classes: Sequence[str]) -> np.ndarray | None:
+    """{class: threshold} -> an array in class order for `winners` and `class_counts`; None stays None (plain argmax).
+
+    A class the mapping leaves out gets 0.0 (argmax); a name that is not a class, or a value outside [0, 1], is an
+    error, so a typo cannot pass silently.
+    """
+    if thresholds is None:
+        return None
+    unknown = sorted(set(thresholds) - set(classes))
+    if unknown:
+        raise ValueError(f"thresholds for {unknown}, which are not classes of the model ({', '.join(classes)})")
+    values = np.array([float(thresholds.get(name, 0.0)) for name in classes], dtype=np.float64)
+    if not np.all((values >= 0.0) & (values <= 1.0)):
+        raise ValueError(f"thresholds must lie in [0, 1], got {dict(zip(classes, values.tolist(), strict=True))}")
+    return values
+
+
+def thresholds_digest(thresholds: Mapping[str, float] | None, classes: Sequence[str]) -> str:
+    """sha256 of the thresholds as applied (in class order, a left-out class at 0.0); `argmax` for None.
+
+    Two mappings that decide every ROI alike have the same digest, whatever their key order or source.
+    """
+    values = threshold_array(thresholds, classes)
+    if values is None:
+        return "argmax"
+    canonical = json.dumps([[name, float(v)] for name, v in zip(classes, values.tolist(), strict=True)])
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def parse_thresholds_file(data: bytes, where: str) -> dict[str, float]:
+    """A thresholds file: a JSON object {class: threshold}, or one with such an object under `thresholds` (what
+    `ifcbflow model thresholds --json` prints). ValueError names what is wrong."""
+    try:
+        document = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{where}: not a JSON thresholds file: {err}") from None
+    if isinstance(document, dict) and isinstance(document.get("thresholds"), dict):
+        document = document["thresholds"]
+    if not isinstance(document, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in document.values()
+    ):
+        raise ValueError(f"{where}: expected a JSON object of class names to thresholds in [0, 1]")
+    return {str(name): float(value) for name, value in document.items()}
 
 
 def _aligned(thresholds: np.ndarray, n_classes: int) -> np.ndarray:

@@ -41,9 +41,9 @@ def list_archive(archive: str) -> None:
 def train_model(out: Path, archive: str, name: str = "model", seed: int = 0, epochs: int = DEMO_EPOCHS) -> str:
     """Step 3: train the small CNN on the labelled synthetic ROIs with 2 replicas (`ifcbflow train`); the bundle
     gets per-class thresholds fitted on the validation split."""
-    from model.prepared import prepare
     from model.preprocess import PreprocessConfig
-    from model.train import train
+    from model.training.prepared import prepare
+    from model.training.train import train
     from pipeline.ifcb.labelled import labelled_archive_source
 
     source = labelled_archive_source(archive, f"{archive}/labels.csv")

@@ -50,7 +50,8 @@ def reference_scores(
     archive_url: str, bundle_url: str, storage_options: dict[str, Any] | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """What the job must produce, computed in this process: (ROI numbers, scores) per readable bin."""
-    from model.bundle import load_bundle
+    from model.inference.load import load_bundle
+    from model.inference.predictors import predict
 
     bundle = load_bundle(bundle_url, storage_options)
     fs, bins, _ = list_bins(archive_url, storage_options)
@@ -61,7 +62,7 @@ def reference_scores(
         except ValueError:
             continue
         numbers = np.array([n for n, _ in images], dtype=np.int64)
-        out[files.bin.id] = (numbers, bundle.predict([image for _, image in images]))
+        out[files.bin.id] = (numbers, predict(bundle, [image for _, image in images]))
     return out
 
 

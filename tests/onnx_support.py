@@ -83,7 +83,7 @@ def onnx_bundle(root: Path, classes: list[str]) -> str:
     """A bundle of a small ONNX classifier (32x32 inputs, the SMHI preprocessing) under `root`: runs that need ONNX
     Runtime only, quick to start. Returns its path."""
     from model.bundle import save_bundle
-    from model.onnx_import import import_onnx
+    from model.convert.from_onnx import import_onnx
     from model.preprocess import preset
 
     onnx_classifier(root / "m.onnx", size=32, features=8)

@@ -22,7 +22,7 @@ def reference(image: np.ndarray, size: int = 128, pad_value: int = 0) -> np.ndar
 
 def labelled_rois(utopia: Path) -> list[np.ndarray]:
     """The shared labelled ROIs (`utopia/labelled/<class>/*.png`)."""
-    from model.data import load_image_folder
+    from model.training.data import load_image_folder
 
     return load_image_folder(str(utopia / "labelled")).images
 

@@ -22,9 +22,10 @@ from distributed.comm import connect, get_address_host_port
 from distributed.security import Security
 
 from pipeline.cluster.client import open_client, workers_have_gpus
-from pipeline.cluster.local import cores, visible_gpus
-from pipeline.cluster.runtime import TF_THREADS_ENV
+from pipeline.cluster.devices import visible_gpus
+from pipeline.cluster.local import cores
 from pipeline.cluster.signals import StoppedBySignal, stop_on_signals
+from pipeline.cluster.worker_setup import TF_THREADS_ENV
 
 pytestmark = pytest.mark.slow
 
@@ -171,7 +172,7 @@ def _worker_imports() -> dict[str, object]:
 
     import psutil
 
-    from pipeline.cluster.runtime import configure_tensorflow
+    from pipeline.cluster.worker_setup import configure_tensorflow
 
     configure_tensorflow()
     loaded = {name: name in sys.modules for name in ("jax", "sklearn", "keras")}

@@ -27,8 +27,7 @@ import pytest
 import zarr
 from fsspec.implementations.local import LocalFileSystem
 
-from model.decision import class_counts
-from model.thresholds import threshold_array
+from model.decision import class_counts, threshold_array
 from pipeline.ifcb.errors import BinFailure
 from pipeline.results import consolidation as consolidation_module
 from pipeline.results import encoding as encoding_module

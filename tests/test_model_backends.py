@@ -18,6 +18,7 @@ from classify_support import random_weight
 
 from model import architectures
 from model.bundle import Bundle, save_bundle
+from model.inference.predictors import predict
 from model.preprocess import PreprocessConfig
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,12 +28,13 @@ _PREDICT_ON_JAX = """
 import json, sys
 import numpy as np
 import keras
-from model.bundle import load_bundle
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
 bundle = load_bundle(sys.argv[1])
 x = np.load(sys.argv[2])
 rois = [np.load(sys.argv[3])[i, : 20 + 7 * i, : 90 - 5 * i] for i in range(8)]
 np.save(sys.argv[4], np.asarray(bundle.model.predict_on_batch(x), dtype=np.float32))
-np.save(sys.argv[5], bundle.predict(rois, batch_size=3))
+np.save(sys.argv[5], predict(bundle, rois, batch_size=3))
 print(json.dumps({"backend": keras.backend.backend(), "tensorflow_imported": "tensorflow" in sys.modules}))
 """
 
@@ -80,13 +82,13 @@ def test_a_bundle_predicts_the_same_under_jax_and_tensorflow(tmp_path: Path) -> 
     assert on_tf.max() < 0.999 and on_tf.min() > 1e-4  # a softmax that differences would move
     np.testing.assert_allclose(np.load(tmp_path / "jax_x.npy"), on_tf, atol=1e-5)
     rois = [canvas[i, : 20 + 7 * i, : 90 - 5 * i] for i in range(8)]
-    np.testing.assert_allclose(np.load(tmp_path / "jax_rois.npy"), bundle.predict(rois, batch_size=5), atol=1e-5)
+    np.testing.assert_allclose(np.load(tmp_path / "jax_rois.npy"), predict(bundle, rois, batch_size=5), atol=1e-5)
 
 
 def test_training_refuses_a_backend_other_than_tensorflow(tmp_path: Path) -> None:
     script = (
         "from typer.testing import CliRunner\n"
-        "from model.train import train\n"
+        "from model.training.train import train\n"
         "from pipeline.cli.app import app\n"
         "try:\n"
         "    train(None, epochs=1, out_url='unused')\n"

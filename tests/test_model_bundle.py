@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from model import architectures
-from model.bundle import Bundle, BundleError, load_bundle, read_bundle_info, save_bundle
+from model.bundle import Bundle, BundleError, read_bundle_info, save_bundle
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
 from model.preprocess import PreprocessConfig
 
 CLASSES = ["round", "needle", "star"]
@@ -47,12 +49,12 @@ def test_local_round_trip_predicts_the_same(bundle: Bundle, images, tmp_path: Pa
         CLASSES, "small-cnn", PreprocessConfig(size=24, pad_value=5), digest,
     )  # fmt: skip
     assert loaded.provenance == {"data": {"source": "unit test"}, "score": 0.5, "nan": None}
-    expected = bundle.predict(images)
-    got = loaded.predict(images, batch_size=4)  # batches of 4, 4, 3
+    expected = predict(bundle, images)
+    got = predict(loaded, images, batch_size=4)  # batches of 4, 4, 3
     assert got.shape == (11, 3) and got.dtype == np.float32
     np.testing.assert_allclose(got, expected, atol=1e-6)
     np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-5)
-    assert loaded.predict([]).shape == (0, 3)
+    assert predict(loaded, []).shape == (0, 3)
 
 
 def test_s3_round_trip_and_cheap_info(bundle: Bundle, images, s3_server) -> None:
@@ -62,7 +64,7 @@ def test_s3_round_trip_and_cheap_info(bundle: Bundle, images, s3_server) -> None
     assert info["content_hash"] == digest and info["classes"] == CLASSES and info["arch"] == "small-cnn"
     assert info["preprocess"] == {"size": 24, "pad_value": 5, "normalisation": "minmax", "method": "opencv"}
     loaded = load_bundle(url, s3_server.storage_options)
-    np.testing.assert_allclose(loaded.predict(images), bundle.predict(images), atol=1e-6)
+    np.testing.assert_allclose(predict(loaded, images), predict(bundle, images), atol=1e-6)
     with pytest.raises(BundleError, match=r"no model bundle at s3://.*/absent"):
         load_bundle(url.replace("m.ifcbmodel", "absent"), s3_server.storage_options)
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from model.data import SplitError, check_splittable, image_folder_source, load_image_folder, split_by_group
-from model.prepared import PADDING, PreparedSet, PreparedSetError, plan_parts, prepare
 from model.preprocess import PreprocessConfig, preprocess_batch
+from model.training.data import SplitError, check_splittable, image_folder_source, load_image_folder, split_by_group
+from model.training.prepared import PADDING, PreparedSet, PreparedSetError, plan_parts, prepare
 from pipeline.ifcb.errors import IfcbFormatError
 from pipeline.ifcb.identifiers import roi_group
 from pipeline.ifcb.labelled import labelled_archive_source, labelled_images_from_archive
@@ -111,7 +111,7 @@ def test_a_prepared_set_holds_the_model_inputs_labels_groups_and_ids(tmp_path: P
 
 
 def test_preparation_resumes_by_part_and_never_overwrites_another_set(tmp_path: Path, monkeypatch) -> None:
-    import model.prepared as prepared_module
+    import model.training.prepared as prepared_module
 
     url = str(tmp_path / "archive")
     write_synthetic_archive(url, bins=4, rois=10, classes=2, seed=1)

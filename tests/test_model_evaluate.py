@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.evaluate import evaluate, top_k_accuracy, write_confusion
+from model.training.evaluate import evaluate, top_k_accuracy, write_confusion
 
 CLASSES = ["a", "b", "c"]
 #                   true a: predicted a, a, b;  true b: b, c;  true c: c

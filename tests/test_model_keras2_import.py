@@ -18,10 +18,12 @@ from classify_support import random_weight
 from typer.testing import CliRunner
 
 from model import architectures
-from model.bundle import BundleError, load_bundle, read_bundle_info
-from model.data import load_image_folder
-from model.keras2_import import Keras2ImportError, import_keras2, model_from_keras2_json
+from model.bundle import BundleError, read_bundle_info
+from model.convert.from_keras2 import Keras2ImportError, import_keras2, model_from_keras2_json
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
 from model.preprocess import PreprocessConfig, preprocess_batch
+from model.training.data import load_image_folder
 from pipeline.cli.app import app
 
 UTOPIA_CLASSES = ["Chloro", "Cilliate", "Crypto", "Diatom", "Dictyo", "Dinoflagellate", "Eugleno", "Other",
@@ -97,7 +99,7 @@ def test_imported_model_predicts_like_the_reference(keras2_files, utopia_data: P
     images = load_image_folder(str(utopia_data / "labelled")).images[:24]
     x = preprocess_batch(images, bundle.preprocess)
     expected = _reference(flat).predict(x, verbose=0)
-    got = bundle.predict(images, batch_size=8)
+    got = predict(bundle, images, batch_size=8)
     assert got.shape == (24, 10)
     assert expected.max(axis=1).min() < 0.99  # random weights that still give a non-degenerate softmax
     np.testing.assert_allclose(got, expected, atol=1e-5)

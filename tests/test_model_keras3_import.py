@@ -13,8 +13,10 @@ import pytest
 from typer.testing import CliRunner
 
 from model import architectures
-from model.bundle import BundleError, load_bundle, read_bundle_info
-from model.keras3_import import import_keras3
+from model.bundle import BundleError, read_bundle_info
+from model.convert.from_keras3 import import_keras3
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
 from model.preprocess import PreprocessConfig, preprocess_batch
 from pipeline.cli.app import app
 
@@ -51,7 +53,7 @@ def test_a_uint8_keras_file_imports_as_is(tmp_path: Path) -> None:
     bundle = load_bundle(str(tmp_path / "b.zip"))
     images = _images()
     expected = model.predict_on_batch(preprocess_batch(images, bundle.preprocess))
-    np.testing.assert_allclose(bundle.predict(images), expected, atol=1e-6)
+    np.testing.assert_allclose(predict(bundle, images), expected, atol=1e-6)
 
 
 def test_a_float_keras_file_is_wrapped_to_take_uint8(tmp_path: Path) -> None:

@@ -13,9 +13,10 @@ from preprocess_support import bin_rois, labelled_rois, reference
 
 from model.architectures import uint8_image_input
 from model.bundle import Bundle
-from model.data import load_image_folder
+from model.inference.predictors import predict
 from model.preprocess import PreprocessConfig, preprocess, preprocess_batch, preprocess_into, resized_shape
-from model.train import make_dataset
+from model.training.data import load_image_folder
+from model.training.train import make_dataset
 
 RAW = {"normalisation": "none"}
 
@@ -148,10 +149,10 @@ def test_bad_inputs_and_config_round_trip() -> None:
 
 
 def test_training_and_inference_see_identical_inputs_on_real_rois(utopia_data: Path, tmp_path: Path) -> None:
-    """The training pipeline (a prepared set, streamed, no augmentation) and Bundle.predict feed the model the same
+    """The training pipeline (a prepared set, streamed, no augmentation) and `predict` feed the model the same
     uint8 tensors."""
-    from model.data import image_folder_source
-    from model.prepared import prepare
+    from model.training.data import image_folder_source
+    from model.training.prepared import prepare
 
     data = load_image_folder(str(utopia_data / "labelled"))
     config = PreprocessConfig(size=64)
@@ -160,12 +161,11 @@ def test_training_and_inference_see_identical_inputs_on_real_rois(utopia_data: P
     training = np.concatenate(
         [batch[0].numpy() for batch in make_dataset(prepared, rows, 16, training=False, seed=0)]
     )
-    # inference: a model that returns its (cast) input flattened, so Bundle.predict's output is what the model saw
+    # inference: a model that returns its (cast) input flattened, so `predict`'s output is what the model saw
     inputs, cast = uint8_image_input((64, 64, 1))
     echo = keras.Model(inputs, keras.layers.Flatten()(cast))
-    seen = Bundle(model=echo, classes=[str(i) for i in range(64 * 64)], preprocess=config, arch="echo").predict(
-        data.images, batch_size=10
-    )
+    echo_bundle = Bundle(model=echo, classes=[str(i) for i in range(64 * 64)], preprocess=config, arch="echo")
+    seen = predict(echo_bundle, data.images, batch_size=10)
     assert training.shape == (93, 64, 64, 1) and training.dtype == np.uint8
     np.testing.assert_array_equal(seen, training.reshape(93, -1).astype(np.float32))
     np.testing.assert_array_equal(training, preprocess_batch(data.images, config))

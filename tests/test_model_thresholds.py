@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from model.decision import class_counts, winners
-from model.thresholds import fit_thresholds, threshold_array
+from model.decision import class_counts, threshold_array, winners
+from model.training.thresholds import fit_thresholds
 
 
 def two_classes(a_scores: list[float]) -> np.ndarray:

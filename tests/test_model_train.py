@@ -20,8 +20,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from model.bundle import load_bundle
-from model.data import image_folder_source, load_image_folder
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
+from model.training.data import image_folder_source, load_image_folder
 from pipeline.cli.app import app
 from pipeline.ifcb.synth import write_synthetic_archive
 
@@ -50,7 +51,7 @@ def _run(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 
 def test_make_strategy_gives_two_cpu_replicas_in_a_fresh_process() -> None:
     script = (
-        "from model.train import make_strategy\n"
+        "from model.training.train import make_strategy\n"
         "s = make_strategy(2)\n"
         "assert s.num_replicas_in_sync == 2, s.num_replicas_in_sync\n"
         "try:\n"
@@ -141,9 +142,9 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(archives, tmp_path: Path)
 
 
 def test_real_labelled_rois_train_one_epoch_of_the_deployed_architecture(utopia_data: Path, tmp_path: Path) -> None:
-    from model.prepared import prepare
     from model.preprocess import PreprocessConfig
-    from model.train import train
+    from model.training.prepared import prepare
+    from model.training.train import train
 
     data = load_image_folder(str(utopia_data / "labelled"))
     prepared = prepare(image_folder_source(str(utopia_data / "labelled")), str(tmp_path / "p"), PreprocessConfig())
@@ -158,7 +159,7 @@ def test_real_labelled_rois_train_one_epoch_of_the_deployed_architecture(utopia_
     assert provenance["metrics"]["test"]["n"] == provenance["split"]["n_test"] > 0
     assert set(provenance["versions"]) >= {"tensorflow", "keras", "ifcbflow"}
     loaded = load_bundle(str(tmp_path / "u.ifcbmodel"))
-    assert loaded.predict(data.images[:5]).shape == (5, 9)
+    assert predict(loaded, data.images[:5]).shape == (5, 9)
 
 
 def test_a_second_training_reuses_the_prepared_set_and_reads_nothing_from_the_archive(tmp_path: Path) -> None:
@@ -184,7 +185,7 @@ def test_a_second_training_reuses_the_prepared_set_and_reads_nothing_from_the_ar
 
 
 def test_checkpoint_dir_is_derived_and_never_shared_by_two_different_runs(tmp_path: Path) -> None:
-    from model.train import _claim_checkpoint_dir, default_checkpoint_dir
+    from model.training.train import _claim_checkpoint_dir, default_checkpoint_dir
 
     assert default_checkpoint_dir("/data/m.ifcbmodel") == Path("/data/m.ifcbmodel.ckpt")
     assert default_checkpoint_dir("file:///data/m.ifcbmodel") == Path("/data/m.ifcbmodel.ckpt")

@@ -115,7 +115,7 @@ def test_the_level_decides_which_absl_lines_are_dropped(level: str, dropped: str
         matched = pattern is not None and re.search(pattern, line) is not None
         assert matched == (severity in dropped), (level, line)
     assert (pattern is not None) == bool(dropped)
-    ordinary = "2026-12-06 19:20:20,496 INFO model.train: training small-cnn on 240 images"
+    ordinary = "2026-12-06 19:20:20,496 INFO model.training.train: training small-cnn on 240 images"
     assert pattern is None or re.search(pattern, ordinary) is None
 
 

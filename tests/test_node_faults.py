@@ -248,7 +248,7 @@ def test_a_runtime_that_cannot_be_imported_stops_the_run_before_anything_is_subm
 def test_a_worker_that_cannot_import_the_runtime_refuses_it_and_auto_passes_over_it(tmp_path: Path) -> None:
     code = textwrap.dedent(
         """
-        from model.runtimes import RuntimeMissingError, choose_runtime
+        from model.inference.runtimes import RuntimeMissingError, choose_runtime
         print(choose_runtime(("keras", "onnx"), gpu=False))
         for offered, requested in ((("onnx",), None), (("keras", "onnx"), "onnx")):
             try:

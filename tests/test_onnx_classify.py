@@ -10,7 +10,7 @@ import pytest
 from onnx_support import features_of, onnx_classifier, run_directly
 
 from model.bundle import save_bundle
-from model.onnx_import import import_onnx
+from model.convert.from_onnx import import_onnx
 from model.preprocess import model_input, preprocess_batch, preset
 from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.bins import read_bin_images, read_bin_meta

@@ -12,9 +12,10 @@ from classify_support import make_bundle
 from onnx_support import features_of, onnx_classifier, run_directly
 from typer.testing import CliRunner
 
-from model.bundle import BundleError, load_bundle, read_bundle_info, save_bundle
-from model.inference import make_predictor
-from model.onnx_import import import_onnx
+from model.bundle import BundleError, read_bundle_info, save_bundle
+from model.convert.from_onnx import import_onnx
+from model.inference.load import load_bundle
+from model.inference.predictors import make_predictor, predict
 from model.preprocess import model_input, preprocess_batch, preset
 from pipeline.cli.app import app
 
@@ -44,7 +45,7 @@ def test_import_then_scores_equal_the_model_run_directly(tmp_path: Path, name: s
     images = _images()
     inputs = model_input(preprocess_batch(images, bundle.preprocess), bundle.preprocess)
     assert inputs.shape == (len(images), 3, 40, 40) and inputs.dtype == np.float32
-    np.testing.assert_array_equal(bundle.predict(images, batch_size=5), run_directly(model, inputs))
+    np.testing.assert_array_equal(predict(bundle, images, batch_size=5), run_directly(model, inputs))
 
 
 def test_classes_from_a_file_and_logits_get_a_softmax(tmp_path: Path) -> None:
@@ -61,7 +62,7 @@ def test_classes_from_a_file_and_logits_get_a_softmax(tmp_path: Path) -> None:
     logits = np.concatenate([run_directly(model, inputs[:4]), run_directly(model, np.pad(inputs[4:], ((0, 1),) +
                              ((0, 0),) * 3))[:3]])  # fmt: skip
     expected = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
-    np.testing.assert_allclose(bundle.predict(images), expected, rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(predict(bundle, images), expected, rtol=1e-6, atol=1e-7)
 
 
 def test_weights_stored_beside_the_graph_are_embedded(tmp_path: Path) -> None:
@@ -72,7 +73,7 @@ def test_weights_stored_beside_the_graph_are_embedded(tmp_path: Path) -> None:
     save_bundle(bundle, str(tmp_path / "b.zip"))
     images = _images()
     (tmp_path / "m.onnx.data").rename(tmp_path / "elsewhere.data")
-    scores = load_bundle(str(tmp_path / "b.zip")).predict(images)  # the bundle holds every weight
+    scores = predict(load_bundle(str(tmp_path / "b.zip")), images)  # the bundle holds every weight
     (tmp_path / "elsewhere.data").rename(tmp_path / "m.onnx.data")
     inputs = model_input(preprocess_batch(images, bundle.preprocess), bundle.preprocess)
     np.testing.assert_array_equal(scores, run_directly(model, inputs))
@@ -138,7 +139,7 @@ def test_keras_embeddings_are_the_input_of_the_last_dense_layer() -> None:
     layer = keras.Model(bundle.model.inputs, bundle.model.get_layer("dropout").output)  # what feeds "probabilities"
     assert features.shape == (len(inputs), 32)
     np.testing.assert_allclose(features, layer.predict_on_batch(inputs), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(scores, bundle.predict(_images()), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(scores, predict(bundle, _images()), rtol=1e-5, atol=1e-6)
 
 
 def test_a_keras_model_refuses_a_float_contract(tmp_path: Path) -> None:
@@ -159,7 +160,7 @@ def test_model_export_onnx_gives_the_same_scores(tmp_path: Path) -> None:
     assert onnx_bundle.arch == "onnx:small-cnn" and onnx_bundle.preprocess == keras_bundle.preprocess
     assert onnx_bundle.provenance["exported_from"]["bundle"] == keras_bundle.content_hash
     images = _images()
-    np.testing.assert_allclose(onnx_bundle.predict(images), keras_bundle.predict(images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(onnx_bundle, images), predict(keras_bundle, images), rtol=1e-5, atol=1e-6)
     pixels = preprocess_batch(images, keras_bundle.preprocess)
     _, onnx_features = make_predictor(onnx_bundle, embeddings=True).predict(pixels)
     _, keras_features = make_predictor(keras_bundle, embeddings=True).predict(pixels)

@@ -1,6 +1,6 @@
 """The ONNX twin of a trained utopia-b3 (`ifcbflow train`): the graph a fresh conversion of its weights gives, with a
 constant target for the Flatten's Reshape, whether or not tf2onnx's optimiser folded the batch-size arithmetic
-Keras traces there (`model.onnx_model.with_constant_reshapes`)."""
+Keras traces there (`model.formats.onnx_model.with_constant_reshapes`)."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ import numpy as np
 import onnx
 import pytest
 
-from model.bundle import load_bundle
-from model.inference import make_predictor
-from model.onnx_export import TOLERANCE, keras_to_onnx
-from model.onnx_model import OnnxModel
+from model.convert.to_onnx import TOLERANCE, keras_to_onnx
+from model.formats.onnx_model import OnnxModel
+from model.inference.load import load_bundle
+from model.inference.predictors import make_predictor
 from pipeline.ifcb.synth import write_synthetic_archive
 
 pytestmark = pytest.mark.slow

@@ -15,9 +15,11 @@ from onnx import TensorProto, helper, numpy_helper
 from onnx_support import features_of, onnx_classifier, run_directly
 from typer.testing import CliRunner
 
-from model.bundle import BundleError, load_bundle
-from model.onnx_compat import IR_ADDITIONS, default_opset, newer_features, runtime_limits
-from model.onnx_import import import_onnx
+from model.bundle import BundleError
+from model.convert.from_onnx import import_onnx
+from model.formats.onnx_compat import IR_ADDITIONS, default_opset, newer_features, runtime_limits
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
 from model.preprocess import model_input, preprocess_batch, preset
 from pipeline.cli.app import app
 from pipeline.ifcb.archive import list_bins
@@ -116,7 +118,7 @@ def test_a_keras_model_converted_by_tf2onnx_imports_unchanged(tmp_path: Path) ->
     bundle = load_bundle(str(tmp_path / "b.zip"))
     assert (bundle.model.proto().ir_version, default_opset(bundle.model.proto())) == stamps
     assert bundle.provenance["imported_from"]["ir_version_lowered"] is None
-    scores = bundle.predict(_images())
+    scores = predict(bundle, _images())
     np.testing.assert_array_equal(scores, run_directly(tmp_path / "k.onnx", pixels))
     np.testing.assert_allclose(scores, expected, rtol=1e-5, atol=1e-6)
 
@@ -136,7 +138,7 @@ def test_the_stamps_of_torch_onnx_export_import_unchanged(tmp_path: Path, opset:
     assert (stored.model.proto().ir_version, default_opset(stored.model.proto())) == (TORCH_IR_VERSION, opset)
     images = _images()
     inputs = model_input(preprocess_batch(images, stored.preprocess), stored.preprocess)
-    np.testing.assert_array_equal(stored.predict(images), run_directly(model, inputs))
+    np.testing.assert_array_equal(predict(stored, images), run_directly(model, inputs))
     # graph metadata came with IR 10: such a graph could not be lowered below it
     assert newer_features(stored.model.proto(), 9) == ["GraphProto.metadata_props (IR 10)"]
 
@@ -164,7 +166,7 @@ def test_an_opset_beyond_the_runtime_is_refused_and_the_conversion_named_works(t
     assert (bundle.model.proto().ir_version, default_opset(bundle.model.proto())) == (limits.ir_version, limits.opset)
     images = _images()
     inputs = model_input(preprocess_batch(images, bundle.preprocess), bundle.preprocess)
-    np.testing.assert_allclose(bundle.predict(images), _softmax_scores(inputs, weights), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(predict(bundle, images), _softmax_scores(inputs, weights), rtol=1e-5, atol=1e-6)
 
 
 def test_a_graph_using_what_a_newer_ir_added_is_refused(tmp_path: Path) -> None:

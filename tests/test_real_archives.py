@@ -274,7 +274,7 @@ def test_non_ascii_class_names_are_refused_at_import_time(tmp_path: Path) -> Non
 
     from model.architectures import build
     from model.bundle import BundleError
-    from model.imported import imported_bundle
+    from model.convert.imported import imported_bundle
 
     model = build("small-cnn", 2, 32)
     with pytest.raises(BundleError, match=r"must be ASCII .*: Ceratium µ"):

@@ -1,5 +1,6 @@
-"""The inference runtime: a Keras bundle's ONNX twin, the choice per device (`model.runtimes`), `--runtime`, and
-worker processes that import only the runtime they run (real bins of ../shared/data, through the CLI)."""
+"""The inference runtime: a Keras bundle's ONNX twin, the choice per device (`model.inference.runtimes`),
+`--runtime`, and worker processes that import only the runtime they run (real bins of ../shared/data, through the
+CLI)."""
 
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ import pytest
 from classify_support import CLASSES, make_bundle, session_survivors
 from typer.testing import CliRunner
 
-from model.bundle import BundleError, load_bundle, read_bundle_info, runtimes, save_with_thresholds
-from model.runtimes import choose_runtime
+from model.bundle import BundleError, read_bundle_info, runtimes, save_with_thresholds
+from model.inference.load import load_bundle
+from model.inference.predictors import predict
+from model.inference.runtimes import choose_runtime
 from pipeline.cli.app import app
 from pipeline.results.rois import open_rois
 
@@ -94,10 +97,10 @@ def test_the_twin_is_the_same_model_checked_and_carried(twin_bundle: tuple[str, 
     with pytest.raises(BundleError, match="--add-onnx"):
         load_bundle(plain, runtime="onnx")
     images = [np.random.default_rng(i).integers(0, 256, (40 + 7 * i, 60), dtype=np.uint8) for i in range(12)]
-    keras_scores = load_bundle(twin, runtime="keras").predict(images)
+    keras_scores = predict(load_bundle(twin, runtime="keras"), images)
     onnx_bundle = load_bundle(twin, runtime="onnx")
     assert onnx_bundle.model.runtime == "onnx"
-    np.testing.assert_allclose(onnx_bundle.predict(images), keras_scores, atol=SCORE_TOLERANCE)
+    np.testing.assert_allclose(predict(onnx_bundle, images), keras_scores, atol=SCORE_TOLERANCE)
 
     refitted = str(tmp_path / "refitted.zip")  # `model thresholds` copies the model and its twin
     save_with_thresholds(twin, refitted, dict.fromkeys(CLASSES, 0.5), {"method": "test"})

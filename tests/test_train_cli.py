@@ -29,8 +29,8 @@ def test_a_set_of_too_few_bins_for_the_split_says_what_it_needs_and_exits_2(tmp_
 
 
 def test_a_split_of_too_many_parts_for_a_prepared_set_exits_2(tmp_path: Path) -> None:
-    from model.prepared import prepare
     from model.preprocess import PreprocessConfig
+    from model.training.prepared import prepare
     from pipeline.ifcb.labelled import labelled_archive_source
 
     archive = tmp_path / "archive"

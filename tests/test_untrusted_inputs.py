@@ -88,7 +88,7 @@ def test_a_bomb_inside_the_bundles_keras_file_and_the_total_bound(tmp_path: Path
         keras_file.writestr("config.json", "{}")
         keras_file.writestr("model.weights.h5", bytes(64 << 20))
     with pytest.raises(BundleError, match=r"member 'model.weights.h5' declares 64.0 MiB inflated"):
-        from model.bundle import load_keras_model
+        from model.formats.keras_safety import load_keras_model
 
         load_keras_model(inner.getvalue(), "shared.keras")
     make_bundle(str(tmp_path / "good.zip"))
@@ -144,7 +144,7 @@ def test_onnx_external_data_through_a_link_out_and_a_bundle_naming_external_data
                                       "--out", str(tmp_path / "b.zip")])  # fmt: skip
     assert result.exit_code == 2 and "a link out of the model's folder" in result.output, result.output
     assert not (tmp_path / "b.zip").exists()
-    from model.onnx_model import OnnxModel
+    from model.formats.onnx_model import OnnxModel
 
     with pytest.raises(BundleError, match=r"keeps 4 weight tensor\(s\) outside itself .*'m.onnx.data'"):
         OnnxModel.from_bytes(model.read_bytes(), "the bundle's model")  # ONNX Runtime would look in the cwd

@@ -91,7 +91,7 @@ def _bin_list(value: str | None, storage_options: dict[str, Any]) -> list[str] |
 
 def check_runtime(runtime: str | None) -> str | None:
     """The --runtime value (None for auto), or a usage error naming the choices."""
-    from model.runtimes import CHOICES
+    from model.inference.runtimes import CHOICES
 
     if runtime is not None and runtime not in CHOICES:
         raise typer.BadParameter(f"expected one of {', '.join(CHOICES)}, got {runtime!r}", param_hint="--runtime")

@@ -12,10 +12,10 @@ import typer
 
 from pipeline.cli.jobqueue_flags import with_jobqueue_flags
 from pipeline.cluster.cpu_share import GPU_WORKERS_ENV
+from pipeline.cluster.devices import visible_gpus
 from pipeline.cluster.jobqueue import KINDS, JobqueueSettings, job_script
-from pipeline.cluster.local import visible_gpus
-from pipeline.cluster.runtime import NON_DAEMONIC_ENV
 from pipeline.cluster.security import DEFAULT_VALIDITY, create_run_certificates
+from pipeline.cluster.worker_setup import NON_DAEMONIC_ENV
 from pipeline.cluster.workers import default_name, worker_command
 
 #: What batch systems print for a job without a time limit.

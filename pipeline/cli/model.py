@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from model import thresholds as threshold_rule
+from model.training import thresholds as threshold_rule
 from pipeline.cli.exit_codes import USAGE
 from pipeline.cli.options import STORAGE_OPTIONS_HELP, parse_storage_options
 
@@ -36,7 +36,7 @@ def _fail(message: str) -> typer.Exit:
 def _load_labelled(data: str, labels: str | None, storage_options: dict[str, Any]) -> Any:
     """Labelled images from class folders, or from an archive's bins plus a labels CSV; bad input ends the command
     with its message (IfcbFormatError is a ValueError) rather than a traceback."""
-    from model.data import load_image_folder
+    from model.training.data import load_image_folder
     from pipeline.ifcb.identifiers import roi_group
     from pipeline.ifcb.labelled import labelled_images_from_archive
 
@@ -65,9 +65,9 @@ def _prepared_set(
     """The prepared set to train on: DATA itself when it is one, the matching set at `prepared_url`, or one prepared
     there now from DATA; its classes and bins are checked before it is prepared (or used). Bad input exits 2."""
     from model.bundle import BundleError, check_classes
-    from model.data import SplitError, check_splittable, image_folder_source
-    from model.prepared import PreparedSet, key_of, open_matching, prepare, read_attributes
     from model.preprocess import PreprocessConfig
+    from model.training.data import SplitError, check_splittable, image_folder_source
+    from model.training.prepared import PreparedSet, key_of, open_matching, prepare, read_attributes
     from pipeline.ifcb.identifiers import roi_group
     from pipeline.ifcb.labelled import labelled_archive_source, labels_stamp
 
@@ -142,8 +142,8 @@ def train_command(
     bundle gets per-class thresholds fitted on the validation split (see below); each epoch's images/s per replica
     and input stall (seconds waited for batches) are in its history.
     """
-    from model.data import SplitError
-    from model.train import default_prepared_dir, require_tensorflow_backend, train
+    from model.training.data import SplitError
+    from model.training.train import default_prepared_dir, require_tensorflow_backend, train
 
     try:
         require_tensorflow_backend()  # before the data is loaded
@@ -197,8 +197,10 @@ def thresholds_command(
     The new bundle has another content hash but the same model: it classifies into the same stores, and
     `ifcbflow rethreshold STORE --thresholds NEW.zip` applies its thresholds to a store's scores without the model.
     """
-    from model.bundle import BundleError, load_bundle, save_with_thresholds
-    from model.thresholds import fit_thresholds
+    from model.bundle import BundleError, save_with_thresholds
+    from model.inference.load import load_bundle
+    from model.inference.predictors import predict
+    from model.training.thresholds import fit_thresholds
 
     options = parse_storage_options(storage_options)
     try:
@@ -207,7 +209,7 @@ def thresholds_command(
         raise _fail(str(err)) from None
     dataset = _load_labelled(data, labels, options)
     try:
-        fit = fit_thresholds(bundle.predict(dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
+        fit = fit_thresholds(predict(bundle, dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
         thresholds = fit.pop("thresholds")
         record = {"fitted_on": data if not labels else f"{data} (labels {labels})", "bundle": bundle.content_hash,
                   "previous": bundle.thresholds, **fit}  # fmt: skip
@@ -231,8 +233,10 @@ def evaluate_command(
     storage_options: str | None = typer.Option(None, "--storage-options", help=STORAGE_OPTIONS_HELP),
 ) -> None:
     """Evaluate a bundle on labelled ROIs: accuracy, per-class precision/recall/F1, confusion matrix, top-k."""
-    from model.bundle import BundleError, load_bundle
-    from model.evaluate import evaluate, write_confusion
+    from model.bundle import BundleError
+    from model.inference.load import load_bundle
+    from model.inference.predictors import predict
+    from model.training.evaluate import evaluate, write_confusion
 
     options = parse_storage_options(storage_options)
     try:
@@ -241,7 +245,7 @@ def evaluate_command(
         raise _fail(str(err)) from None
     dataset = _load_labelled(data, labels, options)
     try:
-        report = evaluate(bundle.predict(dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
+        report = evaluate(predict(bundle, dataset.images, batch_size=batch_size), dataset.labels, bundle.classes)
     except ValueError as err:
         raise _fail(str(err)) from None
     report["bundle"] = {"url": bundle_url, "content_hash": bundle.content_hash, "arch": bundle.arch}
@@ -324,10 +328,10 @@ def import_command(
     import fsspec
 
     from model.bundle import BundleError, save_bundle
-    from model.keras2_import import Keras2ImportError, import_keras2
-    from model.keras3_import import import_keras3
-    from model.onnx_export import twin_if_possible
-    from model.onnx_import import import_onnx
+    from model.convert.from_keras2 import Keras2ImportError, import_keras2
+    from model.convert.from_keras3 import import_keras3
+    from model.convert.from_onnx import import_onnx
+    from model.convert.to_onnx import twin_if_possible
     from model.preprocess import preset
 
     options = parse_storage_options(storage_options)
@@ -359,7 +363,7 @@ def import_command(
             bundle = import_keras3(model_file, names, **common)
         else:
             bundle = import_keras2(model_file, weights, names, **common)
-        if not onnx:  # CPU workers run the twin on ONNX Runtime (model.runtimes)
+        if not onnx:  # CPU workers run the twin on ONNX Runtime (model.inference.runtimes)
             bundle = twin_if_possible(bundle)
         digest = save_bundle(bundle, out, options)
     except (Keras2ImportError, BundleError, ValueError) as err:
@@ -384,8 +388,9 @@ def export_command(
     another store. Same classes, preprocessing and thresholds; refused unless the conversion gives the same scores
     (1e-4) on random inputs.
     """
-    from model.bundle import BundleError, load_bundle, save_bundle, save_with_twin
-    from model.onnx_export import exported_bundle, onnx_twin
+    from model.bundle import BundleError, save_bundle, save_with_twin
+    from model.convert.to_onnx import exported_bundle, onnx_twin
+    from model.inference.load import load_bundle
 
     if onnx == add_onnx:
         raise typer.BadParameter("say which: --onnx (an ONNX bundle) or --add-onnx (an ONNX twin)", param_hint="--onnx")

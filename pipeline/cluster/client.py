@@ -29,8 +29,8 @@ from pipeline.cluster.local import (
     local_cluster,
     planned_workers,
 )
-from pipeline.cluster.runtime import gpu_given
 from pipeline.cluster.signals import stop_on_signals
+from pipeline.cluster.worker_setup import gpu_given
 
 
 class DeferredCluster:

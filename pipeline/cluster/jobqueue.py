@@ -28,8 +28,8 @@ from dask.utils import parse_bytes
 from distributed.security import Security
 
 from pipeline.cluster.local import DEFAULT_DASHBOARD
-from pipeline.cluster.runtime import NON_DAEMONIC_ENV
 from pipeline.cluster.security import RunCertificates, default_parent, temporary_certificates
+from pipeline.cluster.worker_setup import NON_DAEMONIC_ENV
 
 logger = logging.getLogger(__name__)
 

@@ -15,16 +15,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
-import shutil
-import subprocess
 from typing import Any
 
 import dask
 from distributed.security import Security
 
 from pipeline.cluster.cpu_share import GPU_WORKERS_ENV, cores
-from pipeline.cluster.runtime import NON_DAEMONIC_WORKERS, TF_THREADS_ENV
+from pipeline.cluster.devices import visible_gpus
+from pipeline.cluster.worker_setup import NON_DAEMONIC_WORKERS, TF_THREADS_ENV
 
 log = logging.getLogger(__name__)
 
@@ -43,22 +41,6 @@ def run_security() -> Security:
     certificate made in memory, which scheduler, workers and client all present and require (`require_encryption`).
     Worker processes get it through their nanny; nothing is written to disk."""
     return Security.temporary()
-
-
-def visible_gpus() -> list[str]:
-    """GPU ids visible to this process, without importing TensorFlow: CUDA_VISIBLE_DEVICES when set (as a batch
-    system or the user restricts them), otherwise every GPU that nvidia-smi lists."""
-    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
-    if visible is not None:
-        return [device.strip() for device in visible.split(",") if device.strip() and device.strip() != "-1"]
-    smi = shutil.which("nvidia-smi")
-    if smi is None:
-        return []
-    try:
-        listing = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20, check=True).stdout
-    except (OSError, subprocess.SubprocessError):
-        return []
-    return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
 
 
 def _local_gpu_cluster(devices: list[str], workers: int | None, dashboard_address: str | None) -> Any:

@@ -2,7 +2,7 @@
 
 The images come from THE bin reader (`pipeline.ifcb.bins`), the same one classification uses, so a model is trained on
 exactly the pixels it will later see. Bins are read in parallel (Dask tasks when a training set is prepared,
-`model.prepared`; threads when a set is loaded into memory for evaluation), each labelled bin's files once.
+`model.training.prepared`; threads when a set is loaded into memory for evaluation), each labelled bin's files once.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Any
 import fsspec
 import numpy as np
 
-from model.data import LabelledImages
-from model.prepared import LabelledSource, LabelledUnit
+from model.training.data import LabelledImages
+from model.training.prepared import LabelledSource, LabelledUnit
 from pipeline.ifcb.archive import list_bins
 from pipeline.ifcb.bins import read_bin_images, read_bin_meta
 from pipeline.ifcb.errors import IfcbFormatError

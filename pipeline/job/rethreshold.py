@@ -26,8 +26,7 @@ import fsspec
 import numpy as np
 from distributed import Client, as_completed
 
-from model.decision import class_counts
-from model.thresholds import parse_thresholds_file, threshold_array, thresholds_digest
+from model.decision import class_counts, parse_thresholds_file, threshold_array, thresholds_digest
 from pipeline.faults import with_retries
 from pipeline.job.reporting import Quiet, Reporter
 from pipeline.redact import redact_url
@@ -73,7 +72,7 @@ class RethresholdSummary:
 
 def read_thresholds(url: str, storage_options: dict[str, Any], info: dict[str, Any]) -> dict[str, float] | None:
     """The thresholds at `url` for a store of `info`: a model bundle's (None: it has none, argmax) or a JSON
-    thresholds file's (`model.thresholds.parse_thresholds_file`).
+    thresholds file's (`model.decision.parse_thresholds_file`).
 
     A bundle must hold the store's model (StoreMismatchError otherwise); ValueError for thresholds that name no
     class of the store or lie outside [0, 1].

@@ -29,7 +29,7 @@ from typing import Any
 from distributed import Client, as_completed
 
 from model.bundle import runtimes
-from model.thresholds import threshold_array, thresholds_digest
+from model.decision import threshold_array, thresholds_digest
 from pipeline.cluster.client import GPU_RESOURCE, DeferredCluster, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, is_node_fault, with_retries
 from pipeline.ifcb.archive import EXCLUDED_FOLDERS, NOT_IN_ARCHIVE, iter_bins
@@ -141,7 +141,7 @@ def run_classification(
     `StoreMismatchError` for a store of another model, `StoreBusyError` for a store another run holds.
     """
     from model.bundle import BundleError, read_bundle_info
-    from model.runtimes import check_runtime
+    from model.inference.runtimes import check_runtime
 
     reporter = reporter or Quiet()
     started = time.perf_counter()

@@ -28,9 +28,9 @@ from typing import Any
 import numpy as np
 
 from model.bundle import BundleError, model_runtime
-from model.runtimes import choose_runtime
+from model.inference.runtimes import choose_runtime
 from pipeline.cluster.local import cores
-from pipeline.cluster.runtime import configure_tensorflow, gpu_given, gpu_in_use, model_threads
+from pipeline.cluster.worker_setup import configure_tensorflow, gpu_given, gpu_in_use, model_threads
 from pipeline.faults import ConfigurationError, is_configuration, with_retries
 from pipeline.ifcb.bins import BinFiles
 from pipeline.ifcb.errors import BinFailure
@@ -111,7 +111,7 @@ def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: s
     refuses a bundle changed since planning. Only that runtime is imported (TensorFlow for "keras")."""
 
     def load() -> Any:
-        from model.bundle import load_bundle
+        from model.inference.load import load_bundle
 
         if runtime != "onnx":
             configure_tensorflow()
@@ -131,7 +131,7 @@ def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: s
 
 
 def _predictor(task: PartitionTask, bundle: Any) -> Any:
-    from model.inference import make_predictor
+    from model.inference.predictors import make_predictor
 
     runtime = model_runtime(bundle.model)
     key = ("predictor", task.bundle_url, task.bundle_hash, runtime, task.embeddings)

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import numpy as np
 
-from model.thresholds import threshold_array
+from model.decision import threshold_array
 from pipeline.results.biomass import Sizing
 from pipeline.results.lease import Lease
 from pipeline.results.partitions import partition_id

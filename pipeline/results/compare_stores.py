@@ -12,8 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from model.decision import winners
-from model.thresholds import threshold_array
+from model.decision import threshold_array, winners
 from pipeline.redact import redact_url
 from pipeline.results.compare import BinWinners, Comparer, Comparison
 from pipeline.results.records import Ledger

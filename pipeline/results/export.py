@@ -34,8 +34,7 @@ import h5py
 import numpy as np
 from fsspec.core import url_to_fs
 
-from model.decision import winner_names, winners
-from model.thresholds import threshold_array
+from model.decision import threshold_array, winner_names, winners
 from pipeline.ifcb.identifiers import day_folder, parse_bin_id
 from pipeline.morphology.columns import COLUMNS, DTYPE
 from pipeline.morphology.units import pixels_per_micron, to_microns

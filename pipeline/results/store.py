@@ -107,8 +107,7 @@ from fsspec.core import url_to_fs
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync  # zarr's own bridge to its event loop (what its sync API uses)
 
-from model.decision import class_counts
-from model.thresholds import threshold_array, thresholds_digest
+from model.decision import class_counts, threshold_array, thresholds_digest
 from model.versions import installed_versions
 from pipeline.faults import with_retries
 from pipeline.ifcb.errors import BinFailure

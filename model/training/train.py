@@ -2,15 +2,15 @@
 
 Data-parallel over every local GPU with `tf.distribute.MirroredStrategy` (or N logical CPU devices, so laptops and
 tests run the same multi-replica code), so it needs Keras' TensorFlow backend. The input is a prepared training set
-(`model.prepared`: the `model.preprocess` output inference computes, made once), streamed with tf.data shard by
-shard: shards in a seeded random order, interleaved, then a bounded shuffle buffer, augmentation as uint8 (a quarter
+(`model.training.prepared`: the `model.preprocess` output inference computes, made once), streamed with tf.data shard
+by shard: shards in a seeded random order, interleaved, then a bounded shuffle buffer, augmentation as uint8 (a quarter
 of float32's memory), batches and a fixed prefetch, so memory is bounded by the shuffle buffer and the prefetch
 depth whatever the set's size; the model's first layer casts on the device. The split, class weights and
 thresholds need only the labels and groups, read without the images. A killed run resumes from its last finished
 epoch (Keras BackupAndRestore for weights and optimizer; `EpochLedger` for the best epoch, early-stopping patience
 and the history CSV, where each epoch also has its images/s per replica and input stall time). The bundle gets
-per-class thresholds fitted on the validation split (`model.thresholds`), with their fit (F1 per class with argmax
-and with the threshold) in its provenance.
+per-class thresholds fitted on the validation split (`model.training.thresholds`), with their fit (F1 per class with
+argmax and with the threshold) in its provenance.
 """
 
 from __future__ import annotations
@@ -33,19 +33,20 @@ import numpy as np
 
 from model import architectures
 from model.bundle import Bundle, check_classes, save_bundle
-from model.data import split_by_group
+from model.convert.to_onnx import twin_if_possible
 from model.decision import UNCLASSIFIED_NAME
-from model.evaluate import evaluate
-from model.onnx_export import twin_if_possible
-from model.prepared import PreparedSet
-from model.thresholds import fit_thresholds
+from model.training.data import split_by_group
+from model.training.evaluate import evaluate
+from model.training.prepared import PreparedSet
+from model.training.thresholds import fit_thresholds
 from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
 
 HISTORY_CSV = "history.csv"
-#: ROIs in the training shuffle buffer: 128 MiB of 128x128 inputs, about 8 shards (`model.prepared.SHARD_ROIS`), on
-#: top of shards already interleaved `CYCLE_LENGTH` at a time in a random shard order.
+#: ROIs in the training shuffle buffer: 128 MiB of 128x128 inputs, about 8 shards
+#: (`model.training.prepared.SHARD_ROIS`), on top of shards already interleaved `CYCLE_LENGTH` at a time in a random
+#: shard order.
 SHUFFLE_BUFFER = 8192
 #: Shards read at once (in parallel) and interleaved ROI by ROI.
 CYCLE_LENGTH = 4
@@ -406,7 +407,7 @@ def _claim_checkpoint_dir(directory: Path, run: dict[str, Any]) -> None:
 
 def _scores(bundle: Bundle, prepared: PreparedSet, rows: np.ndarray) -> np.ndarray:
     """float32 (len(rows), classes): the bundle's scores of `rows` (sorted) of the prepared set, shard by shard."""
-    from model.inference import make_predictor
+    from model.inference.predictors import make_predictor
 
     predictor = make_predictor(bundle)
     batches = ((batch, None) for batch in prepared.iter_batches(rows, SCORE_BATCH))
@@ -439,7 +440,7 @@ def train(
     batch_size is per replica (global batch = batch_size x replicas); `shuffle_buffer` is in ROIs. Returns the saved
     bundle; its provenance holds the data source, split, training settings, per-epoch history (with images/s per
     replica and input stall), validation and held-out test metrics, versions. Class names a bundle cannot carry
-    are refused (`BundleError`) and a split the groups cannot make (`model.data.SplitError`), both before any
+    are refused (`BundleError`) and a split the groups cannot make (`model.training.data.SplitError`), both before any
     training.
     """
     require_tensorflow_backend()
@@ -546,7 +547,7 @@ def train(
         "thresholds": threshold_fit,
         "versions": installed_versions(),
     }  # fmt: skip
-    bundle = twin_if_possible(bundle)  # CPU workers run the twin on ONNX Runtime (model.runtimes)
+    bundle = twin_if_possible(bundle)  # CPU workers run the twin on ONNX Runtime (model.inference.runtimes)
     save_bundle(bundle, out_url, storage_options)
     for name in ("backup", "best.weights.h5", "ledger.json", "run.json"):
         target = ckpt / name

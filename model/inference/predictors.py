@@ -3,7 +3,8 @@ Keras backend is selected, ONNX models on ONNX Runtime.
 
 `make_predictor(bundle)` gives the right one; both take pixel batches (n, size, size, 1) and apply the contract's
 value stage (`model.preprocess.model_input`) first, and both give float32 scores (n, classes), or with
-`embeddings=True` the pair (scores, penultimate features (n, features)).
+`embeddings=True` the pair (scores, penultimate features (n, features)). `predict(bundle, images)` gives the scores of
+ROI images of any size, preprocessed here, through the same predictor.
 
 For Keras models each batch goes through one compiled call (`tf.function`, `jax.jit`; eager modules on torch),
 and the next batch is dispatched before the previous batch's scores are fetched: on a GPU the device computes batch
@@ -14,13 +15,13 @@ from a small set (e.g. a fixed size, and powers of two for a last partial batch)
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 
-from model.bundle import BundleError, model_runtime
-from model.preprocess import PreprocessConfig, model_input
+from model.bundle import Bundle, BundleError, model_runtime
+from model.preprocess import PreprocessConfig, model_input, preprocess_into
 
 Tag = TypeVar("Tag")
 #: What a predictor gives per batch: the scores, or (scores, embeddings) with `embeddings=True`.
@@ -79,7 +80,7 @@ class Predictor:
 
 
 class OnnxPredictor(Predictor):
-    """The same interface for an ONNX model on ONNX Runtime (`model.onnx_model.OnnxModel.session`).
+    """The same interface for an ONNX model on ONNX Runtime (`model.formats.onnx_model.OnnxModel.session`).
 
     A graph with a fixed batch size gets exactly that many rows per call (the last chunk padded with zeros).
     """
@@ -116,6 +117,25 @@ def make_predictor(bundle: Any, *, embeddings: bool = False, threads: int | None
     if model_runtime(bundle.model) == "onnx":
         return OnnxPredictor(bundle.model, bundle.preprocess, embeddings=embeddings, threads=threads)
     return Predictor(bundle.model, bundle.preprocess, embeddings=embeddings)
+
+
+def predict(bundle: Bundle, images: Sequence[np.ndarray], batch_size: int = 256) -> np.ndarray:
+    """Class probabilities float32 (n, n_classes) for uint8 2-D ROIs, in `bundle.classes` order.
+
+    Preprocessing fills one reused batch buffer, so memory stays bounded for any number of images; the model
+    runs through the same predictor as classification (`make_predictor`), made on the first call and kept in
+    `bundle.predictor`.
+    """
+    if bundle.predictor is None:
+        bundle.predictor = make_predictor(bundle)
+    out = np.empty((len(images), len(bundle.classes)), dtype=np.float32)
+    size = bundle.preprocess.size
+    buffer = np.empty((min(batch_size, len(images)), size, size, 1), dtype=bundle.preprocess.pixel_dtype)
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size]
+        batch = preprocess_into(chunk, bundle.preprocess, buffer[: len(chunk)])
+        out[start : start + len(chunk)] = bundle.predictor.predict(batch)
+    return out
 
 
 def embedding_model(model: Any) -> Any:

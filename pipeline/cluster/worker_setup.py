@@ -1,5 +1,5 @@
-"""The TensorFlow runtime of one worker process: thread count, its one GPU, GPU memory growth, and the check that a
-worker given a GPU computes on it.
+"""The set-up of one Dask worker process for the model: TensorFlow's thread count, its one GPU, GPU memory growth,
+and the check that a worker given a GPU computes on it with the inference runtime it runs (`model.inference.runtimes`).
 
 The cluster factory decides the thread count (so N CPU workers on one machine share its cores instead of
 oversubscribing them) and passes it in `TF_THREADS_ENV`; the worker applies it once, before TensorFlow starts.
@@ -18,6 +18,7 @@ import threading
 from collections.abc import Iterator
 
 from pipeline.cluster.cpu_share import cores
+from pipeline.cluster.devices import visible_gpus
 from pipeline.faults import ConfigurationError
 
 log = logging.getLogger(__name__)
@@ -166,8 +167,6 @@ def backend_gpus() -> int:
 def gpu_given() -> bool:
     """Whether this worker was given a GPU (`CUDA_VISIBLE_DEVICES`, else what nvidia-smi lists) and is to compute on
     it: not when `IFCBFLOW_CPU=1` asks for the CPU. Imports no inference runtime."""
-    from pipeline.cluster.local import visible_gpus  # that module imports this one
-
     return bool(visible_gpus()) and os.environ.get(CPU_ENV) != "1"
 
 
@@ -192,8 +191,6 @@ def gpu_in_use(runtime: str = "keras", *, given: bool | None = None) -> bool:
         import keras
 
         seen_by = f"the Keras backend ({keras.backend.backend()})"
-    from pipeline.cluster.local import visible_gpus
-
     raise ConfigurationError(
         f"this worker was given GPU {','.join(visible_gpus())} but {seen_by} sees none: install the GPU build "
         "(pip install 'ifcbflow[gpu]') and check the driver (nvidia-smi) and the backend's device warnings "

@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from model import architectures
-from model.bundle import Bundle, BundleError, load_keras_model, read_model_file
-from model.imported import imported_bundle
+from model.bundle import Bundle, BundleError, read_model_file
+from model.convert.imported import imported_bundle
+from model.formats.keras_safety import load_keras_model
 from model.preprocess import PreprocessConfig
 
 

@@ -29,7 +29,7 @@ from google.protobuf.message import Message
 from onnx import TensorProto, helper
 
 from model.bundle import BundleError
-from model.onnx_model import OnnxModel
+from model.formats.onnx_model import OnnxModel
 
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 #: ONNX Runtime "only *guarantees* support for models stamped with opset version 7 or above" (its warning on load):

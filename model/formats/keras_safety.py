@@ -1,4 +1,5 @@
-"""What a Keras 3 `.keras` file may name before Keras is allowed to build it: its own layers and functions only.
+"""What a Keras 3 `.keras` file may name before Keras is allowed to build it: its own layers and functions only;
+and the loading of such a file (`load_keras_model`), which checks that first.
 
 Keras 3 builds a model from the `config.json` inside the file: every object there is a dict naming a `module` and a
 `class_name` that Keras imports and instantiates. Keras' `safe_mode` (always on here) refuses Python lambdas, and an
@@ -13,15 +14,21 @@ config as plain JSON first and refuses, naming the layer and what to do instead:
 - a function reference (`"class_name": "function"`) outside Keras' activations, losses and metrics.
 
 Keras then loads what passed, still in safe mode. Keras 2 models are never built by Keras from their JSON
-(`model.keras2_import` rebuilds them from a whitelist), and ONNX graphs are data (`model.onnx_model`).
+(`model.convert.from_keras2` rebuilds them from a whitelist), and ONNX graphs are data (`model.formats.onnx_model`).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import tempfile
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from model.bundle import BundleError
+from model.bundle import BundleError, model_file_limit
+from model.safe_zip import UnsafeZipError, open_zip, read_member
 
 #: Modules a `.keras` config may name functions of: Keras' activations, losses and metrics (a compiled model's).
 FUNCTION_MODULES = tuple(
@@ -72,3 +79,30 @@ def check_keras_config(config: Any, what: str) -> None:
                 f"{what}: layer {layer!r} is a custom object {shown!r} (module {module}), code from outside Keras; "
                 f"{_ADVICE}"
             )
+
+
+def load_keras_model(data: bytes, what: str) -> Any:
+    """A Keras 3 native file's bytes -> the model, in safe mode (no code from the file runs) and uncompiled;
+    BundleError for a file that is not one, a zip bomb (`model.safe_zip`), a config naming code
+    (`check_keras_config`) or a model safe mode refuses."""
+    import keras
+
+    try:  # Keras bounds its members only past 4 GiB: a bomb inside is refused before Keras opens the file
+        with open_zip(io.BytesIO(data), what, model_file_limit()) as archive:
+            config = json.loads(read_member(archive, "config.json", what))
+    except zipfile.BadZipFile:
+        raise BundleError(f"{what} cannot be loaded: not a zip file, as every .keras file is") from None
+    except KeyError:
+        raise BundleError(f"{what} cannot be loaded: it has no config.json") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise BundleError(f"{what}: its config.json is not JSON: {err}") from None
+    except UnsafeZipError as err:
+        raise BundleError(str(err)) from None
+    check_keras_config(config, what)  # names a Lambda or custom object before Keras would
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.keras"
+        path.write_bytes(data)
+        try:
+            return keras.saving.load_model(path, compile=False, safe_mode=True)
+        except Exception as err:  # Keras raises many types for a bad file; all mean the same to the caller
+            raise BundleError(f"{what} cannot be loaded: {err}") from err

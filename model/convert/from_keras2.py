@@ -21,7 +21,7 @@ import numpy as np
 
 from model import architectures
 from model.bundle import Bundle, read_model_file
-from model.imported import imported_bundle
+from model.convert.imported import imported_bundle
 from model.preprocess import PreprocessConfig
 
 _ACTIVATIONS = {"linear", "relu", "softmax", "sigmoid", "tanh", "elu", "selu", "softplus", "swish"}

@@ -19,7 +19,7 @@ import fsspec
 import numpy as np
 from PIL import Image
 
-from model.prepared import LabelledSource, LabelledUnit
+from model.training.prepared import LabelledSource, LabelledUnit
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ class SplitError(ValueError):
 @dataclass
 class LabelledImages:
     """uint8 2-D images with their class label, group (bin id: the split unit) and id (ROI id or file stem), all in
-    memory: for evaluating a bundle on them (training streams from a prepared set, `model.prepared`)."""
+    memory: for evaluating a bundle on them (training streams from a prepared set, `model.training.prepared`)."""
 
     images: list[np.ndarray]
     labels: list[str]

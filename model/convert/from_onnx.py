@@ -2,9 +2,9 @@
 classifier of one image input) as a bundle, with the preprocessing contract it was trained with.
 
 The graph is checked and stored as it is, but for its IR version, lowered where the installed ONNX Runtime reads
-only an older one and the graph allows (`model.onnx_compat`), and two optional pieces of surgery: a Softmax after
-the scores for a model that outputs logits (`softmax`), and its penultimate features as a second output
-(`model.onnx_model`), found automatically (the input of the last fully connected layer) or named, so that
+only an older one and the graph allows (`model.formats.onnx_compat`), and two optional pieces of surgery: a Softmax
+after the scores for a model that outputs logits (`softmax`), and its penultimate features as a second output
+(`model.formats.onnx_model`), found automatically (the input of the last fully connected layer) or named, so that
 `classify --embeddings` can store them. No bundle is returned before ONNX Runtime has loaded and run its graph.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 import onnx
 
 from model.bundle import Bundle, BundleError, read_model_file
-from model.imported import imported_bundle
-from model.onnx_compat import fit_to_runtime
-from model.onnx_external import embed_external_data
-from model.onnx_model import OnnxModel, penultimate, with_embedding_output, with_softmax
+from model.convert.imported import imported_bundle
+from model.formats.onnx_compat import fit_to_runtime
+from model.formats.onnx_external import embed_external_data
+from model.formats.onnx_model import OnnxModel, penultimate, with_embedding_output, with_softmax
 from model.preprocess import PRESETS, PreprocessConfig
 
 
@@ -61,7 +61,7 @@ def import_onnx(
 def _read_model(url: str, storage_options: dict[str, Any]) -> onnx.ModelProto:
     """The graph with every weight inside: weights stored beside it as external data (what `torch.onnx.export`
     writes by default, `MODEL.onnx.data`) are checked and fetched from the same folder and embedded in memory
-    (`model.onnx_external.embed_external_data`); nothing is written to disk."""
+    (`model.formats.onnx_external.embed_external_data`); nothing is written to disk."""
     data = read_model_file(url, storage_options, "model file")
     try:
         proto = onnx.load_model_from_string(data)

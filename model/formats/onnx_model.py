@@ -2,8 +2,8 @@
 an import may do (a softmax after logits, the penultimate features as a second output).
 
 A bundle's ONNX graph has one image input and the class scores as its first output; where it can give embeddings,
-the penultimate features (n, features) are its second output. Inference runs on ONNX Runtime (`model.inference`),
-on the CUDA provider where the `gpu` extra installed it, else on the CPU.
+the penultimate features (n, features) are its second output. Inference runs on ONNX Runtime
+(`model.inference.predictors`), on the CUDA provider where the `gpu` extra installed it, else on the CPU.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import onnx
 from onnx import helper, numpy_helper
 
 from model.bundle import BundleError
-from model.onnx_external import check_self_contained
+from model.formats.onnx_external import check_self_contained
 from model.preprocess import PreprocessConfig
 
 #: Nodes between the last fully connected layer and the scores that change no feature (walked through backwards).
@@ -65,7 +65,8 @@ class OnnxModel:
     @classmethod
     def from_bytes(cls, data: bytes, what: str = "the ONNX model") -> OnnxModel:
         """Parse and check a serialized graph; BundleError if it is not a valid ONNX model with one image input, or
-        one that names weights outside itself (`model.onnx_external`) or custom operators (`check_built_in_ops`).
+        one that names weights outside itself (`model.formats.onnx_external`) or custom operators
+        (`check_built_in_ops`).
 
         Loading runs no code from the file: an ONNX graph is data (protobuf), and ONNX Runtime runs only its built-in
         operators unless a custom-operator library is registered, which ifcbflow never does."""

@@ -4,7 +4,7 @@ for CPU nodes, where ONNX Runtime starts and runs the registered CNNs faster tha
 
 - `with_onnx_twin`: the Keras bundle carrying the conversion as its ONNX twin (`train` and `model import` write
   one; `ifcbflow model export --add-onnx` adds one): the same model to an output store, run on ONNX Runtime by CPU
-  workers (`model.runtimes`);
+  workers (`model.inference.runtimes`);
 - `exported_bundle`: an ONNX bundle (`ifcbflow model export --onnx`), for a node without Keras: another model file,
   so another bundle hash and another output store.
 
@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from model.bundle import Bundle, BundleError, model_runtime, require_keras
-from model.onnx_model import OnnxModel, penultimate, with_constant_reshapes, with_embedding_output
+from model.formats.onnx_model import OnnxModel, penultimate, with_constant_reshapes, with_embedding_output
 from model.versions import installed_versions
 
 log = logging.getLogger(__name__)
@@ -36,7 +36,7 @@ TOLERANCE = 1e-4
 def keras_to_onnx(model: Any, config: Any, *, seed: int = 0) -> tuple[OnnxModel, float]:
     """(the converted graph with its embedding output where found, the largest score difference on 16 random
     inputs); BundleError when the conversion fails or its scores differ by more than `TOLERANCE`."""
-    from model.inference import make_predictor
+    from model.inference.predictors import make_predictor
 
     rng = np.random.default_rng(seed)
     pixels = rng.integers(0, 256, (16, config.size, config.size, 1)).astype(config.pixel_dtype)

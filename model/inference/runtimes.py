@@ -3,7 +3,7 @@
 Runtimes: "keras" (the Keras model on its backend, TensorFlow unless `KERAS_BACKEND` says otherwise) and "onnx"
 (ONNX Runtime on the bundle's ONNX graph: an ONNX bundle's model, or a Keras bundle's ONNX twin, which `train`,
 `model import` and `model export --add-onnx` write). A Keras model and its twin give the same scores within
-`model.onnx_export.TOLERANCE`, so a store holds their results as one model's.
+`model.convert.to_onnx.TOLERANCE`, so a store holds their results as one model's.
 
 `auto` chooses, per device, the runtime measured fastest to start and to run among those the bundle has
 (bench/bench_runtimes.py: utopia-b3, batches of 64, 2 cores, each runtime in a fresh process, the machine idle):

@@ -1,10 +1,10 @@
 """A prepared training set: a labelled set's model inputs, preprocessed once, in a sharded zarr v3 store.
 
-Training streams from it shard by shard (`model.train.make_dataset`), so its memory is bounded by the shuffle buffer
-and the prefetch depth, not by the set's size; a second training with the same preprocessing reads nothing from the
-labelled source. Zarr v3 because it is chunked arrays over one small store abstraction (the project's output store
-is zarr v3 too): a chunk of the images array is one object, a contiguous range of rows (a *shard*), read whole from
-a local disk or from object storage through fsspec, and written by whichever task owns it.
+Training streams from it shard by shard (`model.training.train.make_dataset`), so its memory is bounded by the
+shuffle buffer and the prefetch depth, not by the set's size; a second training with the same preprocessing reads
+nothing from the labelled source. Zarr v3 because it is chunked arrays over one small store abstraction (the
+project's output store is zarr v3 too): a chunk of the images array is one object, a contiguous range of rows (a
+*shard*), read whole from a local disk or from object storage through fsspec, and written by whichever task owns it.
 
 Layout of `DIR` (a path or fsspec URL):
 
