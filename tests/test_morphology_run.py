@@ -27,6 +27,7 @@ from model.decision import winners
 from pipeline.ifcb.bins import BinFiles, read_bin_images, read_bin_meta
 from pipeline.ifcb.identifiers import parse_bin_id
 from pipeline.morphology import COLUMNS, as_matrix, morphology_table
+from pipeline.results.layout import UNMEASURED
 from pipeline.results.store import ResultStore
 
 IFCBFLOW = str(Path(sys.executable).with_name("ifcbflow"))
@@ -135,6 +136,62 @@ def test_classify_with_morphology_keeps_features_per_roi_and_biovolume_and_carbo
     for name, (_, features, biovolume) in before.items():
         np.testing.assert_array_equal(after[name][1], features)  # copied bit for bit
         assert after[name][2] == biovolume
+
+
+def test_a_run_that_measures_measures_the_bins_classified_before_and_then_reads_no_record(
+    ifcb_data: Path, bundle: str, tmp_path: Path
+) -> None:
+    """Bins classified without --morphology are measured by the first runs that ask for it (each bin once, those
+    it selects), with the scores they had; once every bin is measured, planning reads no bin record again."""
+    archive, out = tmp_path / "archive", tmp_path / "store.zarr"
+    archive.mkdir()
+    for name in BINS:
+        _copy_bin(ifcb_data / "bins", name, archive)
+    new_style, old_style = BINS
+    plain = _ifcbflow("classify", str(archive), "--model", bundle, "--out", str(out), "--workers", "1", "--json")
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    store = ResultStore(str(out))
+    before = {name: store.read_bin(name, store.ledger()) for name in BINS}
+    assert all(record.biovolume is None for record in store.ledger().bins.values())
+    assert store.ledger().summary_attributes[UNMEASURED] == 2
+
+    measure = ("classify", str(archive), "--model", bundle, "--out", str(out), "--workers", "1", "--json",
+               "--morphology", "--pixels-per-micron", "IFCB13=2.77,*=3.4")  # fmt: skip
+    one = _ifcbflow(*measure, "--bins", old_style)
+    assert one.returncode == 0, one.stderr[-3000:]
+    summary = json.loads(one.stdout)
+    assert (summary["bins_measured_now"], summary["bins_done"], summary["bins_already_complete"]) == (1, 1, 0)
+    ledger = ResultStore(str(out)).ledger()
+    assert ledger.bins[new_style].biovolume is None and ledger.bins[old_style].biovolume is not None
+    assert ledger.summary_attributes[UNMEASURED] == 1
+
+    rest = _ifcbflow(*measure)
+    assert rest.returncode == 0, rest.stderr[-3000:]
+    summary = json.loads(rest.stdout)
+    assert (summary["bins_measured_now"], summary["bins_done"], summary["bins_already_complete"]) == (1, 1, 1)
+    store = ResultStore(str(out))
+    ledger = store.ledger()
+    assert ledger.summary_attributes[UNMEASURED] == 0
+    for name, scale in BINS.items():
+        record = ledger.bins[name]
+        numbers, scores = store.read_bin(name, ledger)
+        np.testing.assert_array_equal(numbers, before[name][0])
+        np.testing.assert_allclose(scores, before[name][1], atol=1e-6)  # the same model on the same images
+        rows = slice(record.roi_offset, record.roi_offset + record.n_rois)
+        expected = _measured(ifcb_data / "bins", name)
+        np.testing.assert_allclose(store.read_morphology(record.part)[rows], expected, rtol=1e-6)
+        volume = expected[:, COLUMNS.index("summedBiovolume")].astype(np.float64) / scale**3
+        won = winners(scores)
+        np.testing.assert_allclose(record.biovolume, [volume[won == c].sum() for c in range(len(CLASSES))], rtol=1e-5)
+    report = _ifcbflow("report", str(out), "--json")
+    assert report.returncode == 0 and json.loads(report.stdout)["bins_measured"] == 2, report.stderr[-3000:]
+
+    planning = ResultStore(str(out)).ledger()
+    assert planning.unmeasured() == set() and not planning.loaded_records  # the summary said: none to find
+    again = _ifcbflow(*measure)
+    assert again.returncode == 0, again.stderr[-3000:]
+    summary = json.loads(again.stdout)
+    assert (summary["bins_measured_now"], summary["bins_planned"], summary["bins_already_complete"]) == (0, 0, 2)
 
 
 METADATA = """investigators: [Jane Doe]

@@ -17,6 +17,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("already complete (skipped)", summary["bins_already_complete"]),
         ("failed before, files unchanged (not read again)", summary.get("bins_known_bad", 0)),
         ("complete, files changed since (classified again)", summary.get("bins_changed", 0)),
+        ("complete, not yet measured (classified again: --morphology)", summary.get("bins_measured_now", 0)),
         ("bead runs by their header (left out: --include-beads)", summary.get("bins_bead_runs", 0)),
         ("classified now", summary["bins_done"]),
         ("failed (bad data, recorded in the store)", summary["bins_failed"]),

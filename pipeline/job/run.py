@@ -22,6 +22,7 @@ import logging
 import time
 import uuid
 from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -101,6 +102,7 @@ class RunSummary:
     bins_already_complete: int = 0
     bins_known_bad: int = 0  # failed before with the same files: not read again (still counted in bins_failed)
     bins_changed: int = 0  # complete, but their files changed since (sizes): classified again (in bins_planned)
+    bins_measured_now: int = 0  # complete, but classified before the store measured: classified again to measure
     bins_bead_runs: int = 0  # bead runs by their header, left out: neither classified nor failed (`bead_runs`)
     bins_planned: int = 0
     partitions: int = 0
@@ -191,7 +193,10 @@ def run_classification(
         if sizing is not None:
             store_info = {**store_info, "morphology": sizing.to_attributes()}
         ledger = store.ledger(clean=True)
-        selection = Selection(ledger, retry_failed=request.retry_failed, include_beads=request.include_beads)
+        selection = Selection(
+            ledger, retry_failed=request.retry_failed, include_beads=request.include_beads,
+            unmeasured=ledger.unmeasured() if sizing is not None else frozenset(),
+        )  # fmt: skip
         target = int(request.partition_mb * MB)
         reporter.message("classifying the bins not in the store as the archive is listed")
         n_workers = 0
@@ -229,6 +234,12 @@ def run_classification(
         summary.bins_planned = selection.planned
         summary.bins_known_bad = len(selection.known_bad)
         summary.bins_changed = len(selection.changed)
+        summary.bins_measured_now = len(selection.measured_now)
+        if selection.measured_now:
+            reporter.message(
+                f"{len(selection.measured_now)} complete bins were classified before the store measured: read and "
+                "classified again with its model, to measure them"
+            )
         if selection.changed:
             shown = ", ".join(selection.changed[:3]) + (", ..." if len(selection.changed) > 3 else "")
             reporter.message(
@@ -295,10 +306,15 @@ class Selection:
     left out before (a record of kind "beads" whose files are unchanged since) unless `include_beads`, and the
     complete ones whose files are not those they were classified from (`pipeline.results.records.files_digest`: the
     sizes changed, as when a copy was taken while the instrument was still writing): a bin is complete only for the
-    files it was read from."""
+    files it was read from. With `unmeasured` (the complete bins without biovolume, of a run that measures), those
+    bins are planned too: a store that measures holds every bin it shows measured alike."""
 
-    def __init__(self, ledger: Ledger, *, retry_failed: bool = False, include_beads: bool = False) -> None:
+    def __init__(
+        self, ledger: Ledger, *, retry_failed: bool = False, include_beads: bool = False,
+        unmeasured: AbstractSet[str] = frozenset(),
+    ) -> None:  # fmt: skip
         self.ledger = ledger
+        self.unmeasured = unmeasured
         self.retry_failed = retry_failed
         self.include_beads = include_beads
         self.complete = 0  # complete bins listed
@@ -309,6 +325,7 @@ class Selection:
         self.known_bad: list[BinFailure] = []  # bins not read again: they failed with the files they still have
         self.bead_runs: list[BinFailure] = []  # bead runs not read again: left out with the files they still have
         self.changed: list[str] = []  # complete bins whose files changed since: classified again
+        self.measured_now: list[str] = []  # complete bins not measured: classified again, measured
 
     def todo(self, listed: Iterable[BinFiles | BinFailure]) -> Iterator[BinFiles]:
         """The planned bins of `listed`, in its order."""
@@ -318,9 +335,12 @@ class Selection:
                 continue
             self.complete += 1
             if item.bin.id in self.ledger.complete:
-                if not self._changed(item):
+                if self._changed(item):
+                    self.changed.append(item.bin.id)
+                elif item.bin.id in self.unmeasured:
+                    self.measured_now.append(item.bin.id)
+                else:
                     continue
-                self.changed.append(item.bin.id)
             if (known := self._known_bad(item)) is not None:
                 self.known_bad.append(known)
                 continue

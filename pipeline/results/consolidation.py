@@ -38,7 +38,7 @@ from pipeline.ifcb.errors import BinFailure
 from pipeline.redact import redact_url
 from pipeline.results.encoding import as_bytes, group_document, grow_rows, zarr_contents
 from pipeline.results.failure_table import COLUMNS, changed_failures
-from pipeline.results.layout import DIGESTS, LEDGER, ROWS, SUMMARY
+from pipeline.results.layout import DIGESTS, LEDGER, ROWS, SUMMARY, UNMEASURED
 from pipeline.results.records import Ledger
 from pipeline.results.summary import PROVENANCE, ledger_dataset, summary_dataset
 from pipeline.results.table_digests import array_digest, as_text, grown_digest
@@ -107,6 +107,7 @@ def _rewrite(
     tables = ledger_dataset(ledger.parts, failures.values(), records)
     rows = {dim: tables.sizes[dim] for dim in ("part", "warned", "failed")} | {"bin": summary.sizes["bin"]}
     summary.attrs[ROWS] = rows
+    summary.attrs[UNMEASURED] = sum(1 for record in records if record.biovolume is None)
     documents: dict[str, bytes] = {}
     digests: dict[str, str] = {}
     for group_path, dataset in ((SUMMARY, summary), (LEDGER, tables)):
@@ -173,6 +174,8 @@ def _append(
     sizes = {**added[LEDGER].sizes, **added[f"{LEDGER} failed"].sizes, **added[SUMMARY].sizes}
     rows = {dim: rows[dim] + sizes[dim] for dim in rows}
     attributes = {**ledger.summary_attributes, ROWS: rows, DIGESTS: digests}
+    if UNMEASURED in attributes:  # the new rows are new bins (an append adds no bin the summary shows)
+        attributes[UNMEASURED] += sum(1 for record in records if record.biovolume is None)
     store.write_documents({f"{SUMMARY}/zarr.json": group_document(attributes)})
     return rows, attributes
 

@@ -15,6 +15,10 @@ ROWS = "consolidated_rows"
 #: Attribute of the summary group beside `ROWS`: per array of the summary and the ledger ("summary/counts"), the
 #: digest of the rows `ROWS` counts (`pipeline.results.table_digests`): what readers check before they trust a table.
 DIGESTS = "consolidated_digests"
+#: Attribute of the summary group beside `ROWS`: how many of those rows' bins were not measured (no biovolume: bins
+#: classified before the store measured). A run that measures reads the bin records to find them only when this is
+#: not 0 (or not known: a summary of before it).
+UNMEASURED = "bins_unmeasured"
 
 
 class StoreMismatchError(RuntimeError):

@@ -13,6 +13,7 @@ import numpy as np
 from model.decision import class_counts
 from pipeline.ifcb.errors import BinFailure
 from pipeline.ifcb.sample import SampleInfo
+from pipeline.results.layout import UNMEASURED
 
 
 def iso_utc(moment: datetime) -> str:
@@ -236,6 +237,22 @@ class Ledger:
             self._bins, recorded = self._load() if self._load is not None else ({}, {})
             self._take_recorded(recorded)
         return self._bins
+
+    @property
+    def loaded_records(self) -> bool:
+        """Whether every bin record has been read (`bins`): what planning avoids where it can."""
+        return self._bins is not None
+
+    def unmeasured(self) -> set[str]:
+        """The complete bins without biovolume (classified before the store measured, `BinRecord.biovolume` None).
+
+        Reads every bin record only where the summary does not say that none of its bins is unmeasured
+        (`layout.UNMEASURED`): a store whose bins are all measured costs nothing more to plan; one that has
+        unmeasured bins is read once, by the run that measures them."""
+        if self.summary_attributes.get(UNMEASURED) == 0:  # only bins of commits since may be unmeasured
+            latest = {record.bin: record for commit in self.pending for record in commit.bins}
+            return {bin_id for bin_id, record in latest.items() if record.biovolume is None}
+        return {record.bin for record in self.bins.values() if record.biovolume is None}
 
     @property
     def failures(self) -> dict[str, BinFailure]:

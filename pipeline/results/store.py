@@ -38,7 +38,8 @@ Layout (every node is plain zarr v3, so `zarr`, `xarray` and other readers open 
                                  and of the ledger's) is written last and counts the rows readers take (arrays may
                                  hold more rows, of a cut-off consolidation), with `consolidated_digests`
                                  ({"summary/counts": 16 hex digits, ...}: a digest of each array's counted rows,
-                                 checked by every reader)
+                                 checked by every reader) and `bins_unmeasured` (how many of those bins have no
+                                 biovolume: `layout.UNMEASURED`)
     STORE/ledger/                the client's bookkeeping: partitions already in the summary (consolidated_part, in
                                  append order); failed bins (stage, reason, versions of their files, kind: "beads"
                                  for a bead run left out, which is no failure), appended like the summary (a bin's
