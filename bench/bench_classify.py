@@ -7,7 +7,9 @@ Measured in one run, on one synthetic archive, with one (untrained) bundle, on 1
 - the bare model on the same workers: the compiled predictor on preprocessed uint8 batches already in memory, all
   workers at once; the headline is end-to-end / bare model (1.0 = reading, preprocessing and writing fully hidden);
 - a serial loop as peers write it (read a bin, preprocess + predict, write it, next bin) in one worker process;
-- the workers' peak resident memory after 10 bins and after the whole archive (it must stay flat).
+- the workers' peak resident memory after 10 bins and after the whole archive (it must stay flat);
+- where the end-to-end run's time went, by stage (`RunSummary.stage_seconds`: read, preprocess, feed_wait (the model
+  idle), batch, infer, commit in the workers; start and consolidate in the client).
 
 `--arch zero-cost` is a model that costs almost nothing (a mean and one dense layer): the pipeline's own ceiling.
 
@@ -131,6 +133,7 @@ def cluster_runs(n_workers: int, archive: str, bundle_url: str, bundle_hash: str
         out["rss_first"] = peak_rss_mib(client)
         summary = run_classification(client, request("e2e"))
         out["e2e"], out["rois"] = summary.rois / summary.seconds, summary.rois
+        out["stages"], out["seconds"] = dict(summary.stage_seconds), summary.seconds
         out["rss_all"] = peak_rss_mib(client)
         out["model"] = cluster_bare_model(client, bundle_url, bundle_hash, args.runtime)
         if args.serial:
@@ -189,6 +192,7 @@ def main() -> None:
 
     from pipeline.cluster.local import cores
     from pipeline.ifcb.synth import write_synthetic_archive
+    from pipeline.job.worker import STAGES
 
     with tempfile.TemporaryDirectory(prefix="bench-classify-") as tmp:
         work = Path(tmp)
@@ -221,6 +225,15 @@ def main() -> None:
         row("end-to-end / serial loop", lambda r: f"{r['e2e'] / r['serial']:.2f}")
     row(f"worker peak RSS after {MEMORY_FIRST_BINS} bins (MiB)", lambda r: f"{r['rss_first']:.0f}")
     row("worker peak RSS after the whole archive (MiB)", lambda r: f"{r['rss_all']:.0f}")
+
+    print("\nWhere the end-to-end run's time went (`RunSummary.stage_seconds`, seconds; feeder stages in "
+          "thread-seconds summed over bins, task-thread stages summed over partitions, `start` and `consolidate` "
+          "in the client):\n")
+    print("| stage | " + " | ".join(f"{n} worker{'s' if n > 1 else ''}" for n in counts) + " |")
+    print("|---|" + "---:|" * len(counts))
+    row("wall clock of the run", lambda r: f"{r['seconds']:.1f}")
+    for stage in ("start", *STAGES, "consolidate"):
+        row(stage, lambda r, stage=stage: f"{r['stages'].get(stage, 0.0):.1f}")
 
 
 if __name__ == "__main__":

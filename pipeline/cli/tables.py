@@ -17,7 +17,6 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("already complete (skipped)", summary["bins_already_complete"]),
         ("failed before, files unchanged (not read again)", summary.get("bins_known_bad", 0)),
         ("complete, files changed since (classified again)", summary.get("bins_changed", 0)),
-        ("complete, not yet measured (classified again: --morphology)", summary.get("bins_measured_now", 0)),
         ("bead runs by their header (left out: --include-beads)", summary.get("bins_bead_runs", 0)),
         ("classified now", summary["bins_done"]),
         ("failed (bad data, recorded in the store)", summary["bins_failed"]),
@@ -26,6 +25,11 @@ def summary_table(summary: dict[str, Any]) -> Table:
         ("wall time (s)", f"{summary['seconds']:.1f}"),
         ("ROIs/s", f"{summary['rois_per_second']:,.1f}"),
     ]
+    if summary.get("bins_measured_now"):  # a store that measures, with bins classified before it did
+        rows.insert(4, ("complete, not yet measured (classified again to measure)", summary["bins_measured_now"]))
+    stages = {name: seconds for name, seconds in summary.get("stage_seconds", {}).items() if seconds >= 0.05}
+    if stages:  # feeder stages are thread-seconds (feeders run side by side), the others wall seconds
+        rows.append(("time by stage (s)", " · ".join(f"{name} {seconds:.1f}" for name, seconds in stages.items())))
     for label, value in rows:
         table.add_row(label, str(value))
     return table

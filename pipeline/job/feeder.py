@@ -67,7 +67,9 @@ class LoadedBin:
     ml_analyzed: float | None
     roi_numbers: np.ndarray
     inputs: np.ndarray
-    seconds: float = 0.0  # spent reading and preprocessing it (and measuring it, with morphology)
+    #: seconds its feeder spent on it, by stage: "read" (the requests, parsing the `.adc`, cutting the images),
+    #: "preprocess", and "morphology" when it was measured
+    stages: dict[str, float] = field(default_factory=dict)
     warnings: tuple[str, ...] = ()  # what the reader forgave in its files (a cut-off last .adc line)
     sample: SampleInfo = field(default_factory=SampleInfo)  # what its header says of the sample
     morphology: np.ndarray | None = None  # float32 (n, feature) in pixels (`pipeline.morphology`); None: not asked
@@ -100,29 +102,38 @@ def load_bin(
     A denied, archived or missing object is this bin's failure; credentials, a missing bucket or a certificate that
     does not verify are raised as `ConfigurationError`: every other bin would fail the same way (`pipeline.faults`).
     """
-    started = time.perf_counter()
+    clock = time.perf_counter()
+    stages: dict[str, float] = {}
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        stages[name], clock = now - clock, now
+
     stage = "adc"
     try:
         meta = read_bin_meta(fs, files, leave_out_beads=leave_out_beads)
         stage = "roi"
         images = read_bin_images(fs, meta)
+        lap("read")
         stage = "preprocess"
         inputs = np.empty((len(images), config.size, config.size, 1), dtype=dtype)
         preprocess_into([image for _, image in images], config, inputs)
+        lap("preprocess")
         measured = None
         if morphology:
             from pipeline.morphology import as_matrix, morphology_table  # OpenCV, SciPy: only for runs that ask
 
             stage = "morphology"
             measured = as_matrix(morphology_table([image for _, image in images]))
+            lap("morphology")
     except Exception as err:  # a MemoryError too: a failure at stage "node" (`BinFailure.from_error`)
         if is_configuration(err, scope="object"):
             detail = str(err) if isinstance(err, ConfigurationError) else f"{type(err).__name__}: {err}"
             raise ConfigurationError(f"cannot read bin {files.bin.id}: {detail}") from err
         return BinFailure.from_error(files.bin.id, err, default_stage=stage)
     numbers = np.array([number for number, _ in images], dtype=np.int32)
-    seconds = time.perf_counter() - started
-    return LoadedBin(files, files.bin.time, meta.ml_analyzed, numbers, inputs, seconds, tuple(meta.warnings),
+    return LoadedBin(files, files.bin.time, meta.ml_analyzed, numbers, inputs, stages, tuple(meta.warnings),
                      sample=meta.sample, morphology=measured)  # fmt: skip
 
 

@@ -39,7 +39,7 @@ from pipeline.ifcb.errors import BinFailure
 from pipeline.job.feeder import NODE_ADVICE
 from pipeline.job.plan import DEFAULT_PARTITION_MB, MB, balanced_target, bin_weight, stream_partitions
 from pipeline.job.reporting import Quiet, Reporter
-from pipeline.job.worker import PartitionResult, PartitionTask, classify_partition
+from pipeline.job.worker import JobSpec, PartitionResult, PartitionTask, classify_partition
 from pipeline.morphology.units import DEFAULT_CALIBRATION, parse_calibration
 from pipeline.redact import redact_text, redact_url
 from pipeline.results.biomass import Sizing
@@ -116,6 +116,10 @@ class RunSummary:
     incomplete: list[dict[str, str]] = field(default_factory=list)
     bead_runs: list[dict[str, str]] = field(default_factory=list)  # their records (kind "beads", the reason, files)
     left_out: dict[str, dict[str, Any]] = field(default_factory=dict)  # the listing's `LeftOut.to_dict()`
+    #: where the time went: the workers' stages summed over partitions (`pipeline.job.worker.STAGES`: feeder stages
+    #: in thread-seconds, the task thread's in seconds), and this process's "start" (bundle, ledger, the head of the
+    #: listing, the cluster: until the first partition is submitted) and "consolidate"
+    stage_seconds: dict[str, float] = field(default_factory=dict)
     dashboard: str | None = None
 
     @property
@@ -219,6 +223,7 @@ def run_classification(
                     client = client.client()
                     n_workers = _connected_workers(client, summary, reporter, in_process)
                 partitions = itertools.chain([first], partitions)
+                summary.stage_seconds["start"] = time.perf_counter() - started
                 _follow(client, request, store_info, bundle_info, partitions, n_workers, ledger, summary, reporter,
                         node_failures)  # fmt: skip
         finally:
@@ -226,7 +231,9 @@ def run_classification(
             found = [*list_failures, *node_failures]  # failures no commit holds
             changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in found)
             if changed and _still_held(lease):  # a run that lost the lease leaves the summary to the next one
+                consolidating = time.perf_counter()
                 store.consolidate(ledger, found)
+                summary.stage_seconds["consolidate"] = time.perf_counter() - consolidating
         summary.bins_listed = selection.complete + len(list_failures)
         summary.bins_already_complete = (
             selection.complete - selection.planned - len(selection.known_bad) - len(selection.bead_runs)
@@ -468,7 +475,23 @@ def _follow(
     as a feeder's bin is (`pipeline.job.feeder`): neither redone by every run forever nor taken for bad data."""
     resources = {GPU_RESOURCE: 1} if workers_have_gpus(client) else None
     run_id = uuid.uuid4().hex[:8]
-    thresholds = _store_thresholds(store_info)
+    job = JobSpec(
+        archive_url=request.archive_url,
+        store_url=request.store_url,
+        bundle_url=request.bundle_url,
+        bundle_hash=bundle_info["content_hash"],
+        classes=tuple(store_info["classes"]),
+        storage_options=request.storage_options,
+        batch_size=request.batch_size,
+        feeders=request.feeders,
+        feeder_kind=request.feeder_kind,
+        embeddings=request.embeddings,
+        include_beads=request.include_beads,
+        runtimes=runtimes(bundle_info),
+        runtime=request.runtime,
+        thresholds=_store_thresholds(store_info),
+        sizing=store_info.get("morphology"),
+    )
     futures: dict[Any, PartitionTask] = {}
     running = as_completed()
     split: set[str] = set()  # bins tried alone after their partition ran out of the node's memory
@@ -481,27 +504,7 @@ def _follow(
             reporter.grow(len(bins))
 
     def submit(bins: list[BinFiles]) -> None:
-        task = PartitionTask(
-            part=partition_id([files.bin.id for files in bins], run_id),
-            bins=tuple(bins),
-            archive_url=request.archive_url,
-            store_url=request.store_url,
-            bundle_url=request.bundle_url,
-            bundle_hash=bundle_info["content_hash"],
-            classes=tuple(store_info["classes"]),
-            archive_options=request.storage_options,
-            store_options=request.storage_options,
-            bundle_options=request.storage_options,
-            batch_size=request.batch_size,
-            feeders=request.feeders,
-            feeder_kind=request.feeder_kind,
-            embeddings=request.embeddings,
-            include_beads=request.include_beads,
-            runtimes=runtimes(bundle_info),
-            runtime=request.runtime,
-            thresholds=thresholds,
-            sizing=store_info.get("morphology"),
-        )
+        task = PartitionTask(partition_id([files.bin.id for files in bins], run_id), tuple(bins), job)
         future = client.submit(classify_partition, task, key=f"classify-{run_id}-{task.part}", retries=1,
                                resources=resources)  # fmt: skip
         futures[future] = task
@@ -532,6 +535,9 @@ def _follow(
                     pending.cancel()
                 raise ConfigurationError(result.configuration_error)
             submit_next()
+            for stage, seconds in result.seconds.items():
+                if stage != "total":
+                    summary.stage_seconds[stage] = summary.stage_seconds.get(stage, 0.0) + seconds
             commit = result.commit
             assert commit is not None
             ledger.add(commit)

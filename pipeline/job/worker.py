@@ -4,7 +4,7 @@ The model bundle, its compiled predictor and the feeder pool are made once per w
 URL and content hash), so tasks carry only URLs and a small plan. Feeders read and preprocess the next bins while
 the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
 (`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
-(`model.inference`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
+(`model.inference.predictors`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
 follow the store's thresholds too when it has them (carried by the task), under an id of this attempt's own
 (`pipeline.results.store.attempt_id`): a retry of the task beside a zombie attempt never overwrites it, nor is
 overwritten; each bin's record keeps the fingerprint of the files it was read from.
@@ -56,19 +56,17 @@ _cache: dict[tuple[Any, ...], Any] = {}
 
 
 @dataclass(frozen=True)
-class PartitionTask:
-    """Everything a partition task needs: URLs, options and the bins' files (no model, no pixels)."""
+class JobSpec:
+    """What every partition task of a run shares, each thing once: where to read, write and load the model from,
+    and how (no model, no pixels). One `storage_options` serves the archive, the store and the bundle: a run has one
+    set of credentials and endpoints (`ClassifyRequest.storage_options`)."""
 
-    part: str
-    bins: tuple[BinFiles, ...]
     archive_url: str
     store_url: str
     bundle_url: str
     bundle_hash: str
     classes: tuple[str, ...]
-    archive_options: dict[str, Any] = field(default_factory=dict)
-    store_options: dict[str, Any] = field(default_factory=dict)
-    bundle_options: dict[str, Any] = field(default_factory=dict)
+    storage_options: dict[str, Any] = field(default_factory=dict)
     batch_size: int | None = None  # None: GPU_BATCH, ONNX_CPU_BATCH or CPU_BATCH, by device and runtime
     feeders: int | None = None  # feeders per worker (0: threads); None: by the worker's device and cores
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on a GPU worker, threads on a CPU one
@@ -76,25 +74,42 @@ class PartitionTask:
     include_beads: bool = False  # classify bead runs by their header too; else each is a record of kind "beads"
     thresholds: tuple[float, ...] | None = None  # the store's, in class order, for counts_thresholded; None: argmax
     runtimes: tuple[str, ...] = ("keras",)  # what the bundle offers (`model.bundle.runtimes`)
-    runtime: str | None = None  # "keras" or "onnx"; None: `model.runtimes.choose_runtime`'s rule, by device
+    runtime: str | None = None  # "keras" or "onnx"; None: `model.inference.runtimes.choose_runtime`'s rule, by device
     #: the store's morphology settings (`pipeline.results.biomass.Sizing` as attributes): each ROI is measured
     #: too, and each bin's biovolume and carbon per class kept; None: no morphology
     sizing: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True)
+class PartitionTask:
+    """One partition of a run: its id, its bins' files, and the run's `JobSpec`."""
+
+    part: str
+    bins: tuple[BinFiles, ...]
+    job: JobSpec
 
     @property
     def roi_bytes(self) -> int:
         return sum(files.roi_size for files in self.bins)
 
 
+#: The stages a partition's time is counted in (`PartitionResult.seconds`). In the feeders, summed over its bins
+#: (thread-seconds: feeders run side by side): "read" (requests, parsing, cutting the images), "preprocess",
+#: "morphology". In the task's own thread (wall seconds): "feed_wait" (the model waiting for the feeders: idle),
+#: "batch" (packing bins into batches, scores back per bin), "infer" (the model's calls), "commit" (the store).
+STAGES = ("read", "preprocess", "morphology", "feed_wait", "batch", "infer", "commit")
+
+
 @dataclass
 class PartitionResult:
-    """What a partition task did: its commit (or why there is none), ROIs scored, timings, memory."""
+    """What a partition task did: its commit (or why there is none), ROIs scored, timings by stage (`STAGES`, and
+    "total": the task's wall seconds), memory."""
 
     part: str
     commit: Commit | None = None
     configuration_error: str | None = None
     rois: int = 0
-    seconds: dict[str, float] = field(default_factory=lambda: {"feed_wait": 0.0, "model": 0.0, "commit": 0.0})
+    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     peak_rss_bytes: int = 0
 
 
@@ -130,23 +145,23 @@ def get_bundle(url: str, storage_options: dict[str, Any] | None, content_hash: s
     return _cached(("bundle", url, content_hash, runtime), load)
 
 
-def _predictor(task: PartitionTask, bundle: Any) -> Any:
+def _predictor(job: JobSpec, bundle: Any) -> Any:
     from model.inference.predictors import make_predictor
 
     runtime = model_runtime(bundle.model)
-    key = ("predictor", task.bundle_url, task.bundle_hash, runtime, task.embeddings)
-    return _cached(key, lambda: make_predictor(bundle, embeddings=task.embeddings, threads=model_threads()))
+    key = ("predictor", job.bundle_url, job.bundle_hash, runtime, job.embeddings)
+    return _cached(key, lambda: make_predictor(bundle, embeddings=job.embeddings, threads=model_threads()))
 
 
-def _feeder(task: PartitionTask, bundle: Any, gpu: bool) -> Feeder:
-    processes, threads = feeder_counts(gpu, cores(), task.feeders, task.feeder_kind)
+def _feeder(job: JobSpec, bundle: Any, gpu: bool) -> Feeder:
+    processes, threads = feeder_counts(gpu, cores(), job.feeders, job.feeder_kind)
     dtype = bundle.preprocess.pixel_dtype
-    options = repr(sorted(task.archive_options.items()))
-    measure = task.sizing is not None
-    key = ("feeder", task.archive_url, options, bundle.preprocess, processes, threads, measure)
+    options = repr(sorted(job.storage_options.items()))
+    measure = job.sizing is not None
+    key = ("feeder", job.archive_url, options, bundle.preprocess, processes, threads, measure)
     return _cached(
         key,
-        lambda: Feeder(task.archive_url, task.archive_options, bundle.preprocess, dtype, processes=processes,
+        lambda: Feeder(job.archive_url, job.storage_options, bundle.preprocess, dtype, processes=processes,
                        threads=threads, morphology=measure),
     )  # fmt: skip
 
@@ -157,21 +172,22 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
     A configuration fault (credentials, the store denied or gone, a bundle that cannot run, a GPU the backend cannot
     see) comes back as `configuration_error`, for the client to stop the run with one message."""
     started = time.perf_counter()
+    job = task.job
     result = PartitionResult(part=task.part)
     try:
-        store = ResultStore(task.store_url, task.store_options)
+        store = ResultStore(job.store_url, job.storage_options)
         gpu = gpu_given()  # asked once: each ask may run nvidia-smi
-        runtime = choose_runtime(task.runtimes, gpu=gpu, requested=task.runtime)
-        bundle = get_bundle(task.bundle_url, task.bundle_options, task.bundle_hash, runtime)
-        if list(bundle.classes) != list(task.classes):
-            raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(task.classes)}")
+        runtime = choose_runtime(job.runtimes, gpu=gpu, requested=job.runtime)
+        bundle = get_bundle(job.bundle_url, job.storage_options, job.bundle_hash, runtime)
+        if list(bundle.classes) != list(job.classes):
+            raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(job.classes)}")
         results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime, given=gpu), result)
         commit_started = time.perf_counter()
-        thresholds = None if task.thresholds is None else np.asarray(task.thresholds)  # the store decides
+        thresholds = None if job.thresholds is None else np.asarray(job.thresholds)  # the store decides
         part = attempt_id(task.part)  # this attempt's own keys: another attempt of the task never writes them
-        sizing = Sizing.from_attributes(task.sizing)
+        sizing = Sizing.from_attributes(job.sizing)
         result.commit = with_retries(
-            lambda: store.commit_partition(part, results, task.classes, failures, incomplete, thresholds,
+            lambda: store.commit_partition(part, results, job.classes, failures, incomplete, thresholds,
                                            sizing=sizing),
             f"committing partition {part}",
         )  # fmt: skip
@@ -195,13 +211,14 @@ def _score(
     task: PartitionTask, bundle: Any, gpu: bool, out: PartitionResult
 ) -> tuple[list[BinResult], list[BinFailure], list[dict[str, str]]]:
     """Feed, batch and predict every bin; returns (classified bins in task order, data failures, incomplete)."""
+    job = task.job
     size = bundle.preprocess.size
-    predictor = _predictor(task, bundle)
-    feeder = _feeder(task, bundle, gpu)
+    predictor = _predictor(job, bundle)
+    feeder = _feeder(job, bundle, gpu)
     onnx = model_runtime(bundle.model) == "onnx"
-    batch_size = task.batch_size or (GPU_BATCH if gpu else ONNX_CPU_BATCH if onnx else CPU_BATCH)
+    batch_size = job.batch_size or (GPU_BATCH if gpu else ONNX_CPU_BATCH if onnx else CPU_BATCH)
     assembler = BatchAssembler(batch_size, (size, size, 1), bundle.preprocess.pixel_dtype)
-    collector = ScoreCollector(len(task.classes))
+    collector = ScoreCollector(len(job.classes))
     features: ScoreCollector | None = None  # embeddings: made at the first batch's (its width), then fed alike
     loaded: dict[str, LoadedBin] = {}
     failures: list[BinFailure] = []
@@ -210,7 +227,7 @@ def _score(
     stamps = {files.bin.id: files.stamp for files in task.bins}
 
     def batches() -> Iterator[tuple[np.ndarray, Batch]]:
-        items = feeder.load(task.bins, leave_out_beads=not task.include_beads)
+        items = feeder.load(task.bins, leave_out_beads=not job.include_beads)
         while True:
             waited = time.perf_counter()
             item = next(items, None)
@@ -224,13 +241,18 @@ def _score(
                     failures.append(replace(item, files=stamps.get(item.bin, "")))
                 continue
             key = item.files.bin.id
+            for stage, seconds in item.stages.items():
+                out.seconds[stage] += seconds
+            packing = time.perf_counter()
             loaded[key] = item
             collector.expect(key, len(item.roi_numbers))
             if features is not None:
                 features.expect(key, len(item.roi_numbers))
-            for batch in assembler.add(key, item.inputs):
-                yield batch.inputs, batch
+            packed = list(assembler.add(key, item.inputs))  # a fresh buffer each: not overwritten by the next
             item.release()
+            out.seconds["batch"] += time.perf_counter() - packing
+            for batch in packed:
+                yield batch.inputs, batch
         for batch in assembler.finish():
             yield batch.inputs, batch
 
@@ -245,7 +267,8 @@ def _score(
 
     model_started = time.perf_counter()
     for outputs, batch in predictor.run(batches()):
-        scores, embedded = outputs if task.embeddings else (outputs, None)
+        taking = time.perf_counter()
+        scores, embedded = outputs if job.embeddings else (outputs, None)
         if embedded is not None:
             if features is None:
                 features = ScoreCollector(embedded.shape[1], np.float16)
@@ -254,8 +277,10 @@ def _score(
             features.take(batch, embedded)
         collector.take(batch, scores)
         finish_ready()
+        out.seconds["batch"] += time.perf_counter() - taking
     finish_ready()  # bins of 0 ROIs after the last batch
-    out.seconds["model"] = time.perf_counter() - model_started - out.seconds["feed_wait"]
+    looped = time.perf_counter() - model_started
+    out.seconds["infer"] = looped - out.seconds["feed_wait"] - out.seconds["batch"]
     if collector.pending:
         raise RuntimeError(f"partition {task.part}: {collector.pending} bin(s) left without scores")
     return results, failures, incomplete
