@@ -86,7 +86,7 @@ class ClassifyRequest:
     include_beads: bool = False  # classify bead runs by their header too (`pipeline.ifcb.sample`), even those left out
     embeddings: bool = False  # also store each ROI's penultimate features
     feeder_kind: str | None = None  # "processes" or "threads"; None: processes on GPU workers, threads on CPU ones
-    runtime: str | None = None  # "keras" or "onnx"; None or "auto": `model.runtimes.choose_runtime`'s rule
+    runtime: str | None = None  # "keras" or "onnx"; None or "auto": `model.inference.runtimes.choose_runtime`'s rule
     morphology: bool = False  # measure each ROI too (`pipeline.morphology`): biovolume and carbon per class
     pixels_per_micron: str | None = None  # the calibration (`pipeline.morphology.units.parse_calibration`)
     taxa_url: str | None = None  # the class-to-taxon table: which classes are diatoms (carbon)
@@ -155,7 +155,7 @@ def run_classification(
     check_window(request)
     try:
         bundle_info = with_retries(lambda: read_bundle_info(request.bundle_url, options), "reading the bundle")
-        # the runtime that must run it can be imported (`model.runtimes`): else every partition would fail on it
+        # the runtime that must run it can be imported (`model.inference.runtimes`): else every partition fails on it
         check_runtime(runtimes(bundle_info), request.runtime)
     except BundleError as err:
         raise ConfigurationError(redact_text(str(err))) from None

@@ -4,9 +4,9 @@ The model bundle, its compiled predictor and the feeder pool are made once per w
 URL and content hash), so tasks carry only URLs and a small plan. Feeders read and preprocess the next bins while
 the device computes (`pipeline.job.feeder`); the model sees fixed, large batches assembled across bins
 (`pipeline.job.batching`), and the next batch is dispatched before the previous one's scores are fetched
-(`model.inference.predictors`). The partition is committed once, at the end: its arrays, then its commit record, whose counts
-follow the store's thresholds too when it has them (carried by the task), under an id of this attempt's own
-(`pipeline.results.store.attempt_id`): a retry of the task beside a zombie attempt never overwrites it, nor is
+(`model.inference.predictors`). The partition is committed once, at the end: its arrays, then its commit record,
+whose counts follow the store's thresholds too when it has them (carried by the task), under an id of this attempt's
+own (`pipeline.results.store.attempt_id`): a retry of the task beside a zombie attempt never overwrites it, nor is
 overwritten; each bin's record keeps the fingerprint of the files it was read from.
 
 Faults: a bad bin becomes a data failure in the commit; a transient fault that outlasts its retries leaves the bin

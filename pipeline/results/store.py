@@ -161,7 +161,7 @@ def decision_attributes(
     thresholds: dict[str, float] | None, classes: Sequence[str], *, source: str | None
 ) -> dict[str, Any]:
     """The root attributes that say how the store decides ROIs: `thresholds` (absent: argmax) and their
-    `thresholds_sha256` (`model.thresholds.thresholds_digest`), and where they came from."""
+    `thresholds_sha256` (`model.decision.thresholds_digest`), and where they came from."""
     attributes: dict[str, Any] = {
         "thresholds_sha256": thresholds_digest(thresholds, classes),
         "thresholds_source": source,
