@@ -42,11 +42,11 @@ def test_config_file_fills_options_and_flags_win(tmp_path: Path, dask_client) ->
     assert summary["partitions"] == 3  # a bin each
     assert summary["bins_done"] == 3  # the file's --bins list
     stages = summary["stage_seconds"]  # where the time went, by stage, for the benchmarks and the table
-    assert set(stages) == {"start", "read", "preprocess", "morphology", "feed_wait", "batch", "infer", "commit",
-                           "consolidate"}  # fmt: skip
-    assert all(stages[name] > 0 for name in ("start", "read", "preprocess", "infer", "commit", "consolidate"))
+    assert set(stages) == {"start", "read", "preprocess", "morphology", "load", "feed_wait", "batch", "infer",
+                           "commit", "consolidate"}  # fmt: skip
+    assert all(stages[name] > 0 for name in ("start", "read", "preprocess", "load", "infer", "commit", "consolidate"))
     assert stages["morphology"] == 0  # not asked
-    task_thread = sum(stages[name] for name in ("feed_wait", "batch", "infer", "commit"))
+    task_thread = sum(stages[name] for name in ("load", "feed_wait", "batch", "infer", "commit"))
     workers = len(dask_client.scheduler_info()["workers"])
     assert task_thread <= summary["seconds"] * workers  # each partition's own thread, partitions side by side
 

@@ -95,9 +95,10 @@ class PartitionTask:
 
 #: The stages a partition's time is counted in (`PartitionResult.seconds`). In the feeders, summed over its bins
 #: (thread-seconds: feeders run side by side): "read" (requests, parsing, cutting the images), "preprocess",
-#: "morphology". In the task's own thread (wall seconds): "feed_wait" (the model waiting for the feeders: idle),
-#: "batch" (packing bins into batches, scores back per bin), "infer" (the model's calls), "commit" (the store).
-STAGES = ("read", "preprocess", "morphology", "feed_wait", "batch", "infer", "commit")
+#: "morphology". In the task's own thread (wall seconds): "load" (the bundle, its predictor and the feeders: made
+#: once per worker process, so about 0 after its first partition), "feed_wait" (the model waiting for the feeders:
+#: idle), "batch" (packing bins into batches, scores back per bin), "infer" (the model's calls), "commit" (the store).
+STAGES = ("read", "preprocess", "morphology", "load", "feed_wait", "batch", "infer", "commit")
 
 
 @dataclass
@@ -181,7 +182,7 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
         bundle = get_bundle(job.bundle_url, job.storage_options, job.bundle_hash, runtime)
         if list(bundle.classes) != list(job.classes):
             raise ConfigurationError(f"bundle classes {bundle.classes} differ from the store's {list(job.classes)}")
-        results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime, given=gpu), result)
+        results, failures, incomplete = _score(task, bundle, gpu_in_use(runtime, given=gpu), result, started)
         commit_started = time.perf_counter()
         thresholds = None if job.thresholds is None else np.asarray(job.thresholds)  # the store decides
         part = attempt_id(task.part)  # this attempt's own keys: another attempt of the task never writes them
@@ -208,9 +209,10 @@ def classify_partition(task: PartitionTask) -> PartitionResult:
 
 
 def _score(
-    task: PartitionTask, bundle: Any, gpu: bool, out: PartitionResult
+    task: PartitionTask, bundle: Any, gpu: bool, out: PartitionResult, started: float
 ) -> tuple[list[BinResult], list[BinFailure], list[dict[str, str]]]:
-    """Feed, batch and predict every bin; returns (classified bins in task order, data failures, incomplete)."""
+    """Feed, batch and predict every bin; returns (classified bins in task order, data failures, incomplete).
+    `started`: when the task began (`time.perf_counter`), whence its "load" seconds."""
     job = task.job
     size = bundle.preprocess.size
     predictor = _predictor(job, bundle)
@@ -266,6 +268,7 @@ def _score(
             results.append(result)
 
     model_started = time.perf_counter()
+    out.seconds["load"] = model_started - started
     for outputs, batch in predictor.run(batches()):
         taking = time.perf_counter()
         scores, embedded = outputs if job.embeddings else (outputs, None)
