@@ -50,10 +50,15 @@ def _archive(ifcb_data: Path, root: Path, ids: tuple[str, ...]) -> Path:
     return root
 
 
-def _classify(archive: Path, bundle: str, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    """`ifcbflow classify` in its own session, each process's imports written to stderr (`-X importtime`, inherited
-    by worker processes through PYTHONPROFILEIMPORTTIME); fails if a process of the run outlives it."""
-    command = [IFCBFLOW, "classify", str(archive), "-m", bundle, "-o", str(out), "--workers", "2", "--json", *extra]
+def _classify(
+    archive: Path, bundle: str, out: Path, *extra: str, workers: str | None = "2"
+) -> subprocess.CompletedProcess:
+    """`ifcbflow classify` in its own session (`--workers` unless None), each process's imports written to stderr
+    (`-X importtime`, inherited by worker processes through PYTHONPROFILEIMPORTTIME); fails if a process of the run
+    outlives it."""
+    command = [IFCBFLOW, "classify", str(archive), "-m", bundle, "-o", str(out), "--json", *extra]
+    if workers is not None:
+        command += ["--workers", workers]
     env = {**os.environ, "PYTHONPROFILEIMPORTTIME": "1"}
     job = subprocess.Popen(command, start_new_session=True, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                            text=True)  # fmt: skip
@@ -151,6 +156,25 @@ def test_a_one_bin_run_starts_no_worker_process_and_no_tensorflow(
     assert "1 worker thread in this process" in run.stderr
     assert not _imported(run.stderr) & {"tensorflow", "keras"}
     assert len(_scores(tmp_path / "one.zarr")) == 19
+
+
+def test_a_small_job_runs_in_this_process_unless_workers_are_asked_for(
+    ifcb_data: Path, twin_bundle: tuple[str, str], tmp_path: Path
+) -> None:
+    """Both real bins (new- and old-style) are a small job (`SMALL_JOB_BINS`): no worker process is started, and
+    the scores are those of the same run on worker processes (`--workers 2`)."""
+    _, twin = twin_bundle
+    archive = _archive(ifcb_data, tmp_path / "two", REAL_BINS)
+    here = _classify(archive, twin, tmp_path / "here.zarr", workers=None)
+    assert here.returncode == 0, here.stderr[-3000:]
+    assert "1 worker thread in this process" in here.stderr and json.loads(here.stdout)["bins_done"] == 2
+    spread = _classify(archive, twin, tmp_path / "spread.zarr")
+    assert spread.returncode == 0, spread.stderr[-3000:]
+    assert "1 worker thread in this process" not in spread.stderr and json.loads(spread.stdout)["bins_done"] == 2
+    ours, theirs = _scores(tmp_path / "here.zarr"), _scores(tmp_path / "spread.zarr")
+    assert ours.keys() == theirs.keys() and len(ours) > 19
+    for key, scores in ours.items():
+        np.testing.assert_allclose(scores, theirs[key], atol=1e-6, err_msg=str(key))
 
 
 def test_asking_for_a_runtime_the_bundle_lacks_is_a_configuration_error(

@@ -19,6 +19,7 @@ from pipeline.cli.options import (
     parse_storage_options,
     parse_window,
 )
+from pipeline.cluster.client import SMALL_JOB_BINS
 from pipeline.cluster.jobqueue import JobqueueSettings
 from pipeline.job.plan import DEFAULT_PARTITION_MB
 
@@ -117,7 +118,10 @@ OUT = typer.Option(None, "--out", "-o", help="Output zarr store URL (one store p
 CLUSTER = typer.Option(
     "local", help="local (embedded), slurm, pbs, a scheduler address (tcp://host:8786) or scheduler file."
 )
-WORKERS = typer.Option(None, help="Local workers (default: one per GPU, else cores/2).")
+WORKERS = typer.Option(
+    None, help=f"Local workers (default: one per GPU, else cores/2; a job of at most {SMALL_JOB_BINS} bins on a "
+    "machine without GPUs runs in this process unless --workers is given)."
+)
 PARTITION_MB = typer.Option(
     DEFAULT_PARTITION_MB, min=0.0001, help="Target MB of images (.roi) per task; whole bins, at least 2 per worker."
 )

@@ -32,13 +32,18 @@ from pipeline.cluster.local import (
 from pipeline.cluster.signals import stop_on_signals
 from pipeline.cluster.worker_setup import gpu_given
 
+#: A run of at most this many bins, on a machine without GPUs and without `--workers`, runs in one worker thread
+#: of this process: starting worker processes, and the model in each, costs more than such a job (one bin: 2.6 s
+#: in this process against 4.6 s for two bins on a worker process, zero-cost model, 2 cores; a bin is rarely
+#: more than a few thousand ROIs). A run of one bin always does, whatever `--workers` says.
+SMALL_JOB_BINS = 4
+
 
 class DeferredCluster:
     """The embedded cluster, started when the run knows what it needs: not at all for a run with nothing to
-    classify, one worker thread in this process for a run of one bin on a machine without GPUs (nothing to
-    distribute; starting a worker process would cost more than the bin), the usual workers otherwise, started in a
-    background thread while the caller goes on listing. `client()` waits for it; `close()` (by `open_client`)
-    closes whatever was started."""
+    classify, one worker thread in this process for a small job on a machine without GPUs (`SMALL_JOB_BINS`:
+    nothing to distribute), the usual workers otherwise, started in a background thread while the caller goes on
+    listing. `client()` waits for it; `close()` (by `open_client`) closes whatever was started."""
 
     def __init__(self, workers: int | None, dashboard_address: str | None) -> None:
         self.workers, self.dashboard_address = workers, dashboard_address
@@ -50,10 +55,11 @@ class DeferredCluster:
         self._error: BaseException | None = None
 
     def start(self, *, bins: int) -> None:
-        """Start the cluster for a run of `bins` bins to classify (at least 2 means "more than one"), once."""
+        """Start the cluster for a run of `bins` bins to classify (more than `SMALL_JOB_BINS`: a large job), once."""
         if self._thread is not None:
             return
-        self.in_process = bins <= 1 and not gpu_given()
+        small = bins <= 1 or (self.workers is None and bins <= SMALL_JOB_BINS)
+        self.in_process = small and not gpu_given()
         self._thread = threading.Thread(target=self._start, name="ifcbflow-cluster-start", daemon=True)
         self._thread.start()
 
@@ -71,7 +77,7 @@ class DeferredCluster:
 
     def client(self) -> Client:
         """The connected client, once the cluster has started (started now, with its workers, if not yet)."""
-        self.start(bins=2)
+        self.start(bins=SMALL_JOB_BINS + 1)
         assert self._thread is not None
         self._thread.join()
         if self._error is not None:

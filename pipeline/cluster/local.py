@@ -99,8 +99,9 @@ def planned_workers(workers: int | None = None, gpus: list[str] | None = None) -
 
 def in_process_cluster() -> Any:
     """One worker thread in this process, reached in memory (Dask's inproc transport), without a dashboard (the
-    scheduler's HTTP routes still listen, on a free loopback port): for a run with one bin to classify, which has
-    nothing to distribute and would spend longer starting a worker process than classifying the bin."""
+    scheduler's HTTP routes still listen, on a free loopback port): for a small job (`pipeline.cluster.client.
+    SMALL_JOB_BINS`), which has nothing to distribute and would spend longer starting worker processes than
+    classifying its bins."""
     from distributed import LocalCluster
 
     log.info("local cluster: 1 worker thread in this process")

@@ -31,7 +31,7 @@ from distributed import Client, as_completed
 
 from model.bundle import runtimes
 from model.decision import threshold_array, thresholds_digest
-from pipeline.cluster.client import GPU_RESOURCE, DeferredCluster, dashboard_link, workers_have_gpus
+from pipeline.cluster.client import GPU_RESOURCE, SMALL_JOB_BINS, DeferredCluster, dashboard_link, workers_have_gpus
 from pipeline.faults import ConfigurationError, is_node_fault, with_retries
 from pipeline.ifcb.archive import EXCLUDED_FOLDERS, NOT_IN_ARCHIVE, iter_bins
 from pipeline.ifcb.bins import BinFiles
@@ -141,7 +141,8 @@ def run_classification(
     """Classify every selected bin of the archive that the store does not hold yet; return what happened.
 
     On a `DeferredCluster` the cluster is started once the listing shows what the run needs (none for nothing to
-    classify, one worker thread in this process for one bin), while the rest of the archive's head is listed.
+    classify, one worker thread in this process for a small job: `pipeline.cluster.client.SMALL_JOB_BINS`), while the
+    rest of the archive's head is listed.
 
     Raises `UsageError` or `ConfigurationError` (nothing written) for a request that cannot succeed,
     `StoreMismatchError` for a store of another model, `StoreBusyError` for a store another run holds.
@@ -208,7 +209,7 @@ def run_classification(
         try:
             todo = selection.todo(listed)
             if isinstance(client, DeferredCluster):
-                head = list(itertools.islice(todo, 2))  # nothing, one bin, or more: what the cluster must be
+                head = list(itertools.islice(todo, SMALL_JOB_BINS + 1))  # what the cluster must be: none, small, more
                 if head:
                     client.start(bins=len(head))
                 todo = itertools.chain(head, todo)
@@ -297,7 +298,7 @@ def _connected_workers(client: Client, summary: RunSummary, reporter: Reporter, 
     """Wait for the first worker; say where the dashboard is and how many workers there are."""
     client.wait_for_workers(1, timeout=WORKER_WAIT_S)
     if in_process:
-        reporter.message("on 1 worker thread in this process (one bin to classify)")
+        reporter.message("on 1 worker thread in this process (a small job: no worker processes to start)")
         return 1
     summary.dashboard = dashboard_link(client)
     if summary.dashboard:
