@@ -193,6 +193,15 @@ def test_a_run_that_measures_measures_the_bins_classified_before_and_then_reads_
     summary = json.loads(again.stdout)
     assert (summary["bins_measured_now"], summary["bins_planned"], summary["bins_already_complete"]) == (0, 0, 2)
 
+    head = out / "summary" / "zarr.json"  # a summary of before the count: the next measuring run writes it, once
+    document = json.loads(head.read_text())
+    del document["attributes"][UNMEASURED]
+    head.write_text(json.dumps(document))
+    assert not ResultStore(str(out)).ledger().counts_unmeasured
+    counted = _ifcbflow(*measure)
+    assert counted.returncode == 0 and json.loads(counted.stdout)["bins_planned"] == 0, counted.stderr[-3000:]
+    assert ResultStore(str(out)).ledger().summary_attributes[UNMEASURED] == 0
+
 
 METADATA = """investigators: [Jane Doe]
 affiliations: [Example Oceanographic Institution]

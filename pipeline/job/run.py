@@ -231,6 +231,9 @@ def run_classification(
             list_failures = selection.failures
             found = [*list_failures, *node_failures]  # failures no commit holds
             changed = ledger.changed or any(ledger.failures.get(f.bin) != f for f in found)
+            # a measuring store's summary of before its count of unmeasured bins: written once, so that later runs
+            # need not read every bin record to find them (`Ledger.unmeasured`)
+            changed = changed or (sizing is not None and ledger.rows is not None and not ledger.counts_unmeasured)
             if changed and _still_held(lease):  # a run that lost the lease leaves the summary to the next one
                 consolidating = time.perf_counter()
                 store.consolidate(ledger, found)

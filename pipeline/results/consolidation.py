@@ -15,11 +15,11 @@ The tables are rewritten whole (from every bin record) only where an append cann
 (`rethreshold` and `migrate`), after a compaction (commits that replace partitions), when a bin already in the
 summary was committed again, when the summary's provenance (model, thresholds) is no longer the store's, and when
 the summary is of an older layout (without `ROWS`) or absent, when a table to grow lacks one of the arrays its
-rows now have (a store of before the bins' sample metadata or the failures' kind) or the commit point its digests (a
-store of before them): rewritten once, it has them from then on; and when a reader found the tables torn. A rewrite
-first sets the counts to zero (readers then
-take the bins from the commits, all still there, and count them by the store's thresholds), then writes every key,
-then the counts, then deletes keys the new version does not have.
+rows now have (a store of before the bins' sample metadata or the failures' kind) or the commit point its digests or
+its count of unmeasured bins (a store of before them): rewritten once, it has them from then on; and when a reader
+found the tables torn. A rewrite first sets the counts to zero (readers then take the bins from the commits, all
+still there, and count them by the store's thresholds), then writes every key, then the counts, then deletes keys
+the new version does not have.
 """
 
 from __future__ import annotations
@@ -93,7 +93,7 @@ def _must_rewrite(ledger: Ledger, info: dict[str, Any]) -> bool:
     """Whether the summary cannot grow by appending (see the module's docstring)."""
     if ledger.rows is None or ledger.recompleted or any(commit.replaces for commit in ledger.pending):
         return True
-    if DIGESTS not in ledger.summary_attributes:
+    if DIGESTS not in ledger.summary_attributes or UNMEASURED not in ledger.summary_attributes:
         return True
     provenance = {key: info[key] for key in PROVENANCE if key in info}
     return any(ledger.summary_attributes.get(key) != value for key, value in provenance.items())

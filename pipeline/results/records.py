@@ -243,6 +243,12 @@ class Ledger:
         """Whether every bin record has been read (`bins`): what planning avoids where it can."""
         return self._bins is not None
 
+    @property
+    def counts_unmeasured(self) -> bool:
+        """Whether the summary says how many of its bins are unmeasured (`layout.UNMEASURED`); a summary of before
+        that count is rewritten by the next consolidation, which writes it."""
+        return UNMEASURED in self.summary_attributes
+
     def unmeasured(self) -> set[str]:
         """The complete bins without biovolume (classified before the store measured, `BinRecord.biovolume` None).
 
