@@ -33,9 +33,9 @@ from pipeline.cluster.signals import stop_on_signals
 from pipeline.cluster.worker_setup import gpu_given
 
 #: A run of at most this many bins, on a machine without GPUs and without `--workers`, runs in one worker thread
-#: of this process: starting worker processes, and the model in each, costs more than such a job (one bin: 2.6 s
-#: in this process against 4.6 s for two bins on a worker process, zero-cost model, 2 cores; a bin is rarely
-#: more than a few thousand ROIs). A run of one bin always does, whatever `--workers` says.
+#: of this process: starting worker processes, and the model in each, costs more than such a job (2 or 4 bins of a
+#: zero-cost model on 2 cores: 3.0 s in this process against 5.2 s on a worker process; a bin is rarely more than
+#: a few thousand ROIs). A run of one bin always does, whatever `--workers` says.
 SMALL_JOB_BINS = 4
 
 
